@@ -69,7 +69,8 @@ def maybe_reexec_with_openblas(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     env[_REEXEC_FLAG] = "1"
     env["LD_PRELOAD"] = f"{lib} {env['LD_PRELOAD']}".strip() if env.get("LD_PRELOAD") else lib
-    argv = argv if argv is not None else sys.argv
+    # orig_argv keeps interpreter flags and `-m module`, so every way of starting us re-runs the same.
+    argv = argv if argv is not None else sys.orig_argv[1:]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *argv], env)

@@ -46,9 +46,49 @@ def convert(gguf: Path = typer.Option(..., "--gguf", help="llama-architecture GG
 
 
 @app.command()
-def generate():
+def generate(
+    data: str = typer.Option(..., "--data", "-d", help="ALMA JSON/JSONL, WMT source file or dir, JSONL "
+                             "(src/ref/src_lang/tgt_lang), instruction file (replay), or a HF dataset id"),
+    out: Path = typer.Option(..., "--out", "-o", help="output JSONL (resumes if it exists)"),
+    mode: str = typer.Option("rationale-continue", help="rationale-continue | rationale-explain | seqkd | "
+                             "sdft | replay"),
+    model: Optional[str] = ModelOpt,
+    teacher: Optional[str] = typer.Option(None, help="generate with this model instead (teacher ablation)"),
+    pairs: Optional[str] = typer.Option(None, help="directions, e.g. de-en,en-de"),
+    ref: Optional[str] = typer.Option(None, help="reference file, when --data is a plain-text source file"),
+    split: str = typer.Option("train", help="split for ALMA dirs / HF datasets"),
+    limit: Optional[int] = typer.Option(None, help="sample N rows (reproducible with --seed)"),
+    seed: int = typer.Option(0),
+    max_tokens: int = typer.Option(256, help="max new tokens per row"),
+    temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)"),
+    top_p: float = typer.Option(1.0),
+    batch_size: int = typer.Option(64, help="sequences decoded together"),
+    template: Optional[str] = typer.Option(None, help="translation instruction template ({src_name}, "
+                                           "{tgt_name}, {src})"),
+    explain_template: Optional[str] = typer.Option(None, help="explain-mode user prompt ({instruction}, {ref})"),
+    system: Optional[str] = typer.Option(None, help="system prompt"),
+    thinking: bool = typer.Option(False, help="leave thinking on for thinking-capable templates"),
+    min_tokens: int = typer.Option(1, help="reject shorter outputs"),
+    max_len: Optional[int] = typer.Option(None, help="reject outputs longer than this many tokens"),
+    max_repeat: float = typer.Option(0.5, help="reject when this share of 4-grams repeat"),
+    unfinished: str = typer.Option("trim", help="outputs that hit --max-tokens: keep | trim | drop"),
+    ratio: float = typer.Option(1.0, help="keep rationales for this seeded fraction of rows"),
+    dtype: str = typer.Option("auto", help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+):
     """Stage 1: self-rationales (RaDis) or the baselines' self-generated targets, as JSONL."""
-    _not_yet("generate")
+    from .rationale import GenerateConfig, format_summary, generate as run
+    from . import prompts as P
+    cfg = GenerateConfig(data=data, out=str(out), mode=mode, model=model, teacher=teacher, pairs=pairs,
+                         ref=ref, split=split, limit=limit, seed=seed, max_tokens=max_tokens,
+                         temperature=temperature, top_p=top_p, batch_size=batch_size,
+                         translate_template=template or P.TRANSLATE,
+                         explain_template=explain_template or P.EXPLAIN, system=system, thinking=thinking,
+                         min_tokens=min_tokens, max_len=max_len, max_repeat=max_repeat, unfinished=unfinished,
+                         ratio=ratio, dtype=dtype, trust_remote_code=trust_remote_code)
+    summary = run(cfg)
+    if summary:
+        typer.echo(format_summary(summary))
 
 
 @app.command()

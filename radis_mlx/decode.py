@@ -21,6 +21,7 @@ class DecodeConfig:
     seed: int = 0
     batch_size: int = 64
     prefill_batch_size: int = 16
+    share_prefix: bool = True  # prefill the prompts' common prefix (chat template + instruction) once
 
 
 @dataclass
@@ -49,7 +50,11 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
                          prefill_batch_size=min(cfg.prefill_batch_size, cfg.batch_size))
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     limits = [max_tokens[i] if max_tokens else cfg.max_tokens for i in order]
-    uids = gen.insert([list(prompts[i]) for i in order], limits)
+    prefix, prefix_cache = _prefill_shared_prefix(model, prompts) if cfg.share_prefix else ([], None)
+    n = len(prefix)
+    caches = [[_copy_cache(c) for c in prefix_cache] for _ in order] if prefix_cache else None
+    uids = gen.insert([list(prompts[i][n:]) for i in order], limits, caches=caches,
+                      all_tokens=[list(prefix) for _ in order] if n else None)
     index_of = dict(zip(uids, order))
     tokens: dict[int, list[int]] = {u: [] for u in uids}
     results: list[Completion | None] = [None] * len(prompts)
@@ -74,3 +79,34 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
     finally:
         gen.close()
     return results  # type: ignore[return-value]
+
+
+def _prefill_shared_prefix(model, prompts):
+    """KV cache of the longest prefix all prompts share (the system prompt and template)."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import KVCache, make_prompt_cache
+
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1  # each prompt keeps >= 1 token for the generator
+    for p in prompts[1:]:
+        k = 0
+        while k < n and p[k] == first[k]:
+            k += 1
+        n = k
+    if n < 8 or len(prompts) < 2:
+        return [], None
+    cache = make_prompt_cache(model)
+    if not all(type(c) is KVCache for c in cache):  # rotating/SSM caches: no cheap copies
+        return [], None
+    model(mx.array([first[:n]]), cache=cache)
+    mx.eval([c.state for c in cache])
+    return first[:n], cache
+
+
+def _copy_cache(c):
+    from mlx_lm.models.cache import KVCache
+
+    # MLX arrays are immutable values: copies share the prefix buffers until they are written.
+    new = KVCache()
+    new.state = c.state
+    return new

@@ -33,7 +33,10 @@ class Progress:
         self.tokens += tokens
         self.extra.update(extra)
         now = time.perf_counter()
-        if now - self._last >= self.every or self.done >= self.total:
+        final = self.done >= self.total and not getattr(self, "_final_shown", False)
+        if final:
+            self._final_shown = True
+        if now - self._last >= self.every or final:
             self._last = now
             self._print()
 

@@ -1,0 +1,151 @@
+"""The generate stage on the tiny model: modes, filters, ratio, resume after kill -9, settings guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from radis_mlx import prompts
+from radis_mlx.io import UserError
+from radis_mlx.rationale import GenerateConfig, generate, in_ratio, judge, repeat_share, trim_to_sentence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_pairs(path: Path, n: int) -> Path:
+    words = ["Hund", "Katze", "Milch", "Garten", "Zeit", "Kino", "morgen", "heute", "schläft", "trinkt"]
+    rng = random.Random(0)
+    with open(path, "w") as f:
+        for i in range(n):
+            de = " ".join(rng.choice(words) for _ in range(3 + i % 5)) + f" {i}."
+            f.write(json.dumps({"translation": {"de": de, "en": f"The sentence number {i}."}}) + "\n")
+    return path
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+def cfg(tmp_path, model, **kw) -> GenerateConfig:
+    data = write_pairs(tmp_path / "train.de-en.json", kw.pop("n", 6))
+    return GenerateConfig(data=str(data), out=str(tmp_path / "out.jsonl"), model=str(model),
+                          max_tokens=kw.pop("max_tokens", 8), batch_size=4, **kw)
+
+
+@pytest.mark.parametrize("mode", ["rationale-continue", "rationale-explain", "seqkd", "sdft"])
+def test_every_mode_writes_one_row_per_pair(tmp_path, tiny_model_dir, mode):
+    c = cfg(tmp_path, tiny_model_dir, mode=mode)
+    s = generate(c, progress=False)
+    out = rows(Path(c.out))
+    assert len(out) == 6 and len({r["id"] for r in out}) == 6
+    assert all(r["mode"] == mode and r["src_lang"] == "de" and r["tgt_lang"] == "en" for r in out)
+    assert all(set(r) >= {"id", "src", "ref", "text", "kept", "reason", "n_tokens", "finish"} for r in out)
+    assert s["rows"] == 6 and s["kept"] + sum(s["rejected"].values()) == 6
+    meta = json.loads(Path(c.out + ".meta.json").read_text())
+    assert meta["settings"]["mode"] == mode and meta["settings"]["max_tokens"] == 8
+
+
+def test_replay_mode_reads_instructions(tmp_path, tiny_model_dir):
+    inst = tmp_path / "inst.jsonl"
+    inst.write_text("".join(json.dumps({"instruction": f"Say hello {i}"}) + "\n" for i in range(3)))
+    c = GenerateConfig(data=str(inst), out=str(tmp_path / "r.jsonl"), mode="replay",
+                       model=str(tiny_model_dir), max_tokens=6)
+    generate(c, progress=False)
+    out = rows(Path(c.out))
+    assert [r["instruction"] for r in out] == [f"Say hello {i}" for i in range(3)]
+
+
+def test_rerun_skips_done_rows_and_refuses_other_settings(tmp_path, tiny_model_dir):
+    c = cfg(tmp_path, tiny_model_dir)
+    generate(c, progress=False)
+    first = Path(c.out).read_bytes()
+    generate(c, progress=False)  # nothing left to do: file unchanged
+    assert Path(c.out).read_bytes() == first
+    c.max_tokens = 9
+    with pytest.raises(UserError, match="different settings.*max_tokens"):
+        generate(c, progress=False)
+    assert Path(c.out).read_bytes() == first
+
+
+def test_ratio_keeps_a_seeded_fraction(tmp_path, tiny_model_dir):
+    c = cfg(tmp_path, tiny_model_dir, n=20, ratio=0.5, unfinished="keep", max_repeat=1.0)
+    generate(c, progress=False)
+    out = rows(Path(c.out))
+    skipped = [r for r in out if r["reason"] == "ratio"]
+    assert 0 < len(skipped) < 20
+    assert all(not in_ratio(r["id"], 0.5, 0) for r in skipped)
+    assert all(r["text"] == "" and not r["kept"] for r in skipped)
+
+
+def test_filters():
+    c = GenerateConfig(data="x", out="y", mode="sdft", max_len=5, min_tokens=2)
+    assert judge(c, "  ", [1, 2], "stop")[1:] == (False, "empty")
+    assert judge(c, "ok", [1], "stop")[1:] == (False, "too-short")
+    assert judge(c, "long", list(range(6)), "stop")[1:] == (False, "too-long")
+    assert judge(c, "As the reference answer says", [1, 2, 3], "stop")[1:] == (False, "sdft-banned")
+    assert judge(c, "Your turn: hi", [1, 2, 3], "stop")[1:] == (False, "sdft-banned")
+    assert judge(c, "A fine rewrite.", [1, 2, 3], "stop")[1:] == (True, None)
+    c = GenerateConfig(data="x", out="y", mode="rationale-explain")
+    assert judge(c, "loop", [7, 8, 9, 10] * 10, "stop")[1:] == (False, "repetition")
+    assert repeat_share([1, 2, 3, 4, 5, 6]) == 0.0
+    c.unfinished = "drop"
+    assert judge(c, "cut off", [1, 2, 3], "length")[1:] == (False, "unfinished")
+    c.unfinished = "trim"
+    assert judge(c, "One sentence. And half a", [1, 2, 3], "length")[0] == "One sentence."
+    assert trim_to_sentence("Done.") == "Done."
+
+
+def test_seqkd_cuts_after_translation():
+    c = GenerateConfig(data="x", out="y", mode="seqkd")
+    assert judge(c, "The dog.\n\nThis translation keeps", [1, 2, 3], "stop")[0] == "The dog."
+
+
+def test_bad_data_fails_before_loading_and_writes_nothing(tmp_path):
+    bad = tmp_path / "train.de-en.json"
+    bad.write_text('{"translation": {"de": "a", "en": "b"}}\n{"translation": {"de": "a"}}\n')
+    c = GenerateConfig(data=str(bad), out=str(tmp_path / "o.jsonl"), model="/nonexistent")
+    with pytest.raises(UserError, match=r"train.de-en.json:2: translation.en"):
+        generate(c, progress=False)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def _cli(args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "radis_mlx.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_model_dir):
+    data = write_pairs(tmp_path / "train.de-en.json", 40)
+    args = ["generate", "--data", str(data), "--model", str(tiny_model_dir), "--max-tokens", "24",
+            "--batch-size", "2", "--mode", "rationale-explain", "--max-repeat", "1.0", "--unfinished", "keep"]
+    ref = tmp_path / "straight.jsonl"
+    p = _cli([*args, "--out", str(ref)])
+    assert p.wait(timeout=300) == 0, p.stderr.read().decode()
+    killed = tmp_path / "killed.jsonl"
+    rng = random.Random(1)
+    for attempt in range(3):  # kill at several moments: while rows are being appended
+        p = _cli([*args, "--out", str(killed)])
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None:
+            n = killed.read_bytes().count(b"\n") if killed.exists() else 0
+            if n >= 5 + attempt * 8 + rng.randint(0, 3):
+                break
+            time.sleep(0.02)
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+        p.wait()
+        lines = killed.read_bytes().splitlines()
+        ids = [json.loads(l)["id"] for l in lines if l.strip().endswith(b"}")]
+        assert len(ids) == len(set(ids))  # never a duplicated row
+    p = _cli([*args, "--out", str(killed)])
+    assert p.wait(timeout=300) == 0, p.stderr.read().decode()
+    assert killed.read_bytes() == ref.read_bytes()
