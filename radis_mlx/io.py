@@ -21,7 +21,7 @@ class UserError(Exception):
 class DataError(UserError):
     """A problem at a known place in an input file: ``file:line: field: message``."""
 
-    def __init__(self, path, line: int | None, field: str | None, message: str):
+    def __init__(self, path, line: int | str | None, field: str | None, message: str):
         self.path, self.line, self.field, self.message = str(path), line, field, message
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
@@ -46,8 +46,18 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_line(obj: Any, **kw) -> str:
+    """JSON text that is always valid UTF-8: lone surrogates from odd input get \\u escapes."""
+    text = json.dumps(obj, ensure_ascii=False, **kw)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, ensure_ascii=True, **kw)
+    return text
+
+
 def atomic_write_json(path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json_line(obj, indent=2) + "\n")
 
 
 def read_json(path) -> Any:
@@ -60,6 +70,8 @@ def read_json(path) -> Any:
         raise DataError(path, None, None, f"not UTF-8 ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise DataError(path, e.lineno, None, f"invalid JSON: {e.msg}") from None
+    except (RecursionError, ValueError) as e:  # absurd nesting, 4300+ digit integers
+        raise DataError(path, None, None, f"unreadable JSON ({type(e).__name__}: {str(e)[:80]})") from None
 
 
 def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
@@ -79,6 +91,8 @@ def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(path, lineno, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
+            except (RecursionError, ValueError) as e:
+                raise DataError(path, lineno, None, f"unreadable JSON ({type(e).__name__})") from None
             if not isinstance(obj, dict):
                 raise DataError(path, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj
@@ -128,7 +142,7 @@ class JsonlAppender:
         self._f = open(self.path, "ab")
 
     def write(self, row: dict) -> None:
-        self._f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._f.write((json_line(row) + "\n").encode("utf-8"))
         self._f.flush()
         if self.fsync:
             os.fsync(self._f.fileno())

@@ -16,7 +16,6 @@ input order, so an interrupted-and-resumed run ends byte-identical to an uninter
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -25,8 +24,8 @@ from pathlib import Path
 from . import __version__, prompts
 from .data import Pair, load_instructions, load_pairs
 from .decode import DecodeConfig, decode
-from .io import JsonlAppender, UserError, atomic_write_json, atomic_write_text, iter_jsonl, read_json, \
-    repair_jsonl_tail
+from .io import JsonlAppender, UserError, atomic_write_json, atomic_write_text, iter_jsonl, json_line, \
+    read_json, repair_jsonl_tail
 from .progress import Progress
 
 MODES = ("rationale-continue", "rationale-explain", "seqkd", "sdft", "replay")
@@ -254,7 +253,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
         raise UserError(f"{out}: {len(missing)} rows missing after generation (first: {missing[0]})")
     rows = [done[it.id] for it in items]
     # Canonical input order, so resumed and distributed runs give the same file as one straight run.
-    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(out, "".join(json_line(r) + "\n" for r in rows))
     if size > 1:
         for p in parts:
             p.unlink(missing_ok=True)

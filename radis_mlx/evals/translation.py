@@ -1,0 +1,183 @@
+"""Translation quality: BLEU and chrF (sacrebleu) with bootstrap CIs, optional COMET, cut statistics.
+
+A RaDis model may append an explanation after its translation, so every output is cut at a
+stop string (default: the first blank line) before scoring, and we report how often that
+happened and how many tokens were spent after the cut: that is decoding time a user pays for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Sequence
+
+from .. import prompts
+from ..data import Pair
+
+COMET_MODEL = "Unbabel/wmt22-comet-da"
+
+
+def bleu_tokenizer(tgt_lang: str) -> tuple[str, str | None]:
+    """sacrebleu's recommended tokenizer for the target language, and a note when we had to fall back."""
+    if tgt_lang == "zh":
+        return "zh", None
+    if tgt_lang in ("ja", "ko"):
+        name = f"{tgt_lang}-mecab"
+        try:
+            from sacrebleu.metrics import BLEU
+            BLEU(tokenize=name)  # instantiating imports MeCab and its dictionary
+            return name, None
+        except Exception as e:  # ImportError, or MeCab present without a dictionary
+            pkg = "sacrebleu[ja]" if tgt_lang == "ja" else "sacrebleu[ko]"
+            return "char", (f"{name} tokenizer unavailable ({type(e).__name__}); BLEU uses 'char' "
+                            f"tokenization instead (pip install '{pkg}' for the standard one)")
+    return "13a", None
+
+
+def ref_streams(refs: Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """Per-sentence reference tuples -> sacrebleu's reference streams; None pads a missing reference."""
+    n = max((len(r) for r in refs), default=1)
+    return [[r[j] if j < len(r) else None for r in refs] for j in range(n)]
+
+
+def _resampled_scores(metric, hyps, streams, n: int, seed: int) -> list[float]:
+    """Scores of ``n`` seeded bootstrap resamples over sentences (sufficient stats summed, so it's fast)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    try:
+        stats = np.asarray(metric._extract_corpus_statistics(hyps, streams))
+        idx = rng.integers(0, len(hyps), size=(n, len(hyps)))
+        return [metric._compute_score_from_stats(stats[i].sum(0).tolist()).score for i in idx]
+    except AttributeError:  # a future sacrebleu without the private helpers: slow but correct
+        idx = rng.integers(0, len(hyps), size=(n, len(hyps)))
+        return [metric.corpus_score([hyps[j] for j in i], [[s[j] for j in i] for s in streams]).score
+                for i in idx]
+
+
+def percentile_ci(samples: Sequence[float], level: float = 0.95) -> list[float]:
+    import numpy as np
+
+    lo, hi = np.percentile(np.asarray(samples, dtype=float), [50 * (1 - level), 50 * (1 + level)])
+    return [float(lo), float(hi)]
+
+
+def corpus_metrics(hyps: Sequence[str], refs: Sequence[Sequence[str]], tgt_lang: str,
+                   n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """BLEU and chrF of one direction, with sacrebleu signatures and 95% bootstrap CIs.
+
+    The raw bootstrap samples are returned under ``_samples`` so callers can build a CI for a
+    mean over directions from the same resamples; they are dropped before saving.
+    """
+    from sacrebleu.metrics import BLEU, CHRF
+
+    hyps = list(hyps)
+    tok, note = bleu_tokenizer(tgt_lang)
+    streams = ref_streams(refs)
+    bleu, chrf = BLEU(tokenize=tok, trg_lang=tgt_lang), CHRF()
+    b, c = bleu.corpus_score(hyps, streams), chrf.corpus_score(hyps, streams)
+    out = {"bleu": b.score, "chrf": c.score, "n": len(hyps), "n_refs": len(streams), "tokenize": tok,
+           "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
+    if note:
+        out["note"] = note
+    if n_bootstrap and len(hyps) > 1:
+        sb = _resampled_scores(bleu, hyps, streams, n_bootstrap, seed)
+        sc = _resampled_scores(chrf, hyps, streams, n_bootstrap, seed)
+        out.update(bleu_ci=percentile_ci(sb), chrf_ci=percentile_ci(sc), n_bootstrap=n_bootstrap,
+                   _samples={"bleu": sb, "chrf": sc})
+    return out
+
+
+def cut_output(text: str, stop: str, tokenizer=None) -> dict:
+    """The scored hypothesis of one raw output, whether it was cut, and the tokens after the cut."""
+    hyp, cut = prompts.cut_translation(text, stop)
+    extra = 0
+    if cut:
+        body = text.strip()
+        tail = body[body.index(stop):]
+        extra = len(tokenizer.encode(tail, add_special_tokens=False)) if tokenizer is not None else 0
+    return {"hyp": hyp, "cut": cut, "extra_tokens": extra}
+
+
+def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str],
+                batch_size: int = 8) -> tuple[dict | None, str | None]:
+    """COMET system score when the package and the model are already here; never downloads."""
+    try:
+        import comet  # noqa: F401
+    except ImportError:
+        return None, "COMET skipped: the `comet` package is not installed (pip install unbabel-comet)"
+    ckpt = os.environ.get("RADIS_COMET_CHECKPOINT")
+    if not ckpt:
+        try:
+            from huggingface_hub import snapshot_download
+            ckpt = os.path.join(snapshot_download(COMET_MODEL, local_files_only=True), "checkpoints", "model.ckpt")
+        except Exception:
+            return None, (f"COMET skipped: {COMET_MODEL} is not in the local Hugging Face cache "
+                          f"(fetch it once with `huggingface-cli download {COMET_MODEL}`, "
+                          "or set RADIS_COMET_CHECKPOINT to a model.ckpt)")
+    try:
+        from comet import load_from_checkpoint
+        model = load_from_checkpoint(ckpt)
+        data = [{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs)]
+        pred = model.predict(data, batch_size=batch_size, gpus=0, progress_bar=False)
+        return {"comet": float(pred.system_score) * 100, "comet_model": COMET_MODEL,
+                "comet_scores": [float(x) for x in pred.scores]}, None
+    except Exception as e:  # a broken COMET install must not lose the BLEU numbers
+        return None, f"COMET skipped: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+
+
+def score(pairs: Sequence[Pair], outputs: Sequence[dict], tokenizer=None, stop: str = "\n\n",
+          n_bootstrap: int = 1000, seed: int = 0, use_comet: bool = True) -> tuple[list[dict], dict]:
+    """Score raw outputs (``{"text", "n_tokens", "finish"}``, aligned with ``pairs``).
+
+    Returns per-sentence rows and a summary: per-direction metrics, their mean over directions
+    (with a CI from the same bootstrap resamples), cut share and tokens spent after the cut.
+    """
+    import numpy as np
+
+    rows = []
+    for p, o in zip(pairs, outputs):
+        c = cut_output(o["text"], stop, tokenizer)
+        rows.append({"id": p.id, "src_lang": p.src_lang, "tgt_lang": p.tgt_lang, "src": p.src,
+                     "refs": list(p.all_refs), "hyp": c["hyp"], "raw": o["text"], "cut": c["cut"],
+                     "n_tokens": o.get("n_tokens", 0), "extra_tokens": c["extra_tokens"],
+                     "finish": o.get("finish")})
+    by_dir: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_dir[f"{r['src_lang']}-{r['tgt_lang']}"].append(r)
+    directions, samples, notes = {}, defaultdict(list), []
+    for d, rs in by_dir.items():
+        m = corpus_metrics([r["hyp"] for r in rs], [r["refs"] for r in rs], rs[0]["tgt_lang"], n_bootstrap, seed)
+        for k, v in m.pop("_samples", {}).items():
+            samples[k].append(v)
+        if "note" in m:
+            notes.append(f"{d}: {m['note']}")
+        gen = sum(r["n_tokens"] for r in rs)
+        extra = sum(r["extra_tokens"] for r in rs)
+        m.update(cut_share=sum(r["cut"] for r in rs) / len(rs), extra_tokens=extra,
+                 extra_tokens_mean=extra / len(rs), generated_tokens=gen,
+                 extra_token_share=extra / gen if gen else 0.0,
+                 unfinished_share=sum(r["finish"] == "length" for r in rs) / len(rs))
+        if use_comet:
+            cm, why = comet_score([r["src"] for r in rs], [r["hyp"] for r in rs], [r["refs"][0] for r in rs])
+            if cm:
+                for r, s in zip(rs, cm.pop("comet_scores")):
+                    r["comet"] = s
+                m.update(cm)
+            elif why and why not in notes:
+                notes.append(why)
+        directions[d] = m
+    summary: dict = {"directions": directions, "n": len(rows), "stop": stop}
+    if directions:
+        for k in ("bleu", "chrf", "cut_share", "extra_tokens_mean", "extra_token_share", "unfinished_share"):
+            summary[k] = float(np.mean([m[k] for m in directions.values()]))
+        for k, ss in samples.items():
+            if len(ss) == len(directions):
+                summary[f"{k}_ci"] = percentile_ci(np.mean(np.asarray(ss), axis=0))
+        if all("comet" in m for m in directions.values()):
+            summary["comet"] = float(np.mean([m["comet"] for m in directions.values()]))
+        else:
+            summary["comet"] = None
+    if notes:
+        summary["notes"] = notes
+    return rows, summary

@@ -1,0 +1,177 @@
+"""`radis-mlx report`: one table and one trade-off plot across eval runs (the RaDis paper's Figure 1).
+
+x = translation quality (COMET when every run has it, else BLEU), y = general ability: the mean
+of the available 0-1 scores (IFEval strict prompt accuracy, AdvBench refusal rate, GSM8K
+accuracy). A second panel shows the self-retention drift (NLL increase of the base model's own
+answers; 0 = nothing forgotten). Error bars: bootstrap CI for BLEU/chrF, a normal-approximation
+95% CI for the general score.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+from .io import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+GENERAL_PARTS = (("ifeval", "prompt_level_strict", "n_prompts"), ("advbench", "refusal_rate", "n"),
+                 ("gsm8k", "accuracy", "n"))
+
+# (key, header, kind) kind: pct = 0-1 shown as %, f1/f2/f3 = decimals, ci = value with [lo, hi]
+COLUMNS = (
+    ("bleu", "BLEU", "ci"), ("chrf", "chrF", "ci"), ("comet", "COMET", "f1"),
+    ("cut_share", "cut %", "pct"), ("extra_tokens_mean", "tokens after cut", "f1"),
+    ("ifeval", "IFEval strict", "pct"), ("advbench", "AdvBench refusal", "pct"), ("gsm8k", "GSM8K", "pct"),
+    ("general", "general (mean)", "pct"), ("retention_nll", "retention NLL", "f3"),
+    ("retention_increase", "NLL increase", "f3"), ("mtbench", "MT-Bench", "f2"), ("alpacaeval", "AlpacaEval", "f2"),
+)
+
+
+def summarize(res: dict) -> dict:
+    """The headline numbers of one results.json, flattened."""
+    s = res.get("suites", {})
+    row: dict = {"name": res.get("name", "?")}
+    tr = s.get("translation") or {}
+    for k in ("bleu", "bleu_ci", "chrf", "chrf_ci", "comet", "cut_share", "extra_tokens_mean"):
+        if tr.get(k) is not None:
+            row[k] = tr[k]
+    if tr.get("directions"):
+        row["directions"] = {d: m.get("bleu") for d, m in tr["directions"].items()}
+    parts = {}
+    for suite, key, nkey in GENERAL_PARTS:
+        v = (s.get(suite) or {}).get(key)
+        if v is not None:
+            parts[suite] = (float(v), int((s[suite]).get(nkey) or 0))
+            row[suite] = float(v)
+    if parts:
+        vals = [v for v, _ in parts.values()]
+        row["general"] = sum(vals) / len(vals)
+        row["general_parts"] = sorted(parts)
+        if all(n > 0 for _, n in parts.values()):
+            se = math.sqrt(sum(v * (1 - v) / n for v, n in parts.values())) / len(parts)
+            row["general_ci"] = [row["general"] - 1.96 * se, row["general"] + 1.96 * se]
+    ret = s.get("retention") or {}
+    if ret.get("nll") is not None:
+        row.update(retention_nll=ret["nll"], retention_base_nll=ret.get("base_nll"),
+                   retention_increase=ret.get("nll_increase"))
+    for suite in ("mtbench", "alpacaeval"):
+        if (s.get(suite) or {}).get("score") is not None:
+            row[suite] = s[suite]["score"]
+    return row
+
+
+def _fmt(row: dict, key: str, kind: str) -> str:
+    v = row.get(key)
+    if v is None:
+        return "–"
+    if kind == "pct":
+        return f"{100 * v:.1f}"
+    if kind == "ci":
+        ci = row.get(f"{key}_ci")
+        return f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
+    return f"{v:.{int(kind[1])}f}"
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    head = "| run | " + " | ".join(h for _, h, _ in cols) + " |"
+    sep = "|---|" + "|".join("---:" for _ in cols) + "|"
+    body = ["| " + r["name"] + " | " + " | ".join(_fmt(r, k, kind) for k, _, kind in cols) + " |" for r in rows]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def load_runs(paths: Sequence) -> list[dict]:
+    """results.json files, run dirs holding one, or an eval --out dir holding run dirs."""
+    found = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p)
+        elif (p / "results.json").is_file():
+            found.append(p / "results.json")
+        elif p.is_dir():
+            subs = sorted(q / "results.json" for q in p.iterdir() if (q / "results.json").is_file())
+            if not subs:
+                raise UserError(f"{p}: no results.json here or one folder down (is it an eval --out dir?)")
+            found += subs
+        else:
+            raise UserError(f"{p}: no such run directory or results.json")
+    runs, seen = [], set()
+    for f in found:
+        if f.resolve() in seen:
+            continue
+        seen.add(f.resolve())
+        res = read_json(f)
+        if not isinstance(res, dict) or "suites" not in res:
+            raise UserError(f"{f}: not an eval results.json (no 'suites')")
+        res.setdefault("name", f.parent.name)
+        runs.append(res)
+    return runs
+
+
+def plot(rows: Sequence[dict], path, translation_key: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if r.get(translation_key) is not None]
+    with_gen = [r for r in pts if r.get("general") is not None]
+    with_ret = [r for r in pts if r.get("retention_increase") is not None]
+    panels = [("general", "general ability (mean of available 0-1 scores)", with_gen)]
+    if with_ret:
+        panels.append(("retention_increase", "self-retention NLL increase (lower = less forgetting)", with_ret))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), squeeze=False)
+    xlabel = {"comet": "COMET (wmt22-comet-da)", "bleu": "BLEU"}[translation_key]
+    for ax, (key, ylabel, rs) in zip(axes[0], panels):
+        if not rs:
+            ax.text(0.5, 0.5, "no run has both a translation and a general-ability score",
+                    ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        for i, r in enumerate(rs):
+            x, y = r[translation_key], r[key]
+            xci, yci = r.get(f"{translation_key}_ci"), r.get(f"{key}_ci")
+            xerr = [[x - xci[0]], [xci[1] - x]] if xci else None
+            yerr = [[y - yci[0]], [yci[1] - y]] if yci else None
+            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=f"C{i % 10}")
+            ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_title("translation vs general ability", fontsize=10)
+    if len(panels) > 1:
+        axes[0][1].set_title("translation vs forgetting", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def report(run_dirs: Sequence, out) -> dict:
+    runs = load_runs(run_dirs)
+    if not runs:
+        raise UserError("no runs given")
+    out = Path(out)
+    rows = [summarize(r) for r in runs]
+    names = [r["name"] for r in rows]
+    for r in rows:  # two runs called the same: tell them apart by their place on the command line
+        if names.count(r["name"]) > 1:
+            r["name"] = f"{r['name']}#{rows.index(r) + 1}"
+    tkey = "comet" if rows and all(r.get("comet") is not None for r in rows) else "bleu"
+    notes = []
+    part_sets = {tuple(r.get("general_parts", ())) for r in rows if r.get("general") is not None}
+    if len(part_sets) > 1:
+        notes.append("runs average different general-ability suites: "
+                     + "; ".join(f"{r['name']}: {', '.join(r.get('general_parts', []))}" for r in rows)
+                     + " — their general scores are not comparable")
+    md = ["# RaDis eval report", "", markdown_table(rows),
+          f"General = mean of the available {', '.join(s for s, _, _ in GENERAL_PARTS)} scores (0-1, shown "
+          "as %). Translation axis of the plot: " + ("COMET." if tkey == "comet" else "BLEU (COMET not "
+                                                                                       "available for every run)."),
+          "", "![trade-off](tradeoff.png)", ""]
+    md += [f"Note: {n}" for n in notes]
+    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    plot(rows, out / "tradeoff.png", tkey)
+    result = {"runs": rows, "translation_metric": tkey, "notes": notes}
+    atomic_write_json(out / "report.json", result)
+    return result
