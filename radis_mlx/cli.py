@@ -92,15 +92,175 @@ def generate(
 
 
 @app.command()
-def finetune():
+def finetune(
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="generate's JSONL (radis/seqkd/sdft/replay "
+                                       "rows), or parallel data for --method sft"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="run directory (default runs/finetune)"),
+    model: Optional[str] = ModelOpt,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of settings (flags override it)"),
+    method: Optional[str] = typer.Option(None, help="radis | sft | seqkd | sdft | replay | mix"),
+    adapter_path: Optional[str] = typer.Option(None, help="start from these adapters"),
+    pairs: Optional[str] = typer.Option(None, help="directions of plain parallel data, e.g. de-en"),
+    replay_data: Optional[str] = typer.Option(None, help="generate's replay JSONL (or instruction+output rows)"),
+    replay_ratio: Optional[float] = typer.Option(None, help="share of each epoch from --replay-data/--mix-data"),
+    mix_data: Optional[str] = typer.Option(None, help="second dataset for --method mix"),
+    separator: Optional[str] = typer.Option(None, help="between reference and explain-mode rationale"),
+    template: Optional[str] = typer.Option(None, help="translation instruction template (as in generate)"),
+    system: Optional[str] = typer.Option(None, help="system prompt (as in generate)"),
+    fine_tune_type: Optional[str] = typer.Option(None, help="lora | dora | full"),
+    lora: bool = typer.Option(False, "--lora", help="= --fine-tune-type lora"),
+    dora: bool = typer.Option(False, "--dora", help="= --fine-tune-type dora"),
+    full: bool = typer.Option(False, "--full", help="= --fine-tune-type full"),
+    lora_rank: Optional[int] = typer.Option(None),
+    lora_scale: Optional[float] = typer.Option(None),
+    lora_dropout: Optional[float] = typer.Option(None),
+    num_layers: Optional[int] = typer.Option(None, help="train the last N blocks (-1: all)"),
+    lora_keys: Optional[str] = typer.Option(None, help="comma-separated module keys, e.g. self_attn.q_proj,"
+                                            "self_attn.v_proj (default: every linear layer)"),
+    w_ref: Optional[float] = typer.Option(None, help="loss weight of reference (and end-of-turn) tokens"),
+    w_rat: Optional[float] = typer.Option(None, help="loss weight of rationale tokens"),
+    normalize: Optional[str] = typer.Option(None, help="tokens | segments"),
+    optimizer: Optional[str] = typer.Option(None, help="adamw | adam | sgd | adafactor | lion | muon"),
+    lr: Optional[float] = typer.Option(None, "--lr", "--learning-rate"),
+    lr_min: Optional[float] = typer.Option(None, help="cosine decay floor"),
+    schedule: Optional[str] = typer.Option(None, help="cosine | constant"),
+    warmup: Optional[int] = typer.Option(None, help="linear warm-up steps"),
+    weight_decay: Optional[float] = typer.Option(None),
+    max_grad_norm: Optional[float] = typer.Option(None, help="clip the gradient norm (0: off)"),
+    grad_accum: Optional[int] = typer.Option(None, help="batches per optimizer step"),
+    grad_checkpoint: Optional[bool] = typer.Option(None, "--grad-checkpoint/--no-grad-checkpoint"),
+    batch_size: Optional[int] = typer.Option(None),
+    epochs: Optional[float] = typer.Option(None),
+    iters: Optional[int] = typer.Option(None, help="optimizer steps (overrides --epochs)"),
+    max_seq_len: Optional[int] = typer.Option(None, help="longer rows lose rationale tokens, then are dropped"),
+    pad_multiple: Optional[int] = typer.Option(None),
+    bucket: Optional[int] = typer.Option(None, help="batches per length-sorted bucket"),
+    seed: Optional[int] = typer.Option(None),
+    val_data: Optional[str] = typer.Option(None),
+    val_fraction: Optional[float] = typer.Option(None, help="hold out this share of --data for validation"),
+    val_batch_size: Optional[int] = typer.Option(None),
+    steps_per_eval: Optional[int] = typer.Option(None),
+    steps_per_report: Optional[int] = typer.Option(None),
+    save_every: Optional[int] = typer.Option(None, help="checkpoint every N steps (0: only at the end)"),
+    keep_checkpoints: Optional[int] = typer.Option(None),
+    best_metric: Optional[str] = typer.Option(None, help="val_loss | val_ref_loss"),
+    dtype: Optional[str] = typer.Option(None, help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile"),
+    slice_head: Optional[bool] = typer.Option(None, "--slice-head/--no-slice-head"),
+    fuse: Optional[bool] = typer.Option(None, "--fuse/--no-fuse", help="also write OUT/fused (a full model)"),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="continue a stopped run in --out"),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite/--no-overwrite", help="replace --out"),
+    quiet: Optional[bool] = typer.Option(None, "--quiet/--no-quiet"),
+    trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code/--no-trust-remote-code"),
+):
     """Stage 2: fine-tune (LoRA/DoRA/full) with the RaDis weighted loss or a baseline target."""
-    _not_yet("finetune")
+    from .train import finetune as run, format_summary, load_config
+    picked = [name for name, on in (("lora", lora), ("dora", dora), ("full", full)) if on]
+    if len(picked) > 1 or (picked and fine_tune_type and fine_tune_type != picked[0]):
+        raise UserError(f"pick one fine-tune type (got {', '.join(picked + ([fine_tune_type] if fine_tune_type else []))})")
+    flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full", "picked", "run",
+                                                             "format_summary", "load_config")}
+    if picked:
+        flags["fine_tune_type"] = picked[0]
+    cfg = load_config(config, **flags)
+    try:
+        summary = run(cfg)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: rerun with --resume --out {cfg.out} to continue from the last checkpoint",
+                   err=True)
+        raise typer.Exit(130)
+    typer.echo(format_summary(summary))
 
 
 @app.command(name="eval")
-def eval_():
+def eval_(
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="model to evaluate (repeatable): hub "
+                                              "id, mlx-lm dir, .gguf, or name=MODEL[,adapter=DIR] (default: "
+                                              "the offline SmolLM2-135M-Instruct)"),
+    adapter: Optional[List[str]] = typer.Option(None, "--adapter", help="adapter dir for the --model at the same "
+                                                "position ('-' for none); one model + N adapters = N runs"),
+    name: Optional[List[str]] = typer.Option(None, "--name", help="run name for the model at the same position"),
+    suites: str = typer.Option("translation,ifeval,advbench,gsm8k,retention",
+                               help="comma list of translation, ifeval, advbench, gsm8k, retention, mtbench, "
+                                    "alpacaeval"),
+    test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="SUITE=PATH (repeatable), or a data "
+                                                  "root laid out like ../shared/data"),
+    pairs: Optional[str] = typer.Option(None, help="translation directions, e.g. de-en,en-de"),
+    limit: Optional[List[str]] = typer.Option(None, help="N or SUITE=N: sample N items per suite (per direction)"),
+    seed: int = typer.Option(0),
+    max_tokens: Optional[List[str]] = typer.Option(None, help="N or SUITE=N: max new tokens"),
+    batch_size: int = typer.Option(32, help="sequences decoded together"),
+    base_model: Optional[str] = typer.Option(None, help="retention base model (default: each model without "
+                                             "its adapter)"),
+    stop: str = typer.Option("\\n\\n", help="cut translations at this string ('' = no cut; \\n allowed)"),
+    responses: Optional[Path] = typer.Option(None, help="score these IFEval responses (JSONL with "
+                                             "prompt/key + response) instead of generating"),
+    ifeval_conformance: bool = typer.Option(False, "--ifeval-conformance", help="agreement of our IFEval "
+                                            "checker with the official verdicts in the ifeval data folder"),
+    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server to judge MT-Bench/AlpacaEval "
+                                            "(key from RADIS_JUDGE_API_KEY or OPENAI_API_KEY)"),
+    judge_api_model: str = typer.Option("gpt-4", help="model name sent to --judge-url"),
+    judge_model: Optional[str] = typer.Option(None, help="local MLX model as the judge"),
+    dtype: str = typer.Option("auto", help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (one folder per model)"),
+):
     """Stage 3: translation quality and general-ability retention."""
-    _not_yet("eval")
+    from .evals import runner as R
+
+    suite_list = [s.strip() for s in suites.split(",") if s.strip()]
+    bad = [s for s in suite_list if s not in R.SUITES]
+    if bad or not suite_list:
+        raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (choose from {', '.join(R.SUITES)})")
+    data = R.parse_test_data(test_data, suite_list)
+    if ifeval_conformance or responses:
+        if ifeval_conformance:
+            src = data.get("root") or (str(Path(data["ifeval"]).parent) if "ifeval" in data else None)
+            if not src:
+                raise UserError("--ifeval-conformance needs --test-data DATA_ROOT or ifeval=PATH")
+            c = R.ifeval_conformance(src, out)
+            typer.echo(f"IFEval conformance on {c['n_prompts']} prompts / {c['n_instructions']} instructions: "
+                       f"instruction agreement strict {c['instruction_agreement_strict']:.4f} loose "
+                       f"{c['instruction_agreement_loose']:.4f}; prompt agreement strict "
+                       f"{c['prompt_agreement_strict']:.4f} loose {c['prompt_agreement_loose']:.4f}; "
+                       f"{len(c['disagreements'])} differing verdicts")
+        if responses:
+            if suite_list != ["ifeval"]:
+                raise UserError("--responses scores IFEval only: pass --suites ifeval")
+            if out is None:
+                raise UserError("--responses needs --out DIR")
+            s = R.score_ifeval_responses(R.suite_path(R.EvalConfig(test_data=data), "ifeval"), responses, out)
+            typer.echo(f"IFEval on {s['n_prompts']} prompts ({s['n_missing']} without a response): prompt "
+                       f"strict {s['prompt_level_strict']:.4f} loose {s['prompt_level_loose']:.4f}; instruction "
+                       f"strict {s['instruction_level_strict']:.4f} loose {s['instruction_level_loose']:.4f} "
+                       f"-> {out}/eval_results_strict.jsonl, eval_results_loose.jsonl")
+        return
+    if out is None:
+        raise UserError("pass --out DIR for the results")
+    lim, limits = R.parse_per_suite(limit, "limit")
+    default_mt, mts = R.parse_per_suite(max_tokens, "max-tokens")
+    if default_mt is not None:
+        mts = {**{s: default_mt for s in R.SUITES}, **mts}
+    cfg = R.EvalConfig(models=R.model_specs(model, adapter, name), out=str(out), suites=suite_list,
+                       test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
+                       batch_size=batch_size, base_model=base_model, stop=R.unescape(stop), judge_url=judge_url,
+                       judge_model=judge_model, judge_api_model=judge_api_model, dtype=dtype)
+    results = R.evaluate(cfg)
+    from .report import markdown_table, summarize
+    typer.echo(markdown_table([summarize(r) for r in results.values()]), nl=False)
+    typer.echo(f"results: {out}/<run>/results.json, table: {out}/results.md")
+
+
+@app.command()
+def report(runs: List[Path] = typer.Argument(..., help="eval run dirs (or an eval --out dir, or results.json "
+                                             "files)"),
+           out: Path = typer.Option(..., "--out", "-o", help="where report.md, report.json, tradeoff.png go")):
+    """One table and a translation-vs-general-ability plot across eval runs."""
+    from .report import markdown_table, report as make_report
+    r = make_report(runs, out)
+    typer.echo(markdown_table(r["runs"]), nl=False)
+    for n in r["notes"]:
+        typer.echo(f"note: {n}")
+    typer.echo(f"wrote {out}/report.md, report.json, tradeoff.png")
 
 
 def main(argv: Optional[List[str]] = None) -> None:

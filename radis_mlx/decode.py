@@ -20,8 +20,10 @@ class DecodeConfig:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 64
-    prefill_batch_size: int = 16
-    share_prefix: bool = True  # prefill the prompts' common prefix (chat template + instruction) once
+    prefill_batch_size: int = 8
+    # Prefill the prompts' common prefix once and copy its KV cache. Off by default: on the MLX CPU
+    # backend merging per-row caches into the batch cache cost more than it saved (BENCHMARKS.md).
+    share_prefix: bool = False
 
 
 @dataclass

@@ -142,6 +142,8 @@ def load_targets(source, tokenizer, templates: prompts.Templates, *, modes=None,
     """Read generate JSONL whose rows' modes are in ``modes`` (None: any), or a plain file of a kind
     in ``plain``: "pairs" (anything ``data.load_pairs`` reads) or "instructions" (rows with
     instruction + output). ``ref_only`` trains translation rows on the reference alone (sft)."""
+    if not Path(source).exists() and "pairs" not in plain:
+        raise UserError(f"{source}: file not found")
     if is_generate_file(source):
         rows = read_generate_rows(source)
         for line, row in rows:
@@ -417,11 +419,12 @@ def padding_share(plan: BatchPlan, epochs: int = 1, pad_multiple: int = 32, max_
     return pad / max(total, 1)
 
 
-def flat_positions(segments: np.ndarray, multiple: int = 256) -> np.ndarray:
-    """Flat indices (into B*T) of the positions that take a loss, padded with index 0 (weight 0)
-    to a multiple of ``multiple`` so the head's input has few distinct shapes."""
+def flat_positions(segments: np.ndarray, multiple: int = 256) -> tuple[np.ndarray, int]:
+    """Flat indices (into B*T) of the positions that take a loss, and how many there are; padded
+    with index 0 to a multiple of ``multiple`` so the head's input has few distinct shapes (the
+    caller gives the padding zero weight)."""
     pos = np.flatnonzero(segments.reshape(-1) > 0).astype(np.int32)
     n = min(_round_up(max(len(pos), 1), multiple), segments.size)
     out = np.zeros(n, np.int32)
     out[:len(pos)] = pos
-    return out
+    return out, len(pos)

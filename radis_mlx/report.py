@@ -57,8 +57,8 @@ def summarize(res: dict) -> dict:
         row.update(retention_nll=ret["nll"], retention_base_nll=ret.get("base_nll"),
                    retention_increase=ret.get("nll_increase"))
     for suite in ("mtbench", "alpacaeval"):
-        if (s.get(suite) or {}).get("score") is not None:
-            row[suite] = s[suite]["score"]
+        if suite in s:  # answers saved but no judge: say so instead of leaving a blank
+            row[suite] = s[suite]["score"] if s[suite].get("score") is not None else "not judged"
     return row
 
 
@@ -66,6 +66,8 @@ def _fmt(row: dict, key: str, kind: str) -> str:
     v = row.get(key)
     if v is None:
         return "–"
+    if isinstance(v, str):
+        return v
     if kind == "pct":
         return f"{100 * v:.1f}"
     if kind == "ci":
