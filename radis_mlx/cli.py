@@ -263,6 +263,28 @@ def report(runs: List[Path] = typer.Argument(..., help="eval run dirs (or an eva
     typer.echo(f"wrote {out}/report.md, report.json, tradeoff.png")
 
 
+@app.command()
+def run(recipe: str = typer.Argument(..., help="recipe YAML (or a name in recipes/, e.g. demo)"),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<name>)"),
+        set_: Optional[List[str]] = typer.Option(None, "--set", help="override a recipe key: key.sub=value"),
+        data_root: Optional[str] = typer.Option(None, help="read the recipe's data from local copies under "
+                                                "this folder (e.g. ../shared/data) instead of the hub"),
+        quiet: bool = typer.Option(False, help="no progress lines")):
+    """Run a recipe: generate -> finetune -> eval -> report for every method; resumes where it stopped."""
+    from .pipeline import load_recipe, run as run_recipe
+    r = load_recipe(recipe, set_ or [], data_root)
+    run_recipe(r, out or Path("runs") / str(r.get("name") or Path(recipe).stem), progress=not quiet)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run directory"),
+         set_: Optional[List[str]] = typer.Option(None, "--set", help="override a recipe key: key.sub=value")):
+    """The offline end-to-end demo (recipes/demo.yaml): base vs SFT vs RaDis on SmolLM2-135M."""
+    from .pipeline import load_recipe, run as run_recipe
+    res = run_recipe(load_recipe("demo", set_ or []), out)
+    typer.echo((out / "report" / "report.md").read_text())
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     from .backend import maybe_reexec_with_openblas
     if argv is None:
