@@ -165,6 +165,10 @@ def finetune(
     cfg = load_config(config, **flags)
     try:
         summary = run(cfg)
+    except OSError as e:  # disk full, permissions: say it in one line; finished work is already saved
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        typer.echo(f"error: {where}{e.strerror or e}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: rerun with --resume --out {cfg.out} to continue from the last checkpoint",
                    err=True)
@@ -295,6 +299,10 @@ def main(argv: Optional[List[str]] = None) -> None:
             sys.exit(rc)
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except OSError as e:  # disk full, permissions: say it in one line; finished work is already saved
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        typer.echo(f"error: {where}{e.strerror or e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished work is saved; re-run the same command to resume", err=True)

@@ -171,7 +171,7 @@ def check_writable_dir(path) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
+    except OSError as e:  # a file in the way, no permission, read-only disk
         raise UserError(f"{path}: cannot create output directory ({e.strerror})") from None
     if not os.access(path, os.W_OK):
         raise UserError(f"{path}: output directory is not writable")

@@ -24,8 +24,8 @@ from pathlib import Path
 from . import __version__, prompts
 from .data import Pair, load_instructions, load_pairs
 from .decode import DecodeConfig, decode
-from .io import JsonlAppender, UserError, atomic_write_json, atomic_write_text, iter_jsonl, json_line, \
-    read_json, repair_jsonl_tail
+from .io import JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, \
+    iter_jsonl, json_line, read_json, repair_jsonl_tail
 from .progress import Progress
 
 MODES = ("rationale-continue", "rationale-explain", "seqkd", "sdft", "replay")
@@ -189,7 +189,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out names a .jsonl file")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out.parent)
     t0 = time.perf_counter()
     # Fail on bad data before loading a model: readers only need a tokenizer-free pass first.
     if cfg.mode != "replay":
