@@ -105,6 +105,19 @@ def _mode(recipe: dict, kind: str) -> str:
     return mode
 
 
+def _sampled_pairs(recipe: dict, path: Path) -> str:
+    from .data import load_pairs
+    from .io import json_line
+
+    if not path.exists():
+        pairs = load_pairs(recipe["train_data"], recipe.get("pairs"), limit=int(recipe["limit"]),
+                           seed=int(recipe.get("seed", 0)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "".join(json_line({"id": p.id, "src": p.src, "ref": p.ref, "src_lang": p.src_lang,
+                                                   "tgt_lang": p.tgt_lang}) + "\n" for p in pairs))
+    return str(path)
+
+
 def run(recipe: dict, out, *, progress: bool = True) -> dict:
     from .evals.runner import EvalConfig, ModelSpec, evaluate
     from .rationale import GenerateConfig, format_summary, generate
@@ -118,6 +131,10 @@ def run(recipe: dict, out, *, progress: bool = True) -> dict:
     atomic_write_json(out / "recipe.json", clean)
     log = lambda m: print(f"[run] {m}", flush=True)  # noqa: E731
     specs, timings = [], {}
+    if recipe.get("train_data") and recipe.get("limit") and any(
+            spec.get("method", m) != "base" for m, spec in recipe["methods"].items()):
+        # Sample once, so every method (and every seed) trains on the very same pairs.
+        recipe = {**recipe, "train_data": _sampled_pairs(recipe, out / "data" / "train.jsonl"), "limit": None}
     for name, spec in recipe["methods"].items():
         kind = spec.get("method", name)
         ts = time.perf_counter()
@@ -144,7 +161,8 @@ def run(recipe: dict, out, *, progress: bool = True) -> dict:
         f = {**(recipe.get("finetune") or {}), **(spec.get("finetune") or {})}
         train_dir = safe_join(out, f"{name}/train")
         kw = dict(model=model, seed=seed, out=str(train_dir), method=kind, pairs=recipe.get("pairs"),
-                  quiet=not progress, **f)
+                  quiet=not progress)
+        kw.update(f)  # a method's own finetune settings (e.g. its seed) beat the recipe's
         if kind == "replay":
             kw.update(data=train_data, replay_data=str(gen_file))
         elif kind == "mix":

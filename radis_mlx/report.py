@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import statistics
 from pathlib import Path
 from typing import Sequence
 
@@ -62,12 +64,44 @@ def summarize(res: dict) -> dict:
     return row
 
 
+SEED_SUFFIX = re.compile(r"^(.+)-s(\d+)$")  # sft-s0, sft-s1: one method trained with two seeds
+
+
+def method_of(name: str) -> str:
+    m = SEED_SUFFIX.match(name)
+    return m.group(1) if m else name
+
+
+def by_method(rows: Sequence[dict]) -> list[dict]:
+    """Runs named METHOD-sN grouped per method: mean and sample sd over the seeds."""
+    groups: dict[str, list] = {}
+    for r in rows:
+        groups.setdefault(method_of(r["name"]), []).append(r)
+    out = []
+    for name, rs in groups.items():
+        agg: dict = {"name": name, "seeds": len(rs), "runs": [r["name"] for r in rs]}
+        for key, _, _ in COLUMNS:
+            vals = [r[key] for r in rs if isinstance(r.get(key), (int, float))]
+            if vals and len(vals) == len(rs):
+                agg[key] = statistics.fmean(vals)
+                if len(vals) > 1:
+                    agg[f"{key}_sd"] = statistics.stdev(vals)
+                elif rs[0].get(f"{key}_ci"):
+                    agg[f"{key}_ci"] = rs[0][f"{key}_ci"]
+        out.append(agg)
+    return out
+
+
 def _fmt(row: dict, key: str, kind: str) -> str:
     v = row.get(key)
     if v is None:
         return "–"
     if isinstance(v, str):
         return v
+    sd = row.get(f"{key}_sd")
+    if sd is not None:
+        scale, digits = (100, 1) if kind == "pct" else (1, 3 if kind == "f3" else 2)
+        return f"{scale * v:.{digits}f} ± {scale * sd:.{digits}f}"
     if kind == "pct":
         return f"{100 * v:.1f}"
     if kind == "ci":
@@ -129,12 +163,13 @@ def plot(rows: Sequence[dict], path, translation_key: str) -> None:
         if not rs:
             ax.text(0.5, 0.5, "no run has both a translation and a general-ability score",
                     ha="center", va="center", transform=ax.transAxes, fontsize=9)
-        for i, r in enumerate(rs):
+        colors = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(method_of(r["name"]) for r in rs))}
+        for r in rs:  # one colour per method, so a method's seeds read as one cloud
             x, y = r[translation_key], r[key]
             xci, yci = r.get(f"{translation_key}_ci"), r.get(f"{key}_ci")
             xerr = [[x - xci[0]], [xci[1] - x]] if xci else None
             yerr = [[y - yci[0]], [yci[1] - y]] if yci else None
-            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=f"C{i % 10}")
+            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=colors[method_of(r["name"])])
             ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -171,9 +206,14 @@ def report(run_dirs: Sequence, out) -> dict:
           "as %). Translation axis of the plot: " + ("COMET." if tkey == "comet" else "BLEU (COMET not "
                                                                                        "available for every run)."),
           "", "![trade-off](tradeoff.png)", ""]
+    methods = by_method(rows)
+    if any(m["seeds"] > 1 for m in methods):
+        md += ["## By method", "", "Mean ± sample standard deviation over the seeds (runs named METHOD-sN); "
+               "a single-seed method keeps its bootstrap interval.", "",
+               markdown_table([{**m, "name": f"{m['name']} (n={m['seeds']})"} for m in methods]), ""]
     md += [f"Note: {n}" for n in notes]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     plot(rows, out / "tradeoff.png", tkey)
-    result = {"runs": rows, "translation_metric": tkey, "notes": notes}
+    result = {"runs": rows, "methods": methods, "translation_metric": tkey, "notes": notes}
     atomic_write_json(out / "report.json", result)
     return result

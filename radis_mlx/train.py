@@ -11,7 +11,8 @@ Built on mlx-lm's tuner (linear_to_lora_layers, LoRA/DoRA layers, grad_checkpoin
 adapter format, save for fusing). What is ours: per-token weights computed in numpy from the
 *global* batch (so gradient accumulation and data parallelism give exactly the full-batch
 gradient), logits only where a loss is taken, length-bucketed batches with few shapes for
-the compiled step, and checkpoints that resume bit-for-bit.
+the compiled step, a pow-based exp for the CPU (see _fast_fns), and checkpoints that resume
+exactly.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field, fields
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, prompts
 from . import examples as ex
-from .io import JsonlAppender, UserError, atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from .io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, iter_jsonl, json_line, read_json,
+                 repair_jsonl_tail)
 from .progress import Progress
 
 METHODS = ("radis", "sft", "seqkd", "sdft", "replay", "mix")
@@ -39,7 +41,7 @@ FINE_TUNE_TYPES = ("lora", "dora", "full")
 OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "lion", "muon")
 # Settings that don't change the weights a run ends at: they may differ on --resume.
 _FREE_KEYS = {"out", "resume", "overwrite", "fuse", "steps_per_report", "steps_per_eval", "save_every",
-              "keep_checkpoints", "grad_checkpoint", "compile", "slice_head", "best_metric", "quiet",
+              "keep_checkpoints", "grad_checkpoint", "compile", "slice_head", "fast_exp", "best_metric", "quiet",
               "trust_remote_code"}
 
 
@@ -79,7 +81,7 @@ class FinetuneConfig:
     epochs: float = 1.0
     iters: int | None = None  # optimizer steps; overrides epochs
     max_seq_len: int = 512
-    pad_multiple: int = 32
+    pad_multiple: int | None = None  # None: 32 when compiled (few shapes), else 1 (no rounding)
     bucket: int = 16  # batches per length-sorting bucket (bigger: less padding, less shuffling)
     seed: int = 0
     val_data: str | None = None
@@ -91,8 +93,9 @@ class FinetuneConfig:
     keep_checkpoints: int = 2
     best_metric: str = "val_loss"  # val_loss | val_ref_loss
     dtype: str = "auto"
-    compile: bool = True
+    compile: bool | None = None  # None: on GPU only (on CPU it saves nothing and JIT-compiles per shape)
     slice_head: bool = True  # logits only at loss positions (checked exact at start)
+    fast_exp: bool | None = None  # None: on CPU (see _fast_fns)
     fuse: bool = False
     resume: bool = False
     overwrite: bool = False
@@ -107,9 +110,11 @@ class FinetuneConfig:
         need(self.method in METHODS, f"unknown --method {self.method!r} ({', '.join(METHODS)})")
         need(self.fine_tune_type in FINE_TUNE_TYPES, f"unknown fine-tune type {self.fine_tune_type!r} "
              f"({', '.join(FINE_TUNE_TYPES)})")
-        need(self.normalize in ("tokens", "segments"), f"--normalize must be tokens or segments, got {self.normalize!r}")
+        need(self.normalize in ("tokens", "segments"),
+             f"--normalize must be tokens or segments, got {self.normalize!r}")
         need(self.optimizer in OPTIMIZERS, f"unknown --optimizer {self.optimizer!r} ({', '.join(OPTIMIZERS)})")
-        need(self.w_ref > 0 and self.w_rat >= 0, f"--w-ref must be > 0 and --w-rat >= 0 (got {self.w_ref}, {self.w_rat})")
+        need(self.w_ref > 0 and self.w_rat >= 0,
+             f"--w-ref must be > 0 and --w-rat >= 0 (got {self.w_ref}, {self.w_rat})")
         need(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be >= 1")
         need(self.iters is None or self.iters >= 1, f"--iters must be >= 1, got {self.iters}")
         need(self.iters is not None or self.epochs > 0, f"--epochs must be > 0, got {self.epochs}")
@@ -123,7 +128,7 @@ class FinetuneConfig:
         need(not (self.resume and self.overwrite), "pass either --resume or --overwrite, not both")
         need(self.method != "replay" or self.replay_data, "--method replay needs --replay-data")
         need(self.method != "mix" or self.mix_data, "--method mix needs --mix-data")
-        need(self.pad_multiple >= 1 and self.warmup >= 0, "bad --pad-multiple/--warmup")
+        need((self.pad_multiple or 1) >= 1 and self.warmup >= 0, "bad --pad-multiple/--warmup")
         return self
 
     def trajectory(self) -> dict:
@@ -266,6 +271,16 @@ def segment_weights(counts: np.ndarray, w_ref: float, w_rat: float, normalize: s
     return out
 
 
+def shape_policy(cfg: FinetuneConfig) -> tuple[bool, int, int]:
+    """(compile?, sequence pad multiple, head-row pad multiple). mx.compile traces (and on CPU
+    JIT-compiles C++) once per input shape, so a compiled step wants few shapes; on CPU the step
+    is bound by matmuls and exp (which compiling doesn't speed up), so there fine padding wins."""
+    import mlx.core as mx
+    compiled = cfg.compile if cfg.compile is not None else mx.default_device().type == mx.gpu
+    pad = cfg.pad_multiple or (32 if compiled else 1)
+    return compiled, pad, 256 if compiled else 1
+
+
 def batch_arrays(exs: list, seg_w: np.ndarray, scale: float, pad_multiple: int, max_len: int,
                  head_multiple: int = 256):
     """(inputs, flat targets, flat weights, flat segments, flat positions) as mx arrays, plus the
@@ -364,9 +379,119 @@ def head_split(model):
     return (inner, head) if ok else None
 
 
-def make_loss(split):
+# ---- the CPU exp workaround
+# MLX's CPU exp is a polynomial that calls libm's fmaf (no inlined FMA in the Linux wheel):
+# ~27 ns per element, 4x slower than std::pow. On CPU, a LoRA step of a small model spends
+# more time in exp (SiLU, attention softmax, the vocab-wide cross-entropy) than in matmuls,
+# so there we compute exp(x) as 2**(x * log2 e): the same value to ~1e-7, checked against the
+# model's own output before training (patch_cpu_kernels).
+_LOG2E = 1.4426950408889634
+
+
+@lru_cache(maxsize=None)
+def _fast_fns():
+    import mlx.core as mx
+
+    @partial(mx.compile, shapeless=True)
+    def exp_shifted(x, m):  # exp(x - m)
+        return mx.power(2.0, (x - m) * _LOG2E)
+
+    @partial(mx.compile, shapeless=True)
+    def sigmoid(x):  # clamped so 2**e stays finite (no inf * 0 = NaN downstream)
+        return 1 / (1 + mx.power(2.0, mx.minimum(x * -_LOG2E, 126.0)))
+
+    @partial(mx.compile, shapeless=True)
+    def swiglu_grads(gate, x, g):
+        s = sigmoid(gate)
+        return g * x * s * (1 + gate * (1 - s)), g * gate * s
+
+    @mx.custom_function
+    def swiglu(gate, x):  # silu(gate) * x
+        return gate * sigmoid(gate) * x
+
+    @swiglu.vjp
+    def swiglu_vjp(primals, cotangent, output):
+        # Recomputing the sigmoid (cheap with pow) keeps only gate and x alive for the backward pass.
+        return swiglu_grads(*primals, cotangent)
+
+    @mx.custom_function
+    def probs(qg, k, mask):  # softmax(qg @ k.T + mask)
+        s = qg @ k.swapaxes(-1, -2) + mask
+        e = exp_shifted(s, mx.stop_gradient(s.max(axis=-1, keepdims=True)))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    @probs.vjp
+    def probs_vjp(primals, cotangent, output):
+        # From the saved probabilities: no second exp pass, and the scores aren't kept alive.
+        qg, k, mask = primals
+        ds = output * (cotangent - (cotangent * output).sum(axis=-1, keepdims=True))
+        return ds @ k, ds.swapaxes(-1, -2) @ qg, mx.zeros_like(mask)
+
+    def causal_attention(q, k, v, scale):
+        # Query heads grouped by their KV head: one batched matmul, no repeated K/V copies.
+        b, h, t, d = q.shape
+        kv = k.shape[1]
+        mask = mx.tile(mx.triu(mx.full((t, t), -mx.inf, dtype=q.dtype), 1), (h // kv, 1))
+        p = probs((q * scale).reshape(b, kv, (h // kv) * t, d), k, mask)
+        return (p @ v).reshape(b, h, t, d)
+
+    return exp_shifted, swiglu, causal_attention
+
+
+def fast_cross_entropy(logits, targets):
+    import mlx.core as mx
+    exp_shifted = _fast_fns()[0]
+    m = mx.stop_gradient(logits.max(axis=-1, keepdims=True))
+    lse = mx.log(exp_shifted(logits, m).sum(axis=-1)) + m.squeeze(-1)
+    return lse - mx.take_along_axis(logits, targets[:, None], axis=-1).squeeze(-1)
+
+
+def patch_cpu_kernels(model):
+    """While training, swap mlx-lm's swiglu and (causal, cache-free) attention in this model's
+    module for the pow-based ones; returns a function that restores them, or None where the model
+    uses neither or its output would change."""
+    import sys
+    import mlx.core as mx
+    from mlx_lm.models import activations, base
+    mod = sys.modules.get(type(model).__module__)
+    _, swiglu, causal_attention = _fast_fns()
+    orig_sdpa = base.scaled_dot_product_attention
+
+    def attention(queries, keys, values, cache, scale, mask, sinks=None):
+        if (cache is None and sinks is None and isinstance(mask, str) and mask == "causal"
+                and queries.shape[2] == keys.shape[2] and queries.shape[1] % keys.shape[1] == 0):
+            return causal_attention(queries, keys, values, scale)
+        return orig_sdpa(queries, keys, values, cache=cache, scale=scale, mask=mask, sinks=sinks)
+
+    swaps = {name: new for name, old, new in (("swiglu", activations.swiglu, swiglu),
+                                               ("scaled_dot_product_attention", orig_sdpa, attention))
+             if mod is not None and getattr(mod, name, None) is old}
+    if not swaps:
+        return None
+    saved = {name: getattr(mod, name) for name in swaps}
+
+    def restore():
+        for name, fn in saved.items():
+            setattr(mod, name, fn)
+    was_training = model.training
+    model.eval()
+    x = mx.array([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
+    ref = model(x)
+    for name, fn in swaps.items():
+        setattr(mod, name, fn)
+    # Float32 rounding differences grow through the layers: compare on the logits' scale.
+    ok = mx.abs(model(x) - ref).max().item() <= 1e-4 * max(1.0, mx.abs(ref).max().item())
+    model.train(was_training)
+    if not ok:
+        restore()
+        return None
+    return restore
+
+
+def make_loss(split, fast_ce: bool = False):
     import mlx.core as mx
     import mlx.nn as nn
+    ce_fn = fast_cross_entropy if fast_ce else nn.losses.cross_entropy
 
     def loss_fn(model, inputs, targets, weights, segs, pos):
         if split is not None:
@@ -376,7 +501,7 @@ def make_loss(split):
         else:
             logits = model(inputs)
             logits = logits.reshape(-1, logits.shape[-1])[pos]
-        ce = nn.losses.cross_entropy(logits, targets).astype(mx.float32)
+        ce = ce_fn(logits, targets).astype(mx.float32)
         seg_sums = mx.stack([(ce * (segs == s)).sum() for s in (ex.REF, ex.RAT, ex.EOT)])
         return (ce * weights).sum(), seg_sums
 
@@ -574,7 +699,7 @@ def _config_diff(old: dict, new: dict) -> str:
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluate(model, eval_fn, val: list, cfg: FinetuneConfig, world) -> dict:
+def evaluate(model, eval_fn, val: list, cfg: FinetuneConfig, world, pad: int = 8, head_pad: int = 8) -> dict:
     """Val CE per segment over the whole val set, and the training objective on it."""
     import mlx.core as mx
     bs = cfg.val_batch_size or cfg.batch_size
@@ -589,7 +714,7 @@ def evaluate(model, eval_fn, val: list, cfg: FinetuneConfig, world) -> dict:
         shard = glob[world.rank()::world.size()]
         if not shard:
             continue
-        arrays, _ = batch_arrays(shard, ones, 1.0, cfg.pad_multiple, cfg.max_seq_len)
+        arrays, _ = batch_arrays(shard, ones, 1.0, pad, cfg.max_seq_len, head_pad)
         sums = sums + eval_fn(*arrays)
         mx.eval(sums)
     model.train()
@@ -608,24 +733,36 @@ def finetune(cfg: FinetuneConfig, on_step=None) -> dict:
     """Train; returns a summary dict. ``on_step(step, metrics)`` is called after every optimizer
     step (tests use it to simulate a kill)."""
     import mlx.core as mx
+
+    cfg.validate()
+    t_start = time.perf_counter()
+    world = mx.distributed.init()
+    if cfg.batch_size % world.size():
+        raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {world.size()} processes")
+    if world.rank() == 0:
+        _prepare_out(Path(cfg.out), cfg)
+
+    loaded, model, split = setup_model(cfg)
+    fast = cfg.fast_exp if cfg.fast_exp is not None else mx.default_device().type == mx.cpu
+    restore = patch_cpu_kernels(model) if fast else None
+    try:
+        return _train(cfg, on_step, t_start, world, loaded, model, split, fast, restore is not None)
+    finally:
+        if restore:
+            restore()
+
+
+def _train(cfg, on_step, t_start, world, loaded, model, split, fast, patched):
+    import mlx.core as mx
     import mlx.nn as nn
     from mlx.nn.utils import average_gradients
     import mlx.optimizers as optim
     from mlx.utils import tree_map
 
-    cfg.validate()
-    t_start = time.perf_counter()
-    world = mx.distributed.init()
     rank, size = world.rank(), world.size()
     main_rank = rank == 0
     say = (lambda *a: print(*a, flush=True)) if main_rank and not cfg.quiet else (lambda *a: None)
-    if cfg.batch_size % size:
-        raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {size} processes")
     out = Path(cfg.out)
-    if main_rank:
-        _prepare_out(out, cfg)
-
-    loaded, model, split = setup_model(cfg)
     tok = loaded.tokenizer
     data = load_data(cfg, tok, say)
     plan = ex.BatchPlan(data["main"], cfg.batch_size, cfg.seed, extra=data["extra"],
@@ -651,13 +788,15 @@ def finetune(cfg: FinetuneConfig, on_step=None) -> dict:
         say(f"resuming {out} from step {start}/{total}")
 
     n_train = sum(v.size for v in trainable_weights(model).values())
-    pad_share = ex.padding_share(plan, 1, cfg.pad_multiple, cfg.max_seq_len)
+    compiled, pad, head_pad = shape_policy(cfg)
+    pad_share = ex.padding_share(plan, 1, pad, cfg.max_seq_len)
     summary = {"out": str(out), "method": cfg.method, "fine_tune_type": cfg.fine_tune_type, "steps": total,
                "batches_per_epoch": plan.per_epoch, "epochs": round(total * cfg.grad_accum / plan.per_epoch, 3),
                "examples": len(data["main"]), "extra_examples": len(data["extra"]), "val_examples": len(data["val"]),
                "data": data["stats"], "data_hash": data["hash"], "generate_meta_hashes": data["meta_hashes"],
                "trainable_parameters": n_train, "padding_share": round(pad_share, 4),
-               "head_sliced": split is not None, "processes": size}
+               "head_sliced": split is not None, "fast_exp": fast, "kernels_patched": patched,
+               "compiled": compiled, "pad_multiple": pad, "processes": size}
     if main_rank:
         import yaml
         atomic_write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False,
@@ -670,7 +809,7 @@ def finetune(cfg: FinetuneConfig, on_step=None) -> dict:
         f"{total} steps; padding {pad_share:.1%}; {n_train / 1e6:.2f}M trainable; head sliced: {split is not None}")
 
     # ---- the compiled step
-    loss_fn = make_loss(split)
+    loss_fn = make_loss(split, fast_ce=fast)
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     state = [model.state, optimizer.state, mx.random.state]
 
@@ -692,11 +831,17 @@ def finetune(cfg: FinetuneConfig, on_step=None) -> dict:
     def eval_step(*arrays):
         return loss_fn(model, *arrays)[1]
 
-    if cfg.compile:
+    if compiled:
         grad_step = mx.compile(grad_step, inputs=state, outputs=state)
         apply_step = mx.compile(apply_step, inputs=state, outputs=state)
         eval_step = mx.compile(eval_step, inputs=state, outputs=state)
 
+    if main_rank and start and (out / "metrics.jsonl").exists():
+        # Steps logged after the checkpoint we resume from are about to run again: drop them, so
+        # the log (and loss.png) holds each step once.
+        repair_jsonl_tail(out / "metrics.jsonl")
+        keep = [json_line(r) + "\n" for _, r in iter_jsonl(out / "metrics.jsonl") if int(r.get("step", 0)) <= start]
+        atomic_write_text(out / "metrics.jsonl", "".join(keep))
     metrics = JsonlAppender(out / "metrics.jsonl", fsync=False) if main_rank else None
     last_plot = [time.perf_counter()]
 
@@ -708,7 +853,7 @@ def finetune(cfg: FinetuneConfig, on_step=None) -> dict:
         nonlocal best
         if not data["val"]:
             return None
-        r = {"step": step, **evaluate(model, eval_step, data["val"], cfg, world)}
+        r = {"step": step, **evaluate(model, eval_step, data["val"], cfg, world, pad, head_pad)}
         log({"type": "val", **r})
         v = r[cfg.best_metric]
         if main_rank and v is not None and (best["value"] is None or v < best["value"]):
@@ -733,6 +878,7 @@ def finetune(cfg: FinetuneConfig, on_step=None) -> dict:
     totals = {"tokens": 0, "trained": 0, "time": 0.0}
     first_loss = last_loss = last_val = None
     step = last_saved = start
+    clean = True  # between steps: model, optimizer, step and position agree (safe to checkpoint)
     try:
         log({"type": "event", "event": "resume" if start else "start", "step": start, "time": time.time()})
         mx.eval(model.parameters(), optimizer.state)
@@ -741,6 +887,7 @@ def finetune(cfg: FinetuneConfig, on_step=None) -> dict:
             last_val = run_eval(0)
         while step < total:
             tic = time.perf_counter()
+            clean = False
             micro = []
             for _ in range(cfg.grad_accum):
                 micro.append([plan.examples[i] for i in plan.at(position)])
@@ -750,7 +897,7 @@ def finetune(cfg: FinetuneConfig, on_step=None) -> dict:
             acc = loss_acc = None
             n_tok = 0
             for m in micro:
-                arrays, _ = batch_arrays(m[rank::size], seg_w, float(size), cfg.pad_multiple, cfg.max_seq_len)
+                arrays, _ = batch_arrays(m[rank::size], seg_w, float(size), pad, cfg.max_seq_len, head_pad)
                 loss, _, grads = grad_step(*arrays)
                 acc = grads if acc is None else tree_map(lambda a, g: a + g, acc, grads)
                 loss_acc = loss if loss_acc is None else loss_acc + loss
@@ -766,6 +913,7 @@ def finetune(cfg: FinetuneConfig, on_step=None) -> dict:
                 raise UserError(f"loss is {lv} at step {step}: training stopped; the last good checkpoint is "
                                 + (f"{out}/checkpoints/step-{good[-1]:07d}" if good else "none (none saved yet)")
                                 + "; lower --lr, raise --warmup or set --max-grad-norm")
+            clean = True
             dt = time.perf_counter() - tic
             trained = int(counts[1:].sum())
             first_loss = lv if first_loss is None else first_loss
@@ -798,7 +946,7 @@ def finetune(cfg: FinetuneConfig, on_step=None) -> dict:
             last_saved = step
     except KeyboardInterrupt:
         prog.close()
-        if size == 1 and step > last_saved and main_rank:
+        if size == 1 and clean and step > last_saved and main_rank:
             checkpoint(step)
             say(f"interrupted at step {step}: checkpoint saved; rerun with --resume to continue")
         raise

@@ -368,7 +368,7 @@ def test_instructions_bad_files(tmp_path):
     write(f, "[" + "[" * 100000 + "]" * 100000 + "]")
     raises(DataError, f"{f}: invalid JSON", load_instructions, f)
     write(f, '{"instruction": "a", "n": ' + "1" * 5000 + "}\n")
-    raises(DataError, f"{f}: invalid JSON after line 0", load_instructions, f)
+    raises(DataError, f"{f}:1: unreadable JSON", load_instructions, f)
 
 
 # ---------------------------------------------------------------- real data

@@ -366,6 +366,12 @@ def test_mtbench_alpacaeval_formats_and_url_judge(tmp_path, tiny_model_dir):
     first = _Judge.seen[0]["messages"]
     assert first[0]["content"] == general.JUDGE_SINGLE_SYSTEM and "[The Start of Assistant's Answer]" in first[1]["content"]
     assert general.parse_rating("Rating: [[8.5]]") == 8.5 and general.parse_rating("[3]") == 3
+    # a local MLX judge (the random tiny model never writes a parsable rating)
+    cfg.judge_url, cfg.judge_model, cfg.judge_max_tokens = None, str(tiny_model_dir), 4
+    r = evaluate(cfg)["model"]["suites"]
+    assert r["alpacaeval"]["judged"] and r["alpacaeval"]["n_unparsed"] == 4 and r["alpacaeval"]["score"] is None
+    # the URL judge's 8 replies and the local judge's 8 share one cache, under different keys
+    assert len((Path(cfg.out) / "_judge" / "cache" / "judge.jsonl").read_text().splitlines()) == 2 * (2 * 2 + 4)
     assert general.parse_rating("no rating") is None and general.parse_rating("[[42]]") is None
 
 
@@ -401,6 +407,24 @@ def test_report_table_and_plot_for_two_runs(tmp_path):
     assert lo < rows["radis"]["general"] < hi and r["translation_metric"] == "bleu"
     with pytest.raises(UserError):
         report([tmp_path / "missing"], tmp_path / "rep2")
+
+
+def test_report_groups_seeds_into_mean_and_sd(tmp_path):
+    from radis_mlx.report import report
+
+    runs = []
+    for name, bleu in (("base", 10.0), ("sft-s0", 20.0), ("sft-s1", 24.0)):
+        d = tmp_path / "eval" / name
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps(fake_results(name, bleu, 0.4, 0.9, 0.2, 0.1)))
+        runs.append(d)
+    r = report(runs, tmp_path / "rep")
+    m = {x["name"]: x for x in r["methods"]}
+    assert m["sft"]["seeds"] == 2 and m["sft"]["bleu"] == pytest.approx(22.0)
+    assert m["sft"]["bleu_sd"] == pytest.approx(2 ** 0.5 * 2)  # sample sd of 20 and 24
+    assert m["base"]["seeds"] == 1 and "bleu_sd" not in m["base"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## By method" in md and "| sft (n=2) | 22.00 ± 2.83" in md
 
 
 # ------------------------------------------------------------------ CLI

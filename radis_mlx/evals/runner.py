@@ -72,7 +72,10 @@ def parse_model_spec(spec) -> ModelSpec:
 def run_name(s: ModelSpec) -> str:
     from ..models import DEFAULT_MODEL
 
-    raw = s.name or (Path(s.adapter).name if s.adapter else None) or \
+    a = Path(s.adapter).resolve() if s.adapter else None
+    if a is not None and a.name in ("adapters", "adapter", "lora"):  # mlx_lm's default folder name says nothing
+        a = Path(f"{a.parent.name}-{a.name}")
+    raw = s.name or (a.name if a else None) or \
         (Path(s.model).stem if s.model and s.model.endswith(".gguf") else Path(s.model or DEFAULT_MODEL).name)
     name = re.sub(r"[^\w.+-]", "_", raw).strip("._") or "model"
     return name
@@ -406,6 +409,8 @@ def run_retention(ctx: Ctx, items: list, spec: ModelSpec) -> dict:
     keys = [_sha1(ctx.key, a["key"]) for a in answers]
     cache = ctx.run_dir / "cache" / "retention_nll.jsonl"
     have = _read_cache(cache)
+    if _retention_dir(cfg, base)[1] == ctx.key:  # the model is its own base: same forward, same numbers
+        have.update({k: {"nll_sum": a["base_nll_sum"], "n": a["base_n"]} for k, a in zip(keys, answers)})
     todo = [i for i, k in enumerate(keys) if k not in have]
     if todo:
         seqs = [general.answer_ids(tok, prompts.chat(tok, answers[i]["instruction"]), answers[i]["answer"],
