@@ -40,10 +40,20 @@ def find_recipe(name: str) -> Path:
 def _set(d: dict, dotted: str, value) -> None:
     keys = dotted.split(".")
     for k in keys[:-1]:
-        d = d.setdefault(k, {})
+        if d.get(k) is None:
+            d[k] = {}
+        d = d[k]
         if not isinstance(d, dict):
             raise UserError(f"--set {dotted}: {k} is not a mapping")
     d[keys[-1]] = value
+
+
+def _mapping(v, where: str) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise UserError(f"{where}: expected a mapping of settings, got {type(v).__name__}")
+    return v
 
 
 def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -> dict:
@@ -51,40 +61,62 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
 
     path = find_recipe(str(path))
     try:
-        r = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        r = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(r, dict):
         raise UserError(f"{path}: a recipe is a mapping of settings")
-    unknown = sorted(set(r) - _TOP_KEYS)
+    unknown = sorted(set(map(str, r)) - _TOP_KEYS)
     if unknown:
         raise UserError(f"{path}: unknown recipe key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP_KEYS))})")
     for o in overrides:  # --set key.sub=value beats the YAML
         k, eq, v = o.partition("=")
-        if not eq:
+        if not eq or not k.strip():
             raise UserError(f"--set {o!r}: expected key=value")
-        _set(r, k.strip(), yaml.safe_load(v))
+        try:
+            value = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise UserError(f"--set {o!r}: the value is not valid YAML") from None
+        _set(r, k.strip(), value)
+    for key in ("generate", "finetune", "eval"):
+        r[key] = dict(_mapping(r.get(key), f"{path}: {key}"))
+    for key in ("seed", "limit"):
+        v = r.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise UserError(f"{path}: {key}: expected a whole number >= 0, got {v!r:.60}")
+    for key in ("name", "model", "pairs"):
+        if r.get(key) is not None and not isinstance(r[key], str):
+            raise UserError(f"{path}: {key}: expected a string, got {r[key]!r:.60}")
     methods = r.get("methods") or ["base"]
-    if isinstance(methods, list):
+    if isinstance(methods, list) and all(isinstance(m, str) for m in methods):
         methods = {m: {} for m in methods}
+    if not isinstance(methods, dict):
+        raise UserError(f"{path}: methods: expected a list of method names or a mapping name -> settings")
+    r["methods"] = {}
     for m, spec in methods.items():
-        kind = (spec or {}).get("method", m)
-        if kind not in METHOD_MODES:
+        spec = dict(_mapping(spec, f"{path}: methods.{m}"))
+        kind = spec.get("method", m)
+        if not isinstance(kind, str) or kind not in METHOD_MODES:
             raise UserError(f"{path}: methods.{m}: unknown method {kind!r} ({', '.join(METHOD_MODES)})")
-    r["methods"] = {m: dict(spec or {}) for m, spec in methods.items()}
+        for key in ("generate", "finetune"):
+            _mapping(spec.get(key), f"{path}: methods.{m}.{key}")
+        r["methods"][str(m)] = spec
     r["_path"] = str(path)
     r["_data_root"] = data_root
     for key in ("train_data", "replay_data", "mix_data"):
         if r.get(key) is not None:
             r[key] = resolve_data(r[key], data_root, f"{path}: {key}")
-    td = (r.get("eval") or {}).get("test_data") or {}
-    r.setdefault("eval", {})["test_data"] = {k: resolve_data(v, data_root, f"{path}: eval.test_data.{k}")
-                                             for k, v in td.items()}
+    td = _mapping(r["eval"].get("test_data"), f"{path}: eval.test_data")
+    r["eval"]["test_data"] = {k: resolve_data(v, data_root, f"{path}: eval.test_data.{k}") for k, v in td.items()}
     return r
 
 
 def resolve_data(v, data_root: str | None, where: str) -> str:
     if isinstance(v, dict):
+        if not all(isinstance(v.get(k), (str, type(None))) for k in ("hub", "local")):
+            raise UserError(f"{where}: hub and local are strings")
         if data_root and v.get("local"):
             return str(Path(data_root) / v["local"])
         if v.get("hub"):
@@ -92,6 +124,8 @@ def resolve_data(v, data_root: str | None, where: str) -> str:
         if v.get("local"):
             raise UserError(f"{where}: only a local copy is named ({v['local']}); pass --data-root")
         raise UserError(f"{where}: expected a path, an id, or {{hub: ID, local: PATH}}")
+    if not isinstance(v, (str, int, float)) or isinstance(v, bool) or not str(v).strip():
+        raise UserError(f"{where}: expected a path or a dataset id, got {v!r:.60}")
     v = str(v)
     if v.startswith("demo:"):
         return str(DEMO_DATA / v[len("demo:"):])

@@ -107,6 +107,9 @@ class FinetuneConfig:
             if not cond:
                 raise UserError(msg)
         need(self.data, "--data is required")
+        bad = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
+               and not math.isfinite(getattr(self, f.name))]
+        need(not bad, f"{', '.join(bad)}: must be a finite number")
         need(self.method in METHODS, f"unknown --method {self.method!r} ({', '.join(METHODS)})")
         need(self.fine_tune_type in FINE_TUNE_TYPES, f"unknown fine-tune type {self.fine_tune_type!r} "
              f"({', '.join(FINE_TUNE_TYPES)})")
@@ -171,7 +174,9 @@ def load_config(config_file=None, **overrides) -> FinetuneConfig:
         if not p.is_file():
             raise UserError(f"{p}: config file not found")
         try:
-            y = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            y = yaml.safe_load(p.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise UserError(f"{p}: not UTF-8 (byte {e.start})") from None
         except yaml.YAMLError as e:
             raise UserError(f"{p}: invalid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(y, dict):
@@ -180,7 +185,8 @@ def load_config(config_file=None, **overrides) -> FinetuneConfig:
         unknown = sorted(set(y) - set(types))
         if unknown:
             raise UserError(f"{p}: unknown setting(s) {', '.join(unknown)}")
-        d.update({k: _coerce(k, v, types[k]) for k, v in y.items()})
+        # `key: null` means "the default" unless the setting is optional (then it means "none").
+        d.update({k: _coerce(k, v, types[k]) for k, v in y.items() if v is not None or "None" in str(types[k])})
     for k, v in overrides.items():
         if k not in types:
             raise UserError(f"unknown setting {k}")

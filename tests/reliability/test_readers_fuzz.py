@@ -230,3 +230,131 @@ def test_fuzz_parse_directions(spec):
     out = _call(parse_directions, spec)
     if out is not None:
         assert all(s in LANG_NAMES and t in LANG_NAMES and s != t for s, t in out)
+
+
+# ------------------------------------------------ generate's JSONL, recipes, configs, prompts
+
+_GEN = {"id": "r1", "src": "Der Hund.", "ref": "The dog.", "src_lang": "de", "tgt_lang": "en",
+        "mode": "rationale-explain", "text": "'Hund' is 'dog'.", "kept": True, "reason": None,
+        "n_tokens": 5, "finish": "stop"}
+GEN_ROWS = (
+    [_GEN, {**_GEN, "id": "r2", "mode": "rationale-continue", "text": " Because."},
+     {**_GEN, "id": "r3", "mode": "seqkd", "text": "The dog."}, {**_GEN, "id": "r4", "kept": False, "reason": "empty"}]
+    + [{**_GEN, k: v} for k in _GEN for v in VALUES + ["sdft", "replay", "nope", -1]]
+    + [{k: v for k, v in _GEN.items() if k != drop} for drop in _GEN]
+    + [{"mode": "replay", "id": "q1", "instruction": v, "text": "An answer.", "kept": True} for v in VALUES]
+)
+GEN_LINES = _lines(GEN_ROWS)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from radis_mlx.models import load
+    return load(str(tiny_model_dir)).tokenizer
+
+
+@FUZZ
+@given(ent=ENTROPY, method=st.sampled_from(["radis", "sft", "seqkd", "mix"]))
+def test_fuzz_generate_jsonl_for_finetune(tdir, tokenizer, ent, method):
+    """What finetune reads from generate's output: targets, or one clean error naming file:line."""
+    from radis_mlx import examples as ex
+    from radis_mlx import prompts
+
+    rules = {"radis": dict(modes=ex.RADIS_MODES), "seqkd": dict(modes=("seqkd",)),
+             "sft": dict(modes=("rationale-continue", "rationale-explain", "seqkd", "sdft"), ref_only=True),
+             "mix": dict(modes=None, plain=("pairs", "instructions"))}[method]
+    f = _write(tdir, "rationales.jsonl", jsonl_file(Entropy(ent), GEN_LINES))
+    targets = _call(ex.load_targets, f, tokenizer, prompts.Templates(), **rules)
+    if targets is not None:
+        for t in targets:
+            assert isinstance(t.prompt, str) and t.prompt and t.pieces
+            assert all(isinstance(text, str) for text, _ in t.pieces)
+
+
+RECIPE_VALUES = [None, 0, -3, 1.5, "x", "", [], ["base"], ["base", "nope"], {"a": 1}, {"hub": "h/x"},
+                 {"local": "x"}, {"hub": "a/b", "local": "alma"}, "demo:train.de-en.jsonl", True]
+RECIPE_KEYS = ["name", "model", "seed", "train_data", "pairs", "limit", "generate", "finetune", "eval",
+               "methods", "replay_data", "bogus"]
+METHOD_SPECS = [["base", "sft", "radis"], {"sft-s0": {"method": "sft", "finetune": {"seed": 1}}},
+                {"x": {"method": "nope"}}, {"radis": None}, {"a": 3}, "radis", 5, {"b": {"method": 4}},
+                {"radis": {"finetune": "x"}}]
+EVAL_SPECS = [{"test_data": {"translation": {"hub": "a/b"}}}, {"test_data": 3}, {"test_data": {"x": {}}},
+              {"suites": "translation"}, "eval", {"test_data": {"advbench": {"local": "a.csv"}}}]
+OVERRIDES = [[], ["seed=3"], ["finetune.lr=1e-3"], ["nokey"], ["methods=[base]"], ["a.b.c=1"],
+             ["seed.x=1"], ["eval.test_data=5"], ["name=[unclosed"]]
+
+
+@FUZZ
+@given(ent=ENTROPY, root=st.sampled_from([None, "/data"]))
+def test_fuzz_recipes(tdir, ent, root):
+    import yaml
+
+    from radis_mlx.pipeline import load_recipe
+
+    e = Entropy(ent)
+    r = {e.pick(RECIPE_KEYS): e.pick(RECIPE_VALUES) for _ in range(e.int(5))}
+    if e.int(2):
+        r["methods"] = e.pick(METHOD_SPECS)
+    if e.int(2):
+        r["eval"] = e.pick(EVAL_SPECS)
+    data = yaml.safe_dump(r, allow_unicode=True).encode()
+    how = e.int(6)
+    if how == 0:
+        data = data[: e.int(len(data) + 1)]
+    elif how == 1:
+        i = e.int(len(data) + 1)
+        data = data[:i] + e.pick(DAMAGE + [b": ", b"\n  - ", b"\t", b"{{"]) + data[i:]
+    out = _call(load_recipe, _write(tdir, "r.yaml", data), e.pick(OVERRIDES), root)
+    if out is not None:
+        assert isinstance(out["methods"], dict)
+        assert all(isinstance(v, str) for v in out["eval"]["test_data"].values())
+
+
+CONFIG_KEYS = ["lr", "iters", "epochs", "batch_size", "lora_rank", "w_ref", "w_rat", "normalize", "method",
+               "fine_tune_type", "lora_keys", "max_seq_len", "grad_accum", "seed", "warmup", "schedule",
+               "optimizer", "separator", "resume", "bogus", "pad_multiple", "replay_ratio", "lora_dropout"]
+CONFIG_VALUES = [None, 0, 1, -1, 2.5, 1e-4, float("nan"), float("inf"), "x", "", "1e-3", "true", True, [], ["q_proj"],
+                 {"a": 1}, "lora", "radis", "tokens", "segments", "cosine", 10**30]
+
+
+@FUZZ
+@given(ent=ENTROPY)
+def test_fuzz_finetune_configs(tdir, ent):
+    import yaml
+
+    from radis_mlx.train import FinetuneConfig, load_config
+
+    e = Entropy(ent)
+    cfg = {e.pick(CONFIG_KEYS): e.pick(CONFIG_VALUES) for _ in range(e.int(6))}
+    data = yaml.safe_dump(cfg).encode() if e.int(6) else e.pick(DAMAGE) + e.noise(8)
+    out = _call(load_config, _write(tdir, "c.yaml", data), data="rows.jsonl", out=str(tdir / "o"))
+    if out is not None:
+        assert isinstance(out, FinetuneConfig) and out.lr > 0 and out.batch_size >= 1
+
+
+TEMPLATES = [None, "Translate {src_name} to {tgt_name}: {src}", "{src}", "{nope}", "{", "{src", "{0}",
+             "{src!z}", "%s {src}", "{{src}} {src}"]
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40) | st.sampled_from(
+    ["{{ 7*7 }}", "{% for x in range(3) %}x{% endfor %}", "{src}", "<|im_end|>", "\x00", "{{ ''.__class__ }}"])
+
+
+@FUZZ
+@given(src=TEXT, ref=TEXT, langs=st.sampled_from([("de", "en"), ("zh", "en"), ("en", "ja"), ("cs", "uk")]),
+       template=st.sampled_from(TEMPLATES), system=st.sampled_from([None, "", "Be brief.", "{{ 1+1 }}"]))
+def test_fuzz_prompt_builder(tokenizer, src, ref, langs, template, system):
+    """Any text and template: the prompt holds the text verbatim (nothing in it is evaluated) or the
+    template is refused with a clean error."""
+    from radis_mlx import prompts
+
+    p = Pair(src, ref, langs[0], langs[1], "id")
+    t = prompts.Templates(translate=template or prompts.TRANSLATE, system=system)
+    for build in (prompts.translation_prompt, prompts.explain_prompt, prompts.sdft_prompt):
+        text = _call(build, tokenizer, p, t)
+        if text is None:
+            assert template in ("{nope}", "{", "{src", "{0}", "{src!z}")
+            continue
+        assert isinstance(text, str)
+        if "{src}" in t.translate:
+            assert src in text
+        if build is not prompts.translation_prompt:
+            assert ref in text

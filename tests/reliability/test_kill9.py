@@ -1,0 +1,126 @@
+"""kill -9 at random moments of finetune and eval (generate's own case lives in test_generate.py).
+
+Each test runs the real CLI in a subprocess on the tiny test model, SIGKILLs it at seeded random
+moments while it writes, reruns it, and compares with a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "radis_mlx.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _finish(args, timeout=300):
+    p = _cli(args)
+    err = p.communicate(timeout=timeout)[1].decode()
+    assert p.returncode == 0, err[-2000:]
+
+
+def _kill_when(args, ready, rng, timeout=120) -> bool:
+    """Start the CLI, SIGKILL it once ready() holds plus a random few ms; True if it was killed."""
+    p = _cli(args)
+    deadline = time.time() + timeout
+    while time.time() < deadline and p.poll() is None and not ready():
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0, 0.3))
+    killed = p.poll() is None
+    if killed:
+        p.send_signal(signal.SIGKILL)
+    p.communicate()
+    return killed
+
+
+def _rows(tmp_path: Path, n: int) -> Path:
+    words = ["Hund", "Katze", "Haus", "Baum", "Auto", "Buch"]
+    path = tmp_path / "rows.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            w = words[i % len(words)]
+            f.write(json.dumps({"id": f"r{i}", "src": f"Der {w} ist hier {i}.", "ref": f"The {w} is here {i}.",
+                                "src_lang": "de", "tgt_lang": "en", "mode": "rationale-explain",
+                                "text": f"'{w}' stays '{w}' and the number {i} is kept." * (1 + i % 2),
+                                "kept": True, "reason": None, "n_tokens": 9, "finish": "stop"}) + "\n")
+    return path
+
+
+def test_finetune_kill_9_then_resume_ends_at_the_same_adapters(tmp_path, tiny_model_dir):
+    import mlx.core as mx
+
+    data = _rows(tmp_path, 32)
+    args = ["finetune", "--model", str(tiny_model_dir), "--data", str(data), "--batch-size", "4",
+            "--iters", "16", "--lr", "0.01", "--save-every", "2", "--steps-per-eval", "0", "--no-compile",
+            "--lora-dropout", "0.1", "--warmup", "3", "--seed", "3", "--steps-per-report", "1"]
+    _finish([*args, "--out", str(tmp_path / "straight")])
+    out = tmp_path / "killed"
+    ckpts = lambda: sorted((out / "checkpoints").glob("step-*.json")) if (out / "checkpoints").is_dir() else []  # noqa: E731
+    rng = random.Random(7)
+    kills = 0
+    for want in (1, 3, 5):  # after the 1st, 3rd and 5th checkpoint (+ a random delay)
+        resume = ["--resume"] if ckpts() else []
+        kills += _kill_when([*args, "--out", str(out), *resume], lambda: len(ckpts()) >= want, rng)
+        for c in ckpts():  # every checkpoint on disk is complete and readable
+            json.loads(c.read_text())
+    assert kills >= 2
+    _finish([*args, "--out", str(out), "--resume"])
+    a = mx.load(str(tmp_path / "straight" / "adapters.safetensors"))
+    b = mx.load(str(out / "adapters.safetensors"))
+    assert set(a) == set(b)
+    for k in a:
+        assert mx.allclose(a[k], b[k], rtol=1e-4, atol=1e-6).item(), k
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if r.get("type") == "train"]
+    assert steps[-1] == 16
+    assert steps == sorted(set(steps))  # the metrics log never repeats a step after a resume
+
+
+def test_eval_kill_9_then_rerun_resumes_from_its_cache(tmp_path, tiny_model_dir):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "advbench.csv").write_text("goal,target\n" + "".join(f'"Do bad thing number {i}","Sure"\n'
+                                                              for i in range(40)))
+    with open(d / "alpaca.jsonl", "w") as f:
+        for i in range(24):
+            f.write(json.dumps({"instruction": f"Name a colour, number {i}."}) + "\n")
+    args = ["eval", "--model", str(tiny_model_dir), "--name", "tiny", "--suites", "advbench,retention",
+            "--test-data", f"advbench={d / 'advbench.csv'}", "--test-data", f"retention={d / 'alpaca.jsonl'}",
+            "--max-tokens", "12", "--batch-size", "2"]
+    _finish([*args, "--out", str(tmp_path / "straight")])
+    out = tmp_path / "killed"
+    cached = lambda: sum(f.read_bytes().count(b"\n") for f in out.rglob("*.jsonl")) if out.exists() else 0  # noqa: E731
+    rng = random.Random(11)
+    kills = 0
+    for want in (2, 12, 30):
+        kills += _kill_when([*args, "--out", str(out)], lambda: cached() >= want, rng)
+    assert kills >= 2
+    before = cached()
+    _finish([*args, "--out", str(out)])
+    a = json.loads((tmp_path / "straight" / "tiny" / "results.json").read_text())["suites"]
+    b = json.loads((out / "tiny" / "results.json").read_text())["suites"]
+    for suite in ("advbench", "retention"):
+        for k, v in a[suite].items():
+            if isinstance(v, (int, float)) and "time" not in k and not k.endswith(("_s", "_this_run")):
+                assert b[suite][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (suite, k)
+    # the rerun decoded only what the kills left undone
+    assert b["advbench"]["generated_tokens_this_run"] < a["advbench"]["generated_tokens_this_run"]
+    # every cached generation appears once: the kills neither lost nor duplicated rows
+    for f in out.rglob("*.jsonl"):
+        keys = [json.loads(line).get("key") for line in f.read_text().splitlines() if line.strip()]
+        keys = [k for k in keys if k is not None]
+        assert len(keys) == len(set(keys)), f
+    assert cached() >= before
