@@ -363,6 +363,10 @@ def test_mtbench_alpacaeval_formats_and_url_judge(tmp_path, tiny_model_dir):
     assert n_requests == 2 * 2 + 4 and len(_Judge.seen) == n_requests
     assert r["mtbench"]["score_turn1"] == 7 and r["mtbench"]["score_turn2"] == 4 and r["mtbench"]["score"] == 5.5
     assert r["alpacaeval"]["score"] == 7 and r["alpacaeval"]["judged"]
+    for req in _Judge.seen:  # the endpoint gets the judge prompt (question + answer) and nothing else
+        assert set(req) <= {"model", "messages", "max_tokens", "temperature"}, set(req)
+        assert str(tmp_path) not in json.dumps(req) and str(tiny_model_dir) not in json.dumps(req)
+        assert [m["role"] for m in req["messages"]] == ["system", "user"]
     first = _Judge.seen[0]["messages"]
     assert first[0]["content"] == general.JUDGE_SINGLE_SYSTEM and "[The Start of Assistant's Answer]" in first[1]["content"]
     assert general.parse_rating("Rating: [[8.5]]") == 8.5 and general.parse_rating("[3]") == 3
