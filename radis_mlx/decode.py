@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from .kernels import patch_cpu_kernels
 from .progress import Progress
 
 
@@ -24,6 +25,7 @@ class DecodeConfig:
     # Prefill the prompts' common prefix once and copy its KV cache. Off by default: on the MLX CPU
     # backend merging per-row caches into the batch cache cost more than it saved (BENCHMARKS.md).
     share_prefix: bool = False
+    fast_exp: bool | None = None  # pow-based exp in SiLU and attention (kernels.py); None: on CPU
 
 
 @dataclass
@@ -60,6 +62,8 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
     index_of = dict(zip(uids, order))
     tokens: dict[int, list[int]] = {u: [] for u in uids}
     results: list[Completion | None] = [None] * len(prompts)
+    fast = cfg.fast_exp if cfg.fast_exp is not None else mx.default_device().type == mx.cpu
+    restore = patch_cpu_kernels(model) if fast else None
     try:
         while responses := gen.next_generated():
             n_new = 0
@@ -80,6 +84,8 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
                 progress.update(0, tokens=n_new)
     finally:
         gen.close()
+        if restore:
+            restore()
     return results  # type: ignore[return-value]
 
 

@@ -25,13 +25,14 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field, fields
-from functools import lru_cache, partial
+
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, prompts
 from . import examples as ex
+from .kernels import _fast_fns, fast_cross_entropy, patch_cpu_kernels  # noqa: F401 (re-exported)
 from .io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, iter_jsonl, json_line, read_json,
                  repair_jsonl_tail)
 from .progress import Progress
@@ -383,115 +384,6 @@ def head_split(model):
         ok = False
     model.train(was_training)
     return (inner, head) if ok else None
-
-
-# ---- the CPU exp workaround
-# MLX's CPU exp is a polynomial that calls libm's fmaf (no inlined FMA in the Linux wheel):
-# ~27 ns per element, 4x slower than std::pow. On CPU, a LoRA step of a small model spends
-# more time in exp (SiLU, attention softmax, the vocab-wide cross-entropy) than in matmuls,
-# so there we compute exp(x) as 2**(x * log2 e): the same value to ~1e-7, checked against the
-# model's own output before training (patch_cpu_kernels).
-_LOG2E = 1.4426950408889634
-
-
-@lru_cache(maxsize=None)
-def _fast_fns():
-    import mlx.core as mx
-
-    @partial(mx.compile, shapeless=True)
-    def exp_shifted(x, m):  # exp(x - m)
-        return mx.power(2.0, (x - m) * _LOG2E)
-
-    @partial(mx.compile, shapeless=True)
-    def sigmoid(x):  # clamped so 2**e stays finite (no inf * 0 = NaN downstream)
-        return 1 / (1 + mx.power(2.0, mx.minimum(x * -_LOG2E, 126.0)))
-
-    @partial(mx.compile, shapeless=True)
-    def swiglu_grads(gate, x, g):
-        s = sigmoid(gate)
-        return g * x * s * (1 + gate * (1 - s)), g * gate * s
-
-    @mx.custom_function
-    def swiglu(gate, x):  # silu(gate) * x
-        return gate * sigmoid(gate) * x
-
-    @swiglu.vjp
-    def swiglu_vjp(primals, cotangent, output):
-        # Recomputing the sigmoid (cheap with pow) keeps only gate and x alive for the backward pass.
-        return swiglu_grads(*primals, cotangent)
-
-    @mx.custom_function
-    def probs(qg, k, mask):  # softmax(qg @ k.T + mask)
-        s = qg @ k.swapaxes(-1, -2) + mask
-        e = exp_shifted(s, mx.stop_gradient(s.max(axis=-1, keepdims=True)))
-        return e / e.sum(axis=-1, keepdims=True)
-
-    @probs.vjp
-    def probs_vjp(primals, cotangent, output):
-        # From the saved probabilities: no second exp pass, and the scores aren't kept alive.
-        qg, k, mask = primals
-        ds = output * (cotangent - (cotangent * output).sum(axis=-1, keepdims=True))
-        return ds @ k, ds.swapaxes(-1, -2) @ qg, mx.zeros_like(mask)
-
-    def causal_attention(q, k, v, scale):
-        # Query heads grouped by their KV head: one batched matmul, no repeated K/V copies.
-        b, h, t, d = q.shape
-        kv = k.shape[1]
-        mask = mx.tile(mx.triu(mx.full((t, t), -mx.inf, dtype=q.dtype), 1), (h // kv, 1))
-        p = probs((q * scale).reshape(b, kv, (h // kv) * t, d), k, mask)
-        return (p @ v).reshape(b, h, t, d)
-
-    return exp_shifted, swiglu, causal_attention
-
-
-def fast_cross_entropy(logits, targets):
-    import mlx.core as mx
-    exp_shifted = _fast_fns()[0]
-    m = mx.stop_gradient(logits.max(axis=-1, keepdims=True))
-    lse = mx.log(exp_shifted(logits, m).sum(axis=-1)) + m.squeeze(-1)
-    return lse - mx.take_along_axis(logits, targets[:, None], axis=-1).squeeze(-1)
-
-
-def patch_cpu_kernels(model):
-    """While training, swap mlx-lm's swiglu and (causal, cache-free) attention in this model's
-    module for the pow-based ones; returns a function that restores them, or None where the model
-    uses neither or its output would change."""
-    import sys
-    import mlx.core as mx
-    from mlx_lm.models import activations, base
-    mod = sys.modules.get(type(model).__module__)
-    _, swiglu, causal_attention = _fast_fns()
-    orig_sdpa = base.scaled_dot_product_attention
-
-    def attention(queries, keys, values, cache, scale, mask, sinks=None):
-        if (cache is None and sinks is None and isinstance(mask, str) and mask == "causal"
-                and queries.shape[2] == keys.shape[2] and queries.shape[1] % keys.shape[1] == 0):
-            return causal_attention(queries, keys, values, scale)
-        return orig_sdpa(queries, keys, values, cache=cache, scale=scale, mask=mask, sinks=sinks)
-
-    swaps = {name: new for name, old, new in (("swiglu", activations.swiglu, swiglu),
-                                               ("scaled_dot_product_attention", orig_sdpa, attention))
-             if mod is not None and getattr(mod, name, None) is old}
-    if not swaps:
-        return None
-    saved = {name: getattr(mod, name) for name in swaps}
-
-    def restore():
-        for name, fn in saved.items():
-            setattr(mod, name, fn)
-    was_training = model.training
-    model.eval()
-    x = mx.array([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
-    ref = model(x)
-    for name, fn in swaps.items():
-        setattr(mod, name, fn)
-    # Float32 rounding differences grow through the layers: compare on the logits' scale.
-    ok = mx.abs(model(x) - ref).max().item() <= 1e-4 * max(1.0, mx.abs(ref).max().item())
-    model.train(was_training)
-    if not ok:
-        restore()
-        return None
-    return restore
 
 
 def make_loss(split, fast_ce: bool = False):

@@ -149,3 +149,22 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_model_dir):
     p = _cli([*args, "--out", str(killed)])
     assert p.wait(timeout=300) == 0, p.stderr.read().decode()
     assert killed.read_bytes() == ref.read_bytes()
+
+
+def test_fast_exp_decoding_matches_plain_mlx(tiny_model_dir):
+    """The pow-based SiLU/attention swapped in for CPU decoding picks the same greedy tokens,
+    with left-padded rows of different lengths in one batch, and is undone afterwards."""
+    import sys
+
+    from mlx_lm.models import activations, base
+
+    from radis_mlx.decode import DecodeConfig, decode
+    from radis_mlx.models import load
+
+    L = load(str(tiny_model_dir))
+    prompts_ = [[1, 5, 9, 2], [3] * 11, [7, 8, 9, 10, 11, 12, 13], [4, 4]]
+    plain = decode(L.model, L.tokenizer, prompts_, DecodeConfig(max_tokens=12, batch_size=4, fast_exp=False))
+    fast = decode(L.model, L.tokenizer, prompts_, DecodeConfig(max_tokens=12, batch_size=4, fast_exp=True))
+    assert [c.tokens for c in fast] == [c.tokens for c in plain]
+    mod = sys.modules[type(L.model).__module__]
+    assert mod.swiglu is activations.swiglu and mod.scaled_dot_product_attention is base.scaled_dot_product_attention
