@@ -122,7 +122,7 @@ def mlx_lm_batches(tok, chat_dir: Path):
     from mlx_lm.tuner.trainer import iterate_batches
     rows = [json.loads(x) for x in (chat_dir / "train.jsonl").read_text().splitlines()]
     ds = CacheDataset(ChatDataset(rows, tok, mask_prompt=True))
-    pad = total = trained = real = 0
+    total = trained = real = 0
     for batch, lengths in iterate_batches(ds, 8, 256, seed=0):
         lens = lengths.tolist()
         width = batch.shape[1] - 1  # the model sees batch[:, :-1]
@@ -168,7 +168,6 @@ def main():
 
     from radis_mlx.backend import loaded_blas, maybe_reexec_with_openblas
     maybe_reexec_with_openblas()  # children inherit LD_PRELOAD: both tools use the same BLAS
-    import mlx.core as mx
     from mlx_lm.utils import get_total_parameters, load as mlx_load
     from radis_mlx.models import converted_dir, default_gguf
 

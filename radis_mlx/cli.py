@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -285,7 +284,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run di
          set_: Optional[List[str]] = typer.Option(None, "--set", help="override a recipe key: key.sub=value")):
     """The offline end-to-end demo (recipes/demo.yaml): base vs SFT vs RaDis on SmolLM2-135M."""
     from .pipeline import load_recipe, run as run_recipe
-    res = run_recipe(load_recipe("demo", set_ or []), out)
+    run_recipe(load_recipe("demo", set_ or []), out)
     typer.echo((out / "report" / "report.md").read_text())
 
 

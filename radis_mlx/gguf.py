@@ -10,7 +10,6 @@ metadata. Both are reversed here so ``mlx_lm.load(out_dir)`` gives the HF model 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile

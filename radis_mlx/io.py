@@ -176,3 +176,15 @@ def check_writable_dir(path) -> Path:
     if not os.access(path, os.W_OK):
         raise UserError(f"{path}: output directory is not writable")
     return path
+
+
+def read_yaml(path) -> Any:
+    """A YAML file through yaml.safe_load; bad bytes or syntax become one-line UserErrors."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None

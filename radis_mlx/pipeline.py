@@ -11,11 +11,10 @@ de-en set shipped with radis-mlx), or ``{hub: ID, local: REL}``: the hub id, or 
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
-from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, safe_join
+from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, read_yaml, safe_join
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # the checkout's recipes/
@@ -60,12 +59,7 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     import yaml
 
     path = find_recipe(str(path))
-    try:
-        r = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    r = read_yaml(path) or {}
     if not isinstance(r, dict):
         raise UserError(f"{path}: a recipe is a mapping of settings")
     unknown = sorted(set(map(str, r)) - _TOP_KEYS)

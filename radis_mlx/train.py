@@ -24,7 +24,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from . import __version__, prompts
 from . import examples as ex
 from .kernels import _fast_fns, fast_cross_entropy, patch_cpu_kernels  # noqa: F401 (re-exported)
 from .io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, iter_jsonl, json_line, read_json,
-                 repair_jsonl_tail)
+                 read_yaml, repair_jsonl_tail)
 from .progress import Progress
 
 METHODS = ("radis", "sft", "seqkd", "sdft", "replay", "mix")
@@ -170,16 +170,10 @@ def load_config(config_file=None, **overrides) -> FinetuneConfig:
     types = {f.name: f.type for f in fields(FinetuneConfig)}
     d: dict = {}
     if config_file:
-        import yaml
         p = Path(config_file)
         if not p.is_file():
             raise UserError(f"{p}: config file not found")
-        try:
-            y = yaml.safe_load(p.read_bytes().decode("utf-8")) or {}
-        except UnicodeDecodeError as e:
-            raise UserError(f"{p}: not UTF-8 (byte {e.start})") from None
-        except yaml.YAMLError as e:
-            raise UserError(f"{p}: invalid YAML: {' '.join(str(e).split())}") from None
+        y = read_yaml(p) or {}
         if not isinstance(y, dict):
             raise UserError(f"{p}: expected a mapping of settings")
         y = {str(k).replace("-", "_"): v for k, v in y.items()}

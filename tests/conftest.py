@@ -57,6 +57,17 @@ def build_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64
     return out
 
 
+def edited_copy(model_dir: Path, out: Path, json_file: str, **changes) -> Path:
+    """A copy of a model directory with keys of one of its JSON files changed (for attack tests)."""
+    import shutil
+
+    shutil.copytree(model_dir, out)
+    cfg = json.loads((out / json_file).read_text())
+    cfg.update(changes)
+    (out / json_file).write_text(json.dumps(cfg))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

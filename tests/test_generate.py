@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from radis_mlx import prompts
 from radis_mlx.io import UserError
 from radis_mlx.rationale import GenerateConfig, generate, in_ratio, judge, repeat_share, trim_to_sentence
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import edited_copy
 from radis_mlx import gguf, models
 from radis_mlx.io import UserError
 
@@ -105,12 +106,7 @@ def test_resolve_rejects_bad_model_specs(tmp_path):
 
 
 def test_trust_remote_code_is_off_by_default(tiny_model_dir, tmp_path):
-    import shutil
-    d = tmp_path / "remote"
-    shutil.copytree(tiny_model_dir, d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["model_file"] = "evil.py"
-    (d / "config.json").write_text(json.dumps(cfg))
+    d = edited_copy(tiny_model_dir, tmp_path / "remote", "config.json", model_file="evil.py")
     (d / "evil.py").write_text("raise SystemExit('executed remote code')\n")
     with pytest.raises(UserError, match="custom module"):
         models.load(str(d))

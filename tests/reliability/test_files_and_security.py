@@ -6,13 +6,13 @@ import errno
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import edited_copy
 from radis_mlx import io as rio
 from radis_mlx.io import JsonlAppender, UserError, atomic_write_json, iter_jsonl, repair_jsonl_tail, safe_join
 
@@ -99,11 +99,8 @@ def test_eval_run_names_are_sanitised():
 def test_chat_templates_render_in_a_sandbox(tmp_path, tiny_model_dir):
     from radis_mlx import prompts
     from radis_mlx.models import load
-    d = tmp_path / "m"
-    shutil.copytree(tiny_model_dir, d)
-    cfg = json.loads((d / "tokenizer_config.json").read_text())
-    cfg["chat_template"] = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
-    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    d = edited_copy(tiny_model_dir, tmp_path / "m", "tokenizer_config.json",
+                    chat_template="{{ ''.__class__.__mro__[1].__subclasses__() }}")
     tok = load(str(d)).tokenizer
     with pytest.raises(Exception) as e:
         prompts.chat(tok, "hi")
