@@ -128,6 +128,10 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
     if adapter_path:
         if not (Path(adapter_path) / "adapter_config.json").exists():
             raise UserError(f"{adapter_path}: no adapter_config.json (not an adapter directory)")
-        m = load_adapters(m, str(adapter_path))
+        try:
+            m = load_adapters(m, str(adapter_path))
+        except (ValueError, KeyError) as e:  # adapters trained on another model (shapes or layer names)
+            first = " ".join(str(e).split())[:160]
+            raise UserError(f"{adapter_path}: these adapters do not fit {model or DEFAULT_MODEL} ({first})") from None
     m.eval()
     return Loaded(m, tok, model or DEFAULT_MODEL, path, adapter_path, dtype, config)

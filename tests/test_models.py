@@ -132,3 +132,15 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and "GGUF file not found" in r.stderr and "Traceback" not in r.stderr
     r = _cli("no-such-command")
     assert r.returncode == 2
+
+
+def test_adapters_for_another_model_are_a_clear_error(tiny_model_dir, tmp_path):
+    import mlx.core as mx
+    a = tmp_path / "adapters"
+    a.mkdir()
+    (a / "adapter_config.json").write_text(json.dumps(
+        {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": {"rank": 4, "scale": 1.0, "dropout": 0.0}}))
+    mx.save_safetensors(str(a / "adapters.safetensors"),  # layer 9: the tiny model has 2
+                        {"model.layers.9.self_attn.q_proj.lora_a": mx.zeros((64, 4))})
+    with pytest.raises(UserError, match=f"{a}: these adapters do not fit"):
+        models.load(str(tiny_model_dir), str(a))
