@@ -25,9 +25,11 @@ GENERAL_PARTS = (("ifeval", "prompt_level_strict", "n_prompts"), ("advbench", "r
 COLUMNS = (
     ("bleu", "BLEU", "ci"), ("chrf", "chrF", "ci"), ("comet", "COMET", "f1"),
     ("cut_share", "cut %", "pct"), ("extra_tokens_mean", "tokens after cut", "f1"),
-    ("ifeval", "IFEval strict", "pct"), ("advbench", "AdvBench refusal", "pct"), ("gsm8k", "GSM8K", "pct"),
+    ("ifeval", "IFEval strict", "pct"), ("ifeval_loose", "IFEval loose", "pct"),
+    ("advbench", "AdvBench refusal", "pct"), ("gsm8k", "GSM8K", "pct"),
     ("general", "general (mean)", "pct"), ("retention_nll", "retention NLL", "f3"),
     ("retention_increase", "NLL increase", "f3"), ("mtbench", "MT-Bench", "f2"), ("alpacaeval", "AlpacaEval", "f2"),
+    ("train_tokens", "train tokens", "f0"), ("train_wall_s", "train s", "f0"),
 )
 
 
@@ -54,6 +56,9 @@ def summarize(res: dict) -> dict:
         if all(n > 0 for _, n in parts.values()):
             se = math.sqrt(sum(v * (1 - v) / n for v, n in parts.values())) / len(parts)
             row["general_ci"] = [row["general"] - 1.96 * se, row["general"] + 1.96 * se]
+    loose = (s.get("ifeval") or {}).get("prompt_level_loose")
+    if loose is not None:
+        row["ifeval_loose"] = float(loose)
     ret = s.get("retention") or {}
     if ret.get("nll") is not None:
         row.update(retention_nll=ret["nll"], retention_base_nll=ret.get("base_nll"),
@@ -61,7 +66,24 @@ def summarize(res: dict) -> dict:
     for suite in ("mtbench", "alpacaeval"):
         if suite in s:  # answers saved but no judge: say so instead of leaving a blank
             row[suite] = s[suite]["score"] if s[suite].get("score") is not None else "not judged"
+    row.update(_training_cost(res.get("adapter")))
     return row
+
+
+def _training_cost(adapter) -> dict:
+    """Tokens processed (non-pad positions, forward + backward) and wall time of the run that trained
+    the adapters, from its summary.json; left out when the run was resumed, as its totals would be partial."""
+    f = Path(adapter) / "summary.json" if adapter else None
+    if f is None or not f.is_file():
+        return {}
+    try:
+        s = read_json(f)
+    except UserError:
+        return {}
+    if not isinstance(s, dict) or s.get("steps_this_run") != s.get("steps"):
+        return {}
+    return {k: s[v] for k, v in (("train_tokens", "tokens_this_run"), ("train_wall_s", "wall_s"))
+            if isinstance(s.get(v), (int, float))}
 
 
 SEED_SUFFIX = re.compile(r"^(.+)-s(\d+)$")  # sft-s0, sft-s1: one method trained with two seeds
@@ -100,7 +122,7 @@ def _fmt(row: dict, key: str, kind: str) -> str:
         return v
     sd = row.get(f"{key}_sd")
     if sd is not None:
-        scale, digits = (100, 1) if kind == "pct" else (1, 3 if kind == "f3" else 2)
+        scale, digits = (100, 1) if kind == "pct" else (1, int(kind[1]) if kind[0] == "f" else 2)
         return f"{scale * v:.{digits}f} ± {scale * sd:.{digits}f}"
     if kind == "pct":
         return f"{100 * v:.1f}"

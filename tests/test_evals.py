@@ -431,6 +431,31 @@ def test_report_groups_seeds_into_mean_and_sd(tmp_path):
     assert "## By method" in md and "| sft (n=2) | 22.00 ± 2.83" in md
 
 
+def test_report_reads_training_cost_only_from_uninterrupted_runs(tmp_path):
+    from radis_mlx.report import report
+
+    runs = []
+    for name, steps_this_run in (("sft-s0", 40), ("sft-s1", 40), ("radis-s0", 25)):
+        train = tmp_path / name / "train"
+        train.mkdir(parents=True)
+        (train / "summary.json").write_text(json.dumps({"steps": 40, "steps_this_run": steps_this_run,
+                                                        "tokens_this_run": 1000 * len(runs) + 9000,
+                                                        "wall_s": 600.0 + len(runs)}))
+        d = tmp_path / "eval" / name
+        d.mkdir(parents=True)
+        res = {**fake_results(name, 20.0, 0.4, 0.9, 0.2, 0.1), "adapter": str(train)}
+        res["suites"]["ifeval"]["prompt_level_loose"] = 0.5
+        (d / "results.json").write_text(json.dumps(res))
+        runs.append(d)
+    r = report(runs, tmp_path / "rep")
+    rows = {x["name"]: x for x in r["runs"]}
+    assert rows["sft-s0"]["train_tokens"] == 9000 and rows["sft-s1"]["train_wall_s"] == 601.0
+    assert "train_tokens" not in rows["radis-s0"]  # resumed: this run's totals would undercount
+    assert rows["sft-s0"]["ifeval_loose"] == 0.5
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "IFEval loose" in md and "| sft (n=2) |" in md and "9500 ± 707" in md
+
+
 # ------------------------------------------------------------------ CLI
 
 @pytest.mark.parametrize("argv,msg", [
