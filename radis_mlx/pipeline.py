@@ -11,6 +11,8 @@ de-en set shipped with radis-mlx), or ``{hub: ID, local: REL}``: the hub id, or 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -179,7 +181,11 @@ def run(recipe: dict, out, *, progress: bool = True) -> dict:
             data = recipe.get("replay_data") if mode == "replay" else train_data
             if not data:
                 raise UserError(f"{recipe['_path']}: replay_data is needed for method {name}")
-            gen_file = safe_join(out, f"generate/{mode}.jsonl")
+            # Methods that share generate settings share one file; one with its own (a --ratio, a
+            # teacher) gets a file of its own, as generate refuses to mix settings in one file.
+            own = g != {**(recipe.get("generate") or {}), "mode": mode}
+            tag = "-" + hashlib.sha1(json.dumps(g, sort_keys=True, default=str).encode()).hexdigest()[:8] if own else ""
+            gen_file = safe_join(out, f"generate/{mode}{tag}.jsonl")
             gcfg = GenerateConfig(data=data, out=str(gen_file), model=model, seed=seed,
                                   pairs=None if mode == "replay" else recipe.get("pairs"),
                                   limit=recipe.get("limit") if mode != "replay" else g.pop("limit", None),

@@ -76,3 +76,23 @@ def test_whole_recipe_runs_and_resumes_on_tiny_model(tmp_path, tiny_model_dir):
     before = (out / "radis" / "train" / "adapters.safetensors").read_bytes()
     run(load_recipe(p), out, progress=False)  # complete: every stage is skipped or served from cache
     assert (out / "radis" / "train" / "adapters.safetensors").read_bytes() == before
+
+
+def test_methods_with_their_own_generate_settings_get_their_own_file(tmp_path, tiny_model_dir):
+    recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
+    recipe.update(model=str(tiny_model_dir), methods={
+        "radis": {}, "radis-r50-s0": {"method": "radis", "generate": {"ratio": 0.5}},
+        "radis-r50-s1": {"method": "radis", "generate": {"ratio": 0.5}, "finetune": {"seed": 1}}})
+    recipe["generate"]["max_tokens"] = 4
+    recipe["finetune"].update(iters=1, batch_size=2, save_every=1)
+    recipe["eval"].update(suites=["advbench"], limit=2, max_tokens={"advbench": 4})
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    run(load_recipe(p), out, progress=False)
+    files = sorted((out / "generate").glob("*.jsonl"), key=lambda f: len(f.name))
+    assert files[0].name == "rationale-explain.jsonl" and len(files) == 2  # both seeds share one
+    full, half = ([json.loads(line) for line in f.read_text().splitlines()] for f in files)
+    assert len(full) == len(half) == 48
+    assert all(r["reason"] != "ratio" for r in full)
+    assert 10 < sum(r["reason"] == "ratio" for r in half) < 38
