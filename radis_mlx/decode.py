@@ -23,7 +23,7 @@ class DecodeConfig:
     batch_size: int = 64
     prefill_batch_size: int = 8
     # Prefill the prompts' common prefix once and copy its KV cache. Off by default: on the MLX CPU
-    # backend merging per-row caches into the batch cache cost more than it saved (BENCHMARKS.md).
+    # backend merging per-row caches into the batch cache cost more than it saved in a development run.
     share_prefix: bool = False
     fast_exp: bool | None = None  # pow-based exp in SiLU and attention (kernels.py); None: on CPU
 
