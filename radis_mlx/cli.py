@@ -18,11 +18,6 @@ ModelOpt = typer.Option(None, "--model", "-m", help="Hugging Face id, mlx-lm dir
                         "(default: the offline SmolLM2-135M-Instruct)")
 
 
-def _not_yet(name: str):
-    typer.echo(f"radis-mlx {name}: not implemented yet", err=True)
-    raise typer.Exit(2)
-
-
 @app.command()
 def info(measure: bool = typer.Option(True, help="measure float32 matmul GFLOP/s")):
     """Platform, MLX version and device, the BLAS in use, and measured matmul speed."""
