@@ -127,6 +127,25 @@ def test_cli_info_reports_blas_and_speed():
             assert "OpenBLAS" in r.stdout
 
 
+def test_openblas_kernels_follow_the_cpu_flags():
+    from radis_mlx.backend import openblas_coretype
+
+    avx512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "sse3"}
+    assert openblas_coretype(avx512) == "SkylakeX"
+    assert openblas_coretype(avx512 - {"avx512bw"}) == "Haswell"  # Knights Landing has no BW/DQ/VL
+    assert openblas_coretype({"avx2", "sse3"}) is None  # let OpenBLAS decide
+    code = ("from radis_mlx.backend import maybe_reexec_with_openblas as m; m(); import os; "
+            "print(os.environ.get('OPENBLAS_CORETYPE'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "RADIS_MLX_BLAS_REEXEC",
+                                                              "LD_PRELOAD")}
+    run = lambda extra: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
+                                       env={**env, "PYTHONPATH": str(ROOT), **extra}, timeout=60).stdout.strip()
+    from radis_mlx.backend import _cpu_flags, find_openblas
+    if sys.platform.startswith("linux") and find_openblas() and openblas_coretype(_cpu_flags()):
+        assert run({}) == openblas_coretype(_cpu_flags())  # set for the re-executed process
+        assert run({"OPENBLAS_CORETYPE": "Haswell"}) == "Haswell"  # the user's choice wins
+
+
 def test_cli_errors_are_one_line_exit_2(tmp_path):
     r = _cli("convert", "--gguf", str(tmp_path / "none.gguf"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "GGUF file not found" in r.stderr and "Traceback" not in r.stderr
