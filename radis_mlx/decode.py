@@ -1,16 +1,26 @@
 """Batched decoding shared by generate and eval, on mlx-lm's BatchGenerator.
 
-Continuous batching keeps up to ``batch_size`` sequences decoding at once; prompts go in
-sorted by length so each prefill batch pads little; finished sequences are handed to
-``on_done`` immediately so the caller can write them (append-only) before the rest finish.
+Prompts go in sorted by length. Where the model's caches are plain KV caches, the prompts are
+prefilled here and handed to the BatchGenerator as per-row caches (its `caches=` argument), with
+only the last prompt token left for it to process:
+
+- the prompts' common prefix (system prompt, chat template, instruction) is computed once;
+- rows are prefilled in groups cut by length, so a long outlier does not pad a whole group;
+- new rows join the decoding batch in waves (a quarter of the batch or more at a time), and rows
+  that ended their turn leave it the same way: each join or departure copies the whole batch
+  cache, which on the CPU cost more than a decoding step.
+
+Finished sequences go to ``on_done`` at once, so the caller can append them to its output
+before the rest finish.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .kernels import patch_cpu_kernels
+from .kernels import patch_cpu_kernels, patch_logsumexp
 from .progress import Progress
 
 
@@ -21,11 +31,11 @@ class DecodeConfig:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 64
-    prefill_batch_size: int = 8
-    # Prefill the prompts' common prefix once and copy its KV cache. Off by default: on the MLX CPU
-    # backend merging per-row caches into the batch cache cost more than it saved in a development run.
-    share_prefix: bool = False
-    fast_exp: bool | None = None  # pow-based exp in SiLU and attention (kernels.py); None: on CPU
+    # Padded tokens per prefill forward pass. Throughput per token was flat from 2 to 32 rows of
+    # 150 tokens on the CPU, so this only bounds memory (activations, attention scores).
+    prefill_tokens: int = 2048
+    share_prefix: bool = True  # prefill the prompts' common prefix once
+    fast_exp: bool | None = None  # pow-based exp in SiLU, attention, logsumexp (kernels.py); None: on CPU
 
 
 @dataclass
@@ -46,75 +56,166 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
 
     if not prompts:
         return []
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("decode: empty prompt")
     mx.random.seed(cfg.seed)
     sampler = make_sampler(temp=cfg.temperature, top_p=cfg.top_p if cfg.top_p < 1.0 else 0.0)
-    gen = BatchGenerator(model, max_tokens=cfg.max_tokens,
-                         stop_tokens=[[t] for t in tokenizer.eos_token_ids], sampler=sampler,
-                         completion_batch_size=cfg.batch_size,
-                         prefill_batch_size=min(cfg.prefill_batch_size, cfg.batch_size))
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    limits = [max_tokens[i] if max_tokens else cfg.max_tokens for i in order]
-    prefix, prefix_cache = _prefill_shared_prefix(model, prompts) if cfg.share_prefix else ([], None)
-    n = len(prefix)
-    caches = [[_copy_cache(c) for c in prefix_cache] for _ in order] if prefix_cache else None
-    uids = gen.insert([list(prompts[i][n:]) for i in order], limits, caches=caches,
-                      all_tokens=[list(prefix) for _ in order] if n else None)
-    index_of = dict(zip(uids, order))
-    tokens: dict[int, list[int]] = {u: [] for u in uids}
-    results: list[Completion | None] = [None] * len(prompts)
     fast = cfg.fast_exp if cfg.fast_exp is not None else mx.default_device().type == mx.cpu
-    restore = patch_cpu_kernels(model) if fast else None
+    restores = [patch_cpu_kernels(model), patch_logsumexp(greedy=cfg.temperature == 0)] if fast else []
+    own_prefill = _plain_kv_caches(model)
+    # No stop tokens for the generator: a row that ends its turn stays in the batch as a zombie
+    # (its tokens ignored) until a quarter of the batch is done. Removing a row copies the whole
+    # batch cache, which cost more than decoding the zombie to the end here.
+    gen = BatchGenerator(model, max_tokens=cfg.max_tokens, sampler=sampler,
+                         completion_batch_size=cfg.batch_size,
+                         prefill_batch_size=cfg.batch_size if own_prefill else min(8, cfg.batch_size))
+    eos = set(tokenizer.eos_token_ids)
+    pending = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i])))
+    prefix = _prefill_prefix(model, prompts) if own_prefill and cfg.share_prefix else (0, None)
+    index_of: dict[int, int] = {}
+    live: dict[int, list[int]] = {}  # uid -> tokens so far
+    zombies: set[int] = set()
+    results: list[Completion | None] = [None] * len(prompts)
+    refill = max(1, cfg.batch_size // 4)
+
+    def feed(n: int):
+        rows = [pending.popleft() for _ in range(min(n, len(pending)))]
+        limits = [max_tokens[i] if max_tokens else cfg.max_tokens for i in rows]
+        if own_prefill:
+            caches = _prefill_rows(model, [prompts[i] for i in rows], prefix, cfg.prefill_tokens)
+            uids = gen.insert([prompts[i][-1:] for i in rows], limits, caches=caches,
+                              all_tokens=[list(prompts[i][:-1]) for i in rows])
+        else:
+            uids = gen.insert([list(prompts[i]) for i in rows], limits)
+        for u, i in zip(uids, rows):
+            index_of[u], live[u] = i, []
+
+    def finish(uid: int, reason: str):
+        i, toks = index_of.pop(uid), live.pop(uid)
+        results[i] = c = Completion(i, tokenizer.decode(toks), toks, reason, len(prompts[i]))
+        if on_done:
+            on_done(c)
+        if progress:
+            progress.update(1)
+
     try:
-        while responses := gen.next_generated():
+        while True:
+            room = cfg.batch_size - len(live)
+            if pending and (room >= refill or not live or not own_prefill):
+                if zombies:
+                    gen.remove(list(zombies))
+                    zombies.clear()
+                feed(room if own_prefill else len(pending))
+            elif zombies and len(zombies) >= max(1, (len(zombies) + len(live)) // 4):
+                gen.remove(list(zombies))
+                zombies.clear()
+            responses = gen.next_generated()
+            if not responses:
+                if pending or live:
+                    continue
+                break
             n_new = 0
             for r in responses:
-                if r.finish_reason != "stop":  # the end-of-turn token itself is not text
-                    tokens[r.uid].append(r.token)
+                if r.uid in zombies:
+                    if r.finish_reason is not None:
+                        zombies.discard(r.uid)
+                elif r.token in eos:  # the end-of-turn token itself is not text
+                    finish(r.uid, "stop")
+                    if r.finish_reason is None:
+                        zombies.add(r.uid)
+                else:
+                    live[r.uid].append(r.token)
                     n_new += 1
-                if r.finish_reason is not None:
-                    i = index_of[r.uid]
-                    toks = tokens.pop(r.uid)
-                    c = Completion(i, tokenizer.decode(toks), toks, r.finish_reason, len(prompts[i]))
-                    results[i] = c
-                    if on_done:
-                        on_done(c)
-                    if progress:
-                        progress.update(1)
+                    if r.finish_reason is not None:
+                        finish(r.uid, "length")
             if progress:
                 progress.update(0, tokens=n_new)
     finally:
         gen.close()
-        if restore:
-            restore()
+        for restore in restores:
+            if restore:
+                restore()
     return results  # type: ignore[return-value]
 
 
-def _prefill_shared_prefix(model, prompts):
-    """KV cache of the longest prefix all prompts share (the system prompt and template)."""
-    import mlx.core as mx
+def _plain_kv_caches(model) -> bool:
+    """Own prefill only for plain KV caches: rotating/SSM/quantized caches have no cheap row views."""
     from mlx_lm.models.cache import KVCache, make_prompt_cache
+    try:
+        return all(type(c) is KVCache for c in make_prompt_cache(model))
+    except Exception:
+        return False
+
+
+def _prefill_prefix(model, prompts):
+    """(n, cache): the KV cache (batch 1) of the longest prefix all prompts share, each prompt
+    keeping at least one token of its own for the generator."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
 
     first = prompts[0]
-    n = min(len(p) for p in prompts) - 1  # each prompt keeps >= 1 token for the generator
+    n = min(len(p) for p in prompts) - 1
     for p in prompts[1:]:
         k = 0
         while k < n and p[k] == first[k]:
             k += 1
         n = k
-    if n < 8 or len(prompts) < 2:
-        return [], None
+    if n == 0:
+        return 0, None
     cache = make_prompt_cache(model)
-    if not all(type(c) is KVCache for c in cache):  # rotating/SSM caches: no cheap copies
-        return [], None
     model(mx.array([first[:n]]), cache=cache)
     mx.eval([c.state for c in cache])
-    return first[:n], cache
+    return n, cache
 
 
-def _copy_cache(c):
-    from mlx_lm.models.cache import KVCache
+def _groups(lengths: list[int], budget: int) -> list[list[int]]:
+    """Consecutive runs of the (ascending) lengths, each padded to its longest within `budget`
+    tokens and with at most 1/8 of its tokens padding."""
+    out: list[list[int]] = []
+    for i, n in enumerate(lengths):
+        g = out[-1] if out else None
+        if g is not None and (len(g) + 1) * n <= max(budget, n) and \
+                sum(n - lengths[j] for j in g) * 8 <= (len(g) + 1) * n:
+            g.append(i)
+        else:
+            out.append([i])
+    return out
 
-    # MLX arrays are immutable values: copies share the prefix buffers until they are written.
-    new = KVCache()
-    new.state = c.state
-    return new
+
+def _prefill_rows(model, rows, prefix, budget: int):
+    """Per-row KV caches of each row but its last token, as views into batched prefill caches."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
+
+    n, prefix_cache = prefix
+    lengths = [len(r) - 1 - n for r in rows]
+    n_layers = len(prefix_cache) if prefix_cache else len(make_prompt_cache(model))
+    order = sorted(range(len(rows)), key=lambda i: lengths[i])
+    out: list = [None] * len(rows)
+    for g in _groups([lengths[i] for i in order], budget):
+        g = [order[j] for j in g]
+        t = max(lengths[i] for i in g)
+        cache = [BatchKVCache([0] * len(g)) for _ in range(n_layers)]
+        if prefix_cache:
+            for c, p in zip(cache, prefix_cache):
+                k, v = p.keys[..., :n, :], p.values[..., :n, :]
+                c.keys = mx.broadcast_to(k, (len(g),) + k.shape[1:])
+                c.values = mx.broadcast_to(v, (len(g),) + v.shape[1:])
+                c._idx, c.offset = n, c.offset + n
+        if t:
+            # Right padding: the causal mask keeps real tokens from seeing the pads after them.
+            x = mx.array([list(rows[i][n:-1]) + [0] * (t - lengths[i]) for i in g])
+            step = max(1, budget // len(g))
+            for s in range(0, t, step):
+                model(x[:, s:s + step], cache=cache)
+                mx.eval([c.state for c in cache])
+        for j, i in enumerate(g):
+            row = []
+            for c in cache:
+                r = KVCache()
+                if n + lengths[i]:
+                    r.keys, r.values = c.keys[j:j + 1, :, :n + lengths[i]], c.values[j:j + 1, :, :n + lengths[i]]
+                    r.offset = n + lengths[i]
+                row.append(r)
+            out[i] = row
+    return out

@@ -137,13 +137,30 @@ def test_openblas_kernels_follow_the_cpu_flags():
     code = ("from radis_mlx.backend import maybe_reexec_with_openblas as m; m(); import os; "
             "print(os.environ.get('OPENBLAS_CORETYPE'))")
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "RADIS_MLX_BLAS_REEXEC",
-                                                              "LD_PRELOAD")}
+                                                              "LD_PRELOAD", "GLIBC_TUNABLES")}
     run = lambda extra: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
                                        env={**env, "PYTHONPATH": str(ROOT), **extra}, timeout=60).stdout.strip()
     from radis_mlx.backend import _cpu_flags, find_openblas
     if sys.platform.startswith("linux") and find_openblas() and openblas_coretype(_cpu_flags()):
         assert run({}) == openblas_coretype(_cpu_flags())  # set for the re-executed process
         assert run({"OPENBLAS_CORETYPE": "Haswell"}) == "Haswell"  # the user's choice wins
+
+
+def test_reexec_keeps_large_buffers_in_the_malloc_heap():
+    """The re-executed process gets glibc malloc settings (see backend._MALLOC_TUNABLES) added to
+    the user's own tunables, and the user's malloc settings win."""
+    from radis_mlx.backend import _MALLOC_TUNABLES, find_openblas
+    if not (sys.platform.startswith("linux") and find_openblas()):
+        pytest.skip("no re-execution without a system OpenBLAS on Linux")
+    code = ("from radis_mlx.backend import maybe_reexec_with_openblas as m; m(); import os; "
+            "print(os.environ.get('GLIBC_TUNABLES'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("RADIS_MLX_BLAS_REEXEC", "LD_PRELOAD", "GLIBC_TUNABLES")}
+    run = lambda extra: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
+                                       env={**env, "PYTHONPATH": str(ROOT), **extra}, timeout=60).stdout.strip()
+    assert run({}) == _MALLOC_TUNABLES
+    assert run({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}) == f"glibc.pthread.rseq=0:{_MALLOC_TUNABLES}"
+    mine = "glibc.malloc.mmap_threshold=65536"
+    assert run({"GLIBC_TUNABLES": mine}) == mine
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):

@@ -1,0 +1,111 @@
+"""decode(): the batched path (shared prefix, grouped prefill, waves, zombies, padding-skipping
+attention) must pick exactly the tokens a plain per-row greedy loop picks."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _per_row_greedy(model, prompt, n):
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    return [int(t) for (t, _), _ in zip(generate_step(mx.array(prompt), model, max_tokens=n), range(n))]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from radis_mlx.models import load
+    return load(str(tiny_model_dir))
+
+
+@pytest.mark.parametrize("fast_exp", [True, False])
+def test_batched_decoding_equals_the_per_row_loop(tiny, fast_exp):
+    from radis_mlx.decode import DecodeConfig, decode
+
+    model, tok = tiny.model, tiny.tokenizer
+    prefix = [1, 40, 41, 42, 43, 44]  # shared by all: computed once
+    # 20 rows of 1 to 96 own tokens: more rows than the batch (waves), and left padding of 32+
+    # positions in the decoding batch (the attention skips it in row chunks).
+    prompts = [prefix + [(7 * i + j) % 300 + 3 for j in range(1 + (i * 37) % 96)] for i in range(20)]
+    n = 12
+    want = [_per_row_greedy(model, p, n) for p in prompts]
+    # An end-of-turn token that some rows produce part-way: they stop there (and stay in the batch
+    # as zombies while the rest go on).
+    counts: dict[int, int] = {}
+    for w in want:
+        for t in set(w[1:-1]):
+            counts[t] = counts.get(t, 0) + 1
+    eos = max(counts, key=lambda t: (0 < counts[t] < len(prompts) // 2, counts[t]))
+    saved = tok.eos_token_ids
+    tok.eos_token_ids = {eos}
+    try:
+        got = decode(model, tok, prompts, DecodeConfig(max_tokens=n, batch_size=16, fast_exp=fast_exp))
+    finally:
+        tok.eos_token_ids = saved
+    stopped = 0
+    for w, c in zip(want, got):
+        if eos in w:
+            stopped += 1
+            assert (c.tokens, c.finish) == (w[:w.index(eos)], "stop")
+        else:
+            assert (c.tokens, c.finish) == (w, "length")
+    assert 0 < stopped < len(prompts)
+
+
+def test_per_row_token_limits_and_a_prompt_that_is_all_prefix(tiny):
+    """eval passes a limit per row; a prompt of the shared prefix plus one token has nothing of its
+    own to prefill."""
+    from radis_mlx.decode import DecodeConfig, decode
+
+    model, tok = tiny.model, tiny.tokenizer
+    prompts = [[1, 40, 41, 42, 50], [1, 40, 41, 42, 50, 60, 61], [1, 40, 41, 42, 50, 70]]
+    limits = [3, 7, 5]
+    saved = tok.eos_token_ids
+    tok.eos_token_ids = {399}  # not produced: every row runs to its own limit
+    try:
+        got = decode(model, tok, prompts, DecodeConfig(max_tokens=9, batch_size=8), max_tokens=limits)
+    finally:
+        tok.eos_token_ids = saved
+    assert [c.tokens for c in got] == [_per_row_greedy(model, p, m) for p, m in zip(prompts, limits)]
+    assert [c.finish for c in got] == ["length"] * 3
+
+
+def test_prefill_groups_bound_padding_and_tokens():
+    from radis_mlx.decode import _groups
+
+    lengths = [3, 4, 4, 5, 30, 31, 32, 33, 34, 300]
+    groups = _groups(lengths, budget=100)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        longest = max(lengths[i] for i in g)
+        assert g == list(range(g[0], g[-1] + 1))
+        assert len(g) * longest <= max(100, longest)
+        assert sum(longest - lengths[i] for i in g) * 8 <= len(g) * longest
+    assert [300] in [[lengths[i] for i in g] for g in groups]  # the outlier pads nobody
+
+
+def test_attention_skips_left_padding_exactly():
+    """One decoding step against a left-padded batch cache: the pow-based attention that reads each
+    row chunk from its first unpadded position equals MLX's attention over the whole padded cache."""
+    from types import SimpleNamespace
+
+    import mlx.core as mx
+    from mlx_lm.models.base import create_causal_mask
+
+    from radis_mlx.kernels import _fast_fns, _skip_left_padding
+
+    mx.random.seed(1)
+    b, h, kv, t, d = 24, 6, 2, 150, 16
+    pads = [min(140, (i * 53) % 149) for i in range(b)]
+    q = mx.random.normal((b, h, 1, d))
+    k, v = mx.random.normal((b, kv, t, d)), mx.random.normal((b, kv, t, d))
+    mask = create_causal_mask(1, offset=t - 1, left_padding=mx.array(pads))
+    ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask=mask)
+    attend = _fast_fns()[3]
+    got = _skip_left_padding(attend, q, k, v, 0.25, mask, SimpleNamespace(left_padding=mx.array(pads)))
+    assert got.shape == ref.shape and mx.allclose(got, ref, atol=1e-5).item()
+    # Garbage in the padding must not matter: that is what makes skipping it exact.
+    k2 = mx.where(mx.arange(t)[None, None, :, None] < mx.array(pads)[:, None, None, None], 1e4, k)
+    got2 = _skip_left_padding(attend, q, k2, v, 0.25, mask, SimpleNamespace(left_padding=mx.array(pads)))
+    assert mx.allclose(got2, ref, atol=1e-5).item()
