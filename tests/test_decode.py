@@ -109,3 +109,34 @@ def test_attention_skips_left_padding_exactly():
     k2 = mx.where(mx.arange(t)[None, None, :, None] < mx.array(pads)[:, None, None, None], 1e4, k)
     got2 = _skip_left_padding(attend, q, k2, v, 0.25, mask, SimpleNamespace(left_padding=mx.array(pads)))
     assert mx.allclose(got2, ref, atol=1e-5).item()
+
+
+def test_inference_kernels_match_mlx():
+    """The multiply-only exp behind decoding's SiLU and attention: SiLU to 1e-5, attention over
+    a KV cache (a prefill chunk after earlier positions, causal) to 1e-5 of MLX's own."""
+    import mlx.core as mx
+    from mlx_lm.models.activations import swiglu
+
+    from radis_mlx.kernels import _fast_fns
+
+    _, _, _, attend, swiglu_infer = _fast_fns()
+    gate = mx.concatenate([mx.linspace(-60, 60, 20001), mx.array([0.0, -1e-8, 1e-8])])
+    x = mx.ones_like(gate) * 1.5
+    assert mx.allclose(swiglu_infer(gate, x), swiglu(gate, x), rtol=1e-5, atol=1e-6).item()
+    mx.random.seed(3)
+    q = mx.random.normal((2, 6, 5, 16)) * 3
+    k, v = mx.random.normal((2, 2, 12, 16)) * 3, mx.random.normal((2, 2, 12, 16))
+    ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask="causal")
+    assert mx.allclose(attend(q, k, v, 0.25, "causal"), ref, atol=1e-5).item()
+
+
+def test_the_real_model_takes_the_fast_kernels(real_model_dir):
+    """patch_cpu_kernels checks the model's logits with and without the swap and refuses it when
+    they differ; on the default model it must accept, or decoding silently loses its speed."""
+    from radis_mlx.kernels import patch_cpu_kernels
+    from radis_mlx.models import load
+
+    model = load(str(real_model_dir)).model
+    restore = patch_cpu_kernels(model, inference=True)
+    assert restore is not None
+    restore()
