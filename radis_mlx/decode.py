@@ -82,7 +82,7 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
         rows = [pending.popleft() for _ in range(min(n, len(pending)))]
         limits = [max_tokens[i] if max_tokens else cfg.max_tokens for i in rows]
         if own_prefill:
-            caches = _prefill_rows(model, [prompts[i] for i in rows], prefix, cfg.prefill_tokens)
+            caches = _prefill_rows(model, [prompts[i] for i in rows], prefix, cfg.prefill_tokens, max(limits) + 1)
             uids = gen.insert([prompts[i][-1:] for i in rows], limits, caches=caches,
                               all_tokens=[list(prompts[i][:-1]) for i in rows])
         else:
@@ -182,10 +182,44 @@ def _groups(lengths: list[int], budget: int) -> list[list[int]]:
     return out
 
 
-def _prefill_rows(model, rows, prefix, budget: int):
+class _RowCache:
+    """One row's prefilled keys and values (views into its group's cache), in the shape of mlx-lm's
+    KVCache. Merged into a batch cache with room for `room` more tokens: mlx-lm's own merge sizes
+    it to the prompts, and the first decoding step then regrows it, copying all of it."""
+
+    def __init__(self, keys=None, values=None, room: int = 0):
+        self.keys, self.values, self.room = keys, values, room
+        self.offset = 0 if keys is None else keys.shape[2]
+
+    def size(self):
+        return self.offset
+
+    def merge(self, caches):
+        import mlx.core as mx
+        from mlx_lm.models.cache import BatchKVCache
+
+        longest = max(c.offset for c in caches)
+        pad = [longest - c.offset for c in caches]
+        batch = BatchKVCache(pad)
+        ref = next((c for c in caches if c.keys is not None), None)
+        if ref is None:
+            return batch
+        room = max(c.room for c in caches)
+        keys = mx.zeros((len(caches), ref.keys.shape[1], longest + room, ref.keys.shape[3]), ref.keys.dtype)
+        values = mx.zeros((len(caches), ref.values.shape[1], longest + room, ref.values.shape[3]), ref.values.dtype)
+        for i, (p, c) in enumerate(zip(pad, caches)):
+            if c.keys is not None:
+                keys[i:i + 1, :, p:longest] = c.keys
+                values[i:i + 1, :, p:longest] = c.values
+        batch.keys, batch.values, batch._idx = keys, values, longest
+        batch.offset = batch.offset + longest
+        return batch
+
+
+def _prefill_rows(model, rows, prefix, budget: int, room: int):
     """Per-row KV caches of each row but its last token, as views into batched prefill caches."""
     import mlx.core as mx
-    from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
+    from mlx_lm.models.cache import BatchKVCache, make_prompt_cache
 
     n, prefix_cache = prefix
     lengths = [len(r) - 1 - n for r in rows]
@@ -214,12 +248,7 @@ def _prefill_rows(model, rows, prefix, budget: int):
                 model(x[:, s:s + step], cache=cache)
                 mx.eval([c.state for c in cache])
         for j, i in enumerate(g):
-            row = []
-            for c in cache:
-                r = KVCache()
-                if n + lengths[i]:
-                    r.keys, r.values = c.keys[j:j + 1, :, :n + lengths[i]], c.values[j:j + 1, :, :n + lengths[i]]
-                    r.offset = n + lengths[i]
-                row.append(r)
-            out[i] = row
+            end = n + lengths[i]
+            out[i] = [_RowCache(c.keys[j:j + 1, :, :end], c.values[j:j + 1, :, :end], room) if end
+                      else _RowCache(room=room) for c in cache]
     return out

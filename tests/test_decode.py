@@ -140,3 +140,28 @@ def test_the_real_model_takes_the_fast_kernels(real_model_dir):
     restore = patch_cpu_kernels(model, inference=True)
     assert restore is not None
     restore()
+
+
+def test_row_caches_merge_like_mlx_lm_with_room_to_grow():
+    """Rows merge left-padded as mlx-lm's BatchKVCache.merge does, into a buffer with room for the
+    tokens still to come (so decoding never regrows it), and a row with no history merges too."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import BatchKVCache, KVCache
+
+    from radis_mlx.decode import _RowCache
+
+    mx.random.seed(0)
+    rows = [mx.random.normal((1, 2, n, 4)) for n in (5, 9, 1)]
+    ours = _RowCache(room=7).merge([_RowCache(r, r * 2, room=7) for r in rows] + [_RowCache(room=7)])
+    plain = []
+    for r in rows:
+        c = KVCache()
+        c.update_and_fetch(r, r * 2)
+        plain.append(c)
+    plain.append(KVCache())
+    ref = BatchKVCache.merge(plain)
+    assert ours.keys.shape == (4, 2, 9 + 7, 4) and ours._idx == ref._idx == 9
+    assert mx.array_equal(ours.keys[..., :9, :], ref.keys[..., :9, :]).item()
+    assert mx.array_equal(ours.values[..., :9, :], ref.values[..., :9, :]).item()
+    assert ours.left_padding.tolist() == ref.left_padding.tolist() == [4, 0, 8, 9]
+    assert ours.offset.tolist() == ref.offset.tolist()
