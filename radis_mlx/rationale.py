@@ -258,6 +258,12 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
         for p in parts:
             p.unlink(missing_ok=True)
     summary = _summarise(cfg, rows, loaded, gen_time, bar.tokens, time.perf_counter() - t0)
+    # One entry per run that generated rows: a resumed or no-op rerun keeps the earlier runs' speed.
+    old = read_json(_summary_path(out)) if _summary_path(out).exists() else {}
+    summary["runs"] = old.get("runs", []) if old.get("settings") == summary["settings"] else []
+    if bar.done:
+        summary["runs"].append({"rows": bar.done, "generated_tokens": bar.tokens, "seconds": round(gen_time, 1),
+                                "tokens_per_s": summary["tokens_per_s_this_run"]})
     atomic_write_json(_summary_path(out), summary)
     return summary
 
@@ -271,7 +277,7 @@ def _summarise(cfg, rows, loaded, gen_time, gen_tokens, wall) -> dict:
         "unfinished": sum(r["finish"] == "length" for r in rows),
         "mean_tokens_kept": round(sum(r["n_tokens"] for r in kept) / max(len(kept), 1), 1),
         "generated_tokens_this_run": gen_tokens,
-        "tokens_per_s_this_run": round(gen_tokens / gen_time, 1) if gen_time > 0 else None,
+        "tokens_per_s_this_run": round(gen_tokens / gen_time, 1) if gen_time > 0 and gen_tokens else None,
         "wall_s": round(wall, 1), "settings": asdict(cfg),
     }
 

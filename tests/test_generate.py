@@ -66,8 +66,12 @@ def test_rerun_skips_done_rows_and_refuses_other_settings(tmp_path, tiny_model_d
     c = cfg(tmp_path, tiny_model_dir)
     generate(c, progress=False)
     first = Path(c.out).read_bytes()
-    generate(c, progress=False)  # nothing left to do: file unchanged
+    runs = json.loads(Path(c.out + ".summary.json").read_text())["runs"]
+    assert len(runs) == 1 and runs[0]["rows"] == len(rows(Path(c.out))) and runs[0]["tokens_per_s"] > 0
+    generate(c, progress=False)  # nothing left to do: file unchanged, the first run's speed kept
     assert Path(c.out).read_bytes() == first
+    s = json.loads(Path(c.out + ".summary.json").read_text())
+    assert s["runs"] == runs and s["tokens_per_s_this_run"] is None
     c.max_tokens = 9
     with pytest.raises(UserError, match="different settings.*max_tokens"):
         generate(c, progress=False)
