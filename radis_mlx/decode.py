@@ -61,7 +61,8 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
     mx.random.seed(cfg.seed)
     sampler = make_sampler(temp=cfg.temperature, top_p=cfg.top_p if cfg.top_p < 1.0 else 0.0)
     fast = cfg.fast_exp if cfg.fast_exp is not None else mx.default_device().type == mx.cpu
-    restores = [patch_cpu_kernels(model, inference=True), patch_logsumexp(greedy=cfg.temperature == 0)] if fast else []
+    restores = ([patch_cpu_kernels(model, inference=True), patch_logsumexp(greedy=cfg.temperature == 0)]
+                if fast else [])
     own_prefill = _plain_kv_caches(model)
     # No stop tokens for the generator: a row that ends its turn stays in the batch as a zombie
     # (its tokens ignored) until a quarter of the batch is done. Removing a row copies the whole
@@ -82,7 +83,9 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
         rows = [pending.popleft() for _ in range(min(n, len(pending)))]
         limits = [max_tokens[i] if max_tokens else cfg.max_tokens for i in rows]
         if own_prefill:
-            caches = _prefill_rows(model, [prompts[i] for i in rows], prefix, cfg.prefill_tokens, max(limits) + 1)
+            # Room for one token more than the limit: the generator computes a step ahead.
+            caches = _prefill_rows(model, [prompts[i] for i in rows], prefix, cfg.prefill_tokens,
+                                   room=max(limits) + 1)
             uids = gen.insert([prompts[i][-1:] for i in rows], limits, caches=caches,
                               all_tokens=[list(prompts[i][:-1]) for i in rows])
         else:
@@ -110,8 +113,8 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
                 gen.remove(list(zombies))
                 zombies.clear()
             responses = gen.next_generated()
-            if not responses:
-                if pending or live:
+            if not responses:  # the generator is empty: every row fed so far is done
+                if pending:
                     continue
                 break
             n_new = 0
@@ -193,6 +196,10 @@ class _RowCache:
 
     def size(self):
         return self.offset
+
+    @property
+    def nbytes(self):
+        return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes
 
     def merge(self, caches):
         import mlx.core as mx
