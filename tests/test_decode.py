@@ -165,3 +165,18 @@ def test_row_caches_merge_like_mlx_lm_with_room_to_grow():
     assert mx.array_equal(ours.values[..., :9, :], ref.values[..., :9, :]).item()
     assert ours.left_padding.tolist() == ref.left_padding.tolist() == [4, 0, 8, 9]
     assert ours.offset.tolist() == ref.offset.tolist()
+
+
+def test_sampling_is_seeded_and_samples(tiny):
+    """temperature/top-p decoding (the pow-based logsumexp path): the same seed gives the same rows,
+    another seed other rows, and greedy differs."""
+    from radis_mlx.decode import DecodeConfig, decode
+
+    model, tok = tiny.model, tiny.tokenizer
+    prompts = [[1, 40, 41] + [(5 * i + j) % 300 + 3 for j in range(3 + 4 * i)] for i in range(6)]
+
+    def run(**kw):
+        return [c.tokens for c in decode(model, tok, prompts, DecodeConfig(max_tokens=10, batch_size=4, **kw))]
+    a, b = run(temperature=1.0, top_p=0.95, seed=3), run(temperature=1.0, top_p=0.95, seed=3)
+    assert a == b and all(len(t) <= 10 for t in a)
+    assert run(temperature=1.0, top_p=0.95, seed=4) != a and run() != a
