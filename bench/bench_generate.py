@@ -63,7 +63,7 @@ def main():
     def ours(fast):
         t = time.perf_counter()
         out = decode(L.model, L.tokenizer, toks, DecodeConfig(max_tokens=args.max_tokens, fast_exp=fast))
-        record(f"radis_mlx decode (fast exp {'on' if fast else 'off'})", sum(len(c.tokens) for c in out),
+        record(f"radis_mlx decode (CPU kernels {'on' if fast else 'off'})", sum(len(c.tokens) for c in out),
                time.perf_counter() - t)
 
     def stage():

@@ -60,14 +60,6 @@ def loaded_blas() -> str:
 _CORETYPES = (("SkylakeX", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}), ("Haswell", {"avx2", "fma"}))
 
 
-# MLX's CPU allocator hands every buffer back to malloc, and glibc serves large blocks from fresh
-# mmaps that it unmaps on free, so each big op output (a KV cache copy, a batch's activations) first
-# page-faults its memory in: ~0.6 s per GB on the dev box, 4x the copy itself. Blocks up to 32 MB
-# (glibc's cap) come from the heap instead, and the heap keeps freed memory for the next op.
-# The price: resident memory stays at its peak until the process ends.
-_MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=68719476736"
-
-
 def openblas_coretype(cpu_flags: set[str]) -> str | None:
     for name, needed in _CORETYPES:
         if needed <= cpu_flags:
@@ -87,6 +79,14 @@ def _cpu_flags() -> set[str]:
 
 def needs_openblas() -> bool:
     return sys.platform.startswith("linux") and "OpenBLAS" not in loaded_blas()
+
+
+# MLX's CPU allocator hands every buffer back to malloc, and glibc serves large blocks from fresh
+# mmaps that it unmaps on free, so each big op output (a KV cache copy, a batch's activations) first
+# page-faults its memory in: ~0.6 s per GB on the dev box, 4x the copy itself. Blocks up to 32 MB
+# (glibc's cap) come from the heap instead, and the heap keeps freed memory for the next op.
+# The price: resident memory stays at its peak until the process ends.
+_MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=68719476736"
 
 
 def maybe_reexec_with_openblas(argv: list[str] | None = None) -> None:

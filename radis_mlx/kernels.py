@@ -101,8 +101,7 @@ def _fast_fns():
             # Added, not mx.where: where costs 10x an add on the CPU. A finite floor, not -inf: a row
             # with every key masked (padding) gets uniform weights instead of NaN.
             bias = mx.where(mask, 0.0, -1e30).astype(q.dtype)
-            later = mx.arange(n)[None] > mx.arange(n - t, n)[:, None]
-            causal = t > 1 and not (mask & later).any().item()
+            causal = t > 1 and not (mask & (mx.arange(n)[None] > mx.arange(n - t, n)[:, None])).any().item()
             last_mask[:] = mask, bias[:, :, None] if mask.ndim == 4 else bias, causal
         return attend(q, k, v, scale, last_mask[1], last_mask[2])
 

@@ -127,23 +127,26 @@ def test_cli_info_reports_blas_and_speed():
             assert "OpenBLAS" in r.stdout
 
 
+def _after_reexec(var: str, **env_extra) -> str:
+    """`var` as the process re-executed by maybe_reexec_with_openblas sees it, from a clean start."""
+    code = ("from radis_mlx.backend import maybe_reexec_with_openblas as m; m(); import os; "
+            f"print(os.environ.get({var!r}))")
+    clean = ("OPENBLAS_CORETYPE", "RADIS_MLX_BLAS_REEXEC", "LD_PRELOAD", "GLIBC_TUNABLES")
+    env = {k: v for k, v in os.environ.items() if k not in clean}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**env, "PYTHONPATH": str(ROOT), **env_extra}).stdout.strip()
+
+
 def test_openblas_kernels_follow_the_cpu_flags():
-    from radis_mlx.backend import openblas_coretype
+    from radis_mlx.backend import _cpu_flags, find_openblas, openblas_coretype
 
     avx512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "sse3"}
     assert openblas_coretype(avx512) == "SkylakeX"
     assert openblas_coretype(avx512 - {"avx512bw"}) == "Haswell"  # Knights Landing has no BW/DQ/VL
     assert openblas_coretype({"avx2", "sse3"}) is None  # let OpenBLAS decide
-    code = ("from radis_mlx.backend import maybe_reexec_with_openblas as m; m(); import os; "
-            "print(os.environ.get('OPENBLAS_CORETYPE'))")
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "RADIS_MLX_BLAS_REEXEC",
-                                                              "LD_PRELOAD", "GLIBC_TUNABLES")}
-    run = lambda extra: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
-                                       env={**env, "PYTHONPATH": str(ROOT), **extra}, timeout=60).stdout.strip()
-    from radis_mlx.backend import _cpu_flags, find_openblas
     if sys.platform.startswith("linux") and find_openblas() and openblas_coretype(_cpu_flags()):
-        assert run({}) == openblas_coretype(_cpu_flags())  # set for the re-executed process
-        assert run({"OPENBLAS_CORETYPE": "Haswell"}) == "Haswell"  # the user's choice wins
+        assert _after_reexec("OPENBLAS_CORETYPE") == openblas_coretype(_cpu_flags())  # set when re-executed
+        assert _after_reexec("OPENBLAS_CORETYPE", OPENBLAS_CORETYPE="Haswell") == "Haswell"  # the user's wins
 
 
 def test_reexec_keeps_large_buffers_in_the_malloc_heap():
@@ -152,15 +155,11 @@ def test_reexec_keeps_large_buffers_in_the_malloc_heap():
     from radis_mlx.backend import _MALLOC_TUNABLES, find_openblas
     if not (sys.platform.startswith("linux") and find_openblas()):
         pytest.skip("no re-execution without a system OpenBLAS on Linux")
-    code = ("from radis_mlx.backend import maybe_reexec_with_openblas as m; m(); import os; "
-            "print(os.environ.get('GLIBC_TUNABLES'))")
-    env = {k: v for k, v in os.environ.items() if k not in ("RADIS_MLX_BLAS_REEXEC", "LD_PRELOAD", "GLIBC_TUNABLES")}
-    run = lambda extra: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
-                                       env={**env, "PYTHONPATH": str(ROOT), **extra}, timeout=60).stdout.strip()
-    assert run({}) == _MALLOC_TUNABLES
-    assert run({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}) == f"glibc.pthread.rseq=0:{_MALLOC_TUNABLES}"
+    assert _after_reexec("GLIBC_TUNABLES") == _MALLOC_TUNABLES
+    assert _after_reexec("GLIBC_TUNABLES", GLIBC_TUNABLES="glibc.pthread.rseq=0") == \
+        f"glibc.pthread.rseq=0:{_MALLOC_TUNABLES}"
     mine = "glibc.malloc.mmap_threshold=65536"
-    assert run({"GLIBC_TUNABLES": mine}) == mine
+    assert _after_reexec("GLIBC_TUNABLES", GLIBC_TUNABLES=mine) == mine
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):
