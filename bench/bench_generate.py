@@ -66,17 +66,20 @@ def main():
         record(f"radis_mlx decode (CPU kernels {'on' if fast else 'off'})", sum(len(c.tokens) for c in out),
                time.perf_counter() - t)
 
-    def stage():
+    def stage(workers):
         with tempfile.TemporaryDirectory() as d:
             cfg = GenerateConfig(data=args.data, pairs="de-en", limit=args.rows, seed=0, model=args.model,
-                                 mode="rationale-explain", max_tokens=args.max_tokens, out=f"{d}/r.jsonl")
+                                 mode="rationale-explain", max_tokens=args.max_tokens, out=f"{d}/r.jsonl",
+                                 workers=workers)
             s = generate(cfg, progress=False)
-            n = s["generated_tokens_this_run"]  # timed from the first prompt to the last row written
-            record("radis-mlx generate (whole stage)", n, n / s["tokens_per_s_this_run"])
+            # Timed from loading the model (in every worker process) to the last row written.
+            n, run = s["generated_tokens_this_run"], s["runs"][-1]
+            record(f"radis-mlx generate, whole stage ({run['workers']} process{'es' if run['workers'] > 1 else ''})",
+                   n, run["seconds"])
 
     for rep in range(ap_rep):  # alternate the tools so drifting load hits all of them
         print(f"repeat {rep + 1}/{ap_rep}", flush=True)
-        for fn in (loop, batch, lambda: ours(True), lambda: ours(False), stage):
+        for fn in (loop, batch, lambda: ours(True), lambda: ours(False), lambda: stage(1), lambda: stage(0)):
             fn()
 
     base_loop, base_batch = max(res["loop (mlx_lm stream_generate per row)"]), max(res["mlx_lm.batch_generate"])

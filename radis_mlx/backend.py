@@ -85,8 +85,11 @@ def needs_openblas() -> bool:
 # mmaps that it unmaps on free, so each big op output (a KV cache copy, a batch's activations) first
 # page-faults its memory in: ~0.6 s per GB on the dev box, 4x the copy itself. Blocks up to 32 MB
 # (glibc's cap) come from the heap instead, and the heap keeps freed memory for the next op.
-# The price: resident memory stays at its peak until the process ends.
-_MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=68719476736"
+# The price: resident memory stays at its peak until the process ends. hugetlb=1 asks for
+# transparent huge pages (glibc >= 2.35; older ones ignore it): 512x fewer faults, and a fresh
+# 22 MB cache buffer took 4 ms instead of 13 on the dev box.
+_MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=68719476736:"
+                    "glibc.malloc.hugetlb=1")
 
 
 def maybe_reexec_with_openblas(argv: list[str] | None = None) -> None:

@@ -57,6 +57,8 @@ def generate(
     temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)"),
     top_p: float = typer.Option(1.0),
     batch_size: int = typer.Option(64, help="sequences decoded together"),
+    workers: int = typer.Option(0, help="local processes sharing the rows (CPU); 0: one per core when "
+                                "there are 64+ rows and memory for a model each"),
     template: Optional[str] = typer.Option(None, help="translation instruction template ({src_name}, "
                                            "{tgt_name}, {src})"),
     explain_template: Optional[str] = typer.Option(None, help="explain-mode user prompt ({instruction}, {ref})"),
@@ -75,7 +77,7 @@ def generate(
     from . import prompts as P
     cfg = GenerateConfig(data=data, out=str(out), mode=mode, model=model, teacher=teacher, pairs=pairs,
                          ref=ref, split=split, limit=limit, seed=seed, max_tokens=max_tokens,
-                         temperature=temperature, top_p=top_p, batch_size=batch_size,
+                         temperature=temperature, top_p=top_p, batch_size=batch_size, workers=workers,
                          translate_template=template or P.TRANSLATE,
                          explain_template=explain_template or P.EXPLAIN, system=system, thinking=thinking,
                          min_tokens=min_tokens, max_len=max_len, max_repeat=max_repeat, unfinished=unfinished,

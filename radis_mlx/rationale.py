@@ -15,7 +15,13 @@ input order, so an interrupted-and-resumed run ends byte-identical to an uninter
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -47,6 +53,7 @@ class GenerateConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     batch_size: int = 64
+    workers: int = 0  # local processes on the CPU; 0: one per core when it pays (_n_workers)
     translate_template: str = prompts.TRANSLATE
     explain_template: str = prompts.EXPLAIN
     system: str | None = None
@@ -62,7 +69,7 @@ class GenerateConfig:
 
     def fingerprint(self) -> dict:
         """Settings that change what a row contains; a rerun must match them to resume."""
-        skip = {"out", "limit", "batch_size", "trust_remote_code"}
+        skip = {"out", "limit", "batch_size", "workers", "trust_remote_code"}
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         d["version"] = __version__
         return d
@@ -127,16 +134,19 @@ class Item:
 
 
 def build_items(cfg: GenerateConfig, tokenizer) -> list[Item]:
+    """The rows to generate, in input order; without a tokenizer, their fixed fields only."""
     t = prompts.Templates(translate=cfg.translate_template, explain=cfg.explain_template, system=cfg.system)
     if cfg.mode == "replay":
         rows = load_instructions(cfg.data, limit=cfg.limit, seed=cfg.seed)
-        return [Item(r["id"], prompts.chat(tokenizer, r["instruction"], cfg.system, thinking=cfg.thinking),
-                     {"instruction": r["instruction"]}) for r in rows]
+        return [Item(r["id"], prompts.chat(tokenizer, r["instruction"], cfg.system, thinking=cfg.thinking)
+                     if tokenizer else "", {"instruction": r["instruction"]}) for r in rows]
     pairs: list[Pair] = load_pairs(cfg.data, cfg.pairs, limit=cfg.limit, seed=cfg.seed, ref=cfg.ref,
                                    split=cfg.split)
     items = []
     for p in pairs:
-        if cfg.mode == "rationale-continue":
+        if tokenizer is None:
+            text = ""
+        elif cfg.mode == "rationale-continue":
             text = prompts.translation_prompt(tokenizer, p, t, prefill=p.ref)
         elif cfg.mode == "rationale-explain":
             text = prompts.explain_prompt(tokenizer, p, t)
@@ -178,106 +188,250 @@ def _done_rows(out: Path) -> dict[str, dict]:
 
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     """Run the generate stage; returns the summary (also saved as ``<out>.summary.json``)."""
-    from .models import load
-
     if cfg.mode not in MODES:
         raise UserError(f"unknown --mode {cfg.mode!r} (choose {', '.join(MODES)})")
     if cfg.unfinished not in ("keep", "trim", "drop"):
         raise UserError(f"unknown --unfinished {cfg.unfinished!r} (keep, trim, drop)")
     if not 0.0 <= cfg.ratio <= 1.0:
         raise UserError(f"--ratio must be in [0, 1], got {cfg.ratio}")
+    if cfg.workers < 0:
+        raise UserError(f"--workers must be >= 0 (0: automatic), got {cfg.workers}")
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out names a .jsonl file")
     check_writable_dir(out.parent)
     t0 = time.perf_counter()
-    # Fail on bad data before loading a model: readers only need a tokenizer-free pass first.
+    # Fail on bad data before loading a model; the row ids need no tokenizer.
     if cfg.mode != "replay":
-        load_pairs(cfg.data, cfg.pairs, limit=cfg.limit, seed=cfg.seed, ref=cfg.ref, split=cfg.split)
+        ids = [p.id for p in load_pairs(cfg.data, cfg.pairs, limit=cfg.limit, seed=cfg.seed, ref=cfg.ref,
+                                        split=cfg.split)]
     else:
-        load_instructions(cfg.data, limit=cfg.limit, seed=cfg.seed)
+        ids = [r["id"] for r in load_instructions(cfg.data, limit=cfg.limit, seed=cfg.seed)]
+    ids = list(dict.fromkeys(ids))  # the same pair twice in the data is one row
     _check_meta(cfg, out)
 
     rank, size = _distributed()
-    loaded = load(cfg.teacher or cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-    tok = loaded.tokenizer
-    items = build_items(cfg, tok)
-    seen, unique = set(), []
-    for it in items:  # the same pair twice in the data is one row
-        if it.id not in seen:
-            seen.add(it.id)
-            unique.append(it)
-    items = unique
-    part = out if size == 1 else out.with_name(f"{out.name}.part{rank}of{size}")
-    done = _done_rows(out)
-    done.update(_done_rows(part)) if part != out else None
-    mine = [it for i, it in enumerate(items) if i % size == rank]
-    todo = [it for it in mine if it.id not in done]
-
-    def row(it: Item, text: str, tokens: list[int], finish: str, force_reason: str | None = None) -> dict:
-        if force_reason:
-            stored, kept, reason = "", False, force_reason
-        else:
-            stored, kept, reason = judge(cfg, text, tokens, finish)
-        return {"id": it.id, **it.base, "mode": cfg.mode, "text": stored, "kept": kept, "reason": reason,
-                "n_tokens": len(tokens), "finish": finish}
-
-    skipped = [it for it in todo if not in_ratio(it.id, cfg.ratio, cfg.seed)]
-    gen_items = [it for it in todo if in_ratio(it.id, cfg.ratio, cfg.seed)]
-    bar = Progress(len(gen_items), desc=f"generate {cfg.mode}", enabled=progress)
-    if rank == 0 and progress and len(todo) < len(mine):
-        print(f"resuming: {len(mine) - len(todo)} of {len(mine)} rows already in {part}", flush=True)
-    t_gen = time.perf_counter()
-    with JsonlAppender(part) as w:
-        for it in skipped:
-            w.write(row(it, "", [], "skipped", force_reason="ratio"))
-        token_lists = [prompts.encode(tok, it.prompt) for it in gen_items]
-        dcfg = DecodeConfig(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                            seed=cfg.seed, batch_size=cfg.batch_size)
-        decode(loaded.model, tok, token_lists, dcfg, progress=bar,
-               on_done=lambda c: w.write(row(gen_items[c.index], c.text, c.tokens, c.finish)))
-    bar.close()
-    gen_time = time.perf_counter() - t_gen
-
-    if size > 1:
+    if size > 1:  # mlx.launch: each rank takes its own shard and writes its own part file
+        part = _part(out, rank, size)
+        done = {**_done_rows(out), **_done_rows(part)}
+        mine = [i for k, i in enumerate(ids) if k % size == rank]
+        todo = [i for i in mine if i not in done]
+        if rank == 0 and progress and len(todo) < len(mine):
+            print(f"resuming: {len(mine) - len(todo)} of {len(mine)} rows already in {part}", flush=True)
+        run = _generate_rows(cfg, todo, part, progress and rank == 0)
         _barrier()
         if rank != 0:
             return {}
-        parts = [out.with_name(f"{out.name}.part{r}of{size}") for r in range(size)]
-        for p in parts:
-            done.update(_done_rows(p))
     else:
-        done = _done_rows(out)
-    missing = [it.id for it in items if it.id not in done]
+        done = _done_rows_all(out)
+        todo = [i for i in ids if i not in done]
+        if progress and done:
+            print(f"resuming: {len(ids) - len(todo)} of {len(ids)} rows already done", flush=True)
+        n = _n_workers(cfg, len(todo)) if todo else 1
+        run = _run_workers(cfg, todo, n, progress) if n > 1 else _generate_rows(cfg, todo, out, progress)
+
+    done = _done_rows_all(out)
+    missing = [i for i in ids if i not in done]
     if missing:
         raise UserError(f"{out}: {len(missing)} rows missing after generation (first: {missing[0]})")
-    rows = [done[it.id] for it in items]
-    # Canonical input order, so resumed and distributed runs give the same file as one straight run.
+    rows = [done[i] for i in ids]
+    # Canonical input order, so resumed and parallel runs give the same file as one straight run.
     atomic_write_text(out, "".join(json_line(r) + "\n" for r in rows))
-    if size > 1:
-        for p in parts:
-            p.unlink(missing_ok=True)
-    summary = _summarise(cfg, rows, loaded, gen_time, bar.tokens, time.perf_counter() - t0)
+    for p in _parts(out):
+        p.unlink(missing_ok=True)
+    summary = _summarise(cfg, rows, run, time.perf_counter() - t0)
     # One entry per run that generated rows: a resumed or no-op rerun keeps the earlier runs' speed.
     old = read_json(_summary_path(out)) if _summary_path(out).exists() else {}
     summary["runs"] = old.get("runs", []) if old.get("settings") == summary["settings"] else []
-    if bar.done:
-        summary["runs"].append({"rows": bar.done, "generated_tokens": bar.tokens, "seconds": round(gen_time, 1),
-                                "tokens_per_s": summary["tokens_per_s_this_run"]})
+    if run.rows:
+        summary["runs"].append({"rows": run.rows, "generated_tokens": run.tokens, "seconds": round(run.seconds, 1),
+                                "tokens_per_s": summary["tokens_per_s_this_run"], "workers": run.workers})
     atomic_write_json(_summary_path(out), summary)
     return summary
 
 
-def _summarise(cfg, rows, loaded, gen_time, gen_tokens, wall) -> dict:
+@dataclass
+class Run:
+    rows: int = 0  # rows generated by this run (not ratio-skipped, not already done)
+    tokens: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+
+
+def _generate_rows(cfg: GenerateConfig, ids: list[str], path: Path, progress: bool) -> Run:
+    """Generate the rows with these ids, appending each to `path` as it finishes."""
+    from .models import load
+
+    skipped = [i for i in ids if not in_ratio(i, cfg.ratio, cfg.seed)]
+    wanted = set(ids) - set(skipped)
+    bar = Progress(len(wanted), desc=f"generate {cfg.mode}", enabled=progress)
+    t = time.perf_counter()
+    with JsonlAppender(path) as w:
+        if skipped:
+            bases = {it.id: it.base for it in build_items(cfg, None)}
+            for i in skipped:
+                w.write({"id": i, **bases[i], "mode": cfg.mode, "text": "", "kept": False, "reason": "ratio",
+                         "n_tokens": 0, "finish": "skipped"})
+        if wanted:
+            loaded = load(cfg.teacher or cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+            tok = loaded.tokenizer
+            items = list({it.id: it for it in build_items(cfg, tok) if it.id in wanted}.values())
+            dcfg = DecodeConfig(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                seed=cfg.seed, batch_size=cfg.batch_size)
+            decode(loaded.model, tok, [prompts.encode(tok, it.prompt) for it in items], dcfg, progress=bar,
+                   on_done=lambda c: w.write(_row(cfg, items[c.index], c.text, c.tokens, c.finish)))
+    bar.close()
+    return Run(bar.done, bar.tokens, time.perf_counter() - t)
+
+
+def _row(cfg: GenerateConfig, it: Item, text: str, tokens: list[int], finish: str) -> dict:
+    stored, kept, reason = judge(cfg, text, tokens, finish)
+    return {"id": it.id, **it.base, "mode": cfg.mode, "text": stored, "kept": kept, "reason": reason,
+            "n_tokens": len(tokens), "finish": finish}
+
+
+def _part(out: Path, rank: int, size: int) -> Path:
+    return out.with_name(f"{out.name}.part{rank}of{size}")
+
+
+def _parts(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f"{glob.escape(out.name)}.part*of*"))
+
+
+def _done_rows_all(out: Path) -> dict[str, dict]:
+    """Rows already in the output or in part files an interrupted parallel run left beside it."""
+    done: dict[str, dict] = {}
+    for p in [out, *_parts(out)]:
+        for k, v in _done_rows(p).items():
+            done.setdefault(k, v)
+    return done
+
+
+def _n_workers(cfg: GenerateConfig, n_rows: int) -> int:
+    """Local worker processes for this many rows. On the CPU one process leaves a core idle
+    through every single-threaded op (MLX's element-wise kernels, attention over small matrices),
+    so by default each core gets a process of its own, with one BLAS thread, when there are rows
+    enough to pay for starting it (loading the model again: a few seconds) and memory for a model
+    per process. On a GPU, one process."""
+    from .models import model_bytes, resolve
+    path = resolve(cfg.teacher or cfg.model)  # a bad --model fails here, not in every worker
+    if cfg.workers:
+        return max(1, min(cfg.workers, n_rows))
+    import mlx.core as mx
+    if mx.default_device().type != mx.cpu or n_rows < 64:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = min(cores, n_rows // 32)
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        per_worker = model_bytes(path) * 2  # weights + caches, activations
+    except (OSError, ValueError, UserError):
+        return 1
+    if not per_worker:  # a hub id not downloaded yet: one process, as before
+        return 1
+    return max(1, min(n, int(ram * 0.6 // per_worker)))
+
+
+def _run_workers(cfg: GenerateConfig, ids: list[str], n: int, progress: bool) -> Run:
+    """Generate `ids` in n local processes (`python -m radis_mlx.rationale`), each appending to its
+    own part file; this process shows their progress from the part files and waits."""
+    out = Path(cfg.out)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_") or k == "MLX_DISABLE_COMPILE"}
+    env.update(OPENBLAS_NUM_THREADS=str(max(1, cores // n)), OMP_NUM_THREADS=str(max(1, cores // n)))
+    wanted = {i for i in ids if in_ratio(i, cfg.ratio, cfg.seed)}
+    bar = Progress(len(wanted), desc=f"generate {cfg.mode} ({n} processes)", enabled=progress)
+    t = time.perf_counter()
+    procs, tails, logs = [], [], []
+    try:
+        for r in range(n):
+            part, log = _part(out, r, n), out.with_name(f"{out.name}.worker{r}.log")
+            tails.append(_Tail(part))
+            logs.append(log)
+            with open(log, "wb") as f:
+                p = subprocess.Popen([sys.executable, "-m", "radis_mlx.rationale"], stdin=subprocess.PIPE,
+                                     stdout=f, stderr=subprocess.STDOUT, env=env)
+            procs.append(p)
+            try:
+                p.stdin.write(json.dumps({"config": asdict(cfg), "ids": ids[r::n], "part": str(part)}).encode())
+                p.stdin.close()
+            except BrokenPipeError:  # it died before reading its job: reported below with its log
+                pass
+        while True:
+            running = [p.poll() is None for p in procs]
+            for tail in tails:
+                for row in tail.new_rows():
+                    if row.get("id") in wanted:
+                        bar.update(1, tokens=row.get("n_tokens", 0))
+            failed = [r for r, p in enumerate(procs) if p.returncode not in (None, 0)]
+            if failed:
+                r = failed[0]
+                last = logs[r].read_text(errors="replace").strip().splitlines()[-8:]
+                raise UserError(f"generate: worker {r + 1} of {n} failed (exit {procs[r].returncode}); rows "
+                                f"done so far are kept, rerun to resume. Its log ({logs[r]}):\n" + "\n".join(last))
+            if not any(running):
+                break
+            time.sleep(0.25)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        bar.close()
+    for log in logs:
+        log.unlink(missing_ok=True)
+    return Run(bar.done, bar.tokens, time.perf_counter() - t, n)
+
+
+class _Tail:
+    """The complete rows appended to a JSONL file since this object was made."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.pos = path.stat().st_size if path.exists() else 0
+        self.buf = b""
+
+    def new_rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        self.pos += len(data)
+        lines = (self.buf + data).split(b"\n")
+        self.buf = lines.pop()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def _worker_main() -> None:
+    """A worker of _run_workers: reads its job (JSON) from stdin, writes its part file, exits."""
+    from .backend import maybe_reexec_with_openblas
+    maybe_reexec_with_openblas()
+    job = json.loads(sys.stdin.read())
+    parent = os.getppid()
+
+    def exit_with_parent():  # a killed parent must not leave workers running (its part stays resumable)
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+    cfg = GenerateConfig(**job["config"])
+    _generate_rows(cfg, job["ids"], Path(job["part"]), progress=False)
+
+
+def _summarise(cfg, rows, run: Run, wall) -> dict:
+    from .models import DEFAULT_MODEL
     reasons = Counter(r["reason"] or "kept" for r in rows)
     kept = [r for r in rows if r["kept"]]
     return {
-        "out": str(cfg.out), "mode": cfg.mode, "model": loaded.name, "rows": len(rows),
-        "kept": len(kept), "rejected": dict((k, v) for k, v in reasons.items() if k != "kept"),
+        "out": str(cfg.out), "mode": cfg.mode, "model": cfg.teacher or cfg.model or DEFAULT_MODEL,
+        "rows": len(rows), "kept": len(kept),
+        "rejected": dict((k, v) for k, v in reasons.items() if k != "kept"),
         "unfinished": sum(r["finish"] == "length" for r in rows),
         "mean_tokens_kept": round(sum(r["n_tokens"] for r in kept) / max(len(kept), 1), 1),
-        "generated_tokens_this_run": gen_tokens,
-        "tokens_per_s_this_run": round(gen_tokens / gen_time, 1) if gen_time > 0 and gen_tokens else None,
+        "generated_tokens_this_run": run.tokens,
+        "tokens_per_s_this_run": round(run.tokens / run.seconds, 1) if run.seconds > 0 and run.tokens else None,
         "wall_s": round(wall, 1), "settings": asdict(cfg),
     }
 
@@ -301,3 +455,7 @@ def format_summary(s: dict) -> str:
     return (f"{s['rows']} rows -> {s['out']}: kept {s['kept']}, rejected: {rej}; "
             f"unfinished {s['unfinished']}; mean tokens (kept) {s['mean_tokens_kept']}; "
             f"{s['tokens_per_s_this_run']} tok/s this run; {s['wall_s']} s")
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -126,32 +127,79 @@ def _cli(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
-def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_model_dir, workers):
+    """kill -9 while rows are being appended (by this process, or by its worker processes, which
+    must stop with it), then a rerun: the same file as one straight single-process run."""
     data = write_pairs(tmp_path / "train.de-en.json", 40)
     args = ["generate", "--data", str(data), "--model", str(tiny_model_dir), "--max-tokens", "24",
             "--batch-size", "2", "--mode", "rationale-explain", "--max-repeat", "1.0", "--unfinished", "keep"]
     ref = tmp_path / "straight.jsonl"
-    p = _cli([*args, "--out", str(ref)])
+    p = _cli([*args, "--out", str(ref), "--workers", "1"])
     assert p.wait(timeout=300) == 0, p.stderr.read().decode()
     killed = tmp_path / "killed.jsonl"
+    written = lambda: [killed, *sorted(tmp_path.glob("killed.jsonl.part*"))]  # noqa: E731
     rng = random.Random(1)
     for attempt in range(3):  # kill at several moments: while rows are being appended
-        p = _cli([*args, "--out", str(killed)])
+        p = _cli([*args, "--out", str(killed), "--workers", str(workers)])
         deadline = time.time() + 120
         while time.time() < deadline and p.poll() is None:
-            n = killed.read_bytes().count(b"\n") if killed.exists() else 0
+            n = sum(f.read_bytes().count(b"\n") for f in written() if f.exists())
             if n >= 5 + attempt * 8 + rng.randint(0, 3):
                 break
             time.sleep(0.02)
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
         p.wait()
-        lines = killed.read_bytes().splitlines()
-        ids = [json.loads(l)["id"] for l in lines if l.strip().endswith(b"}")]
+        if workers > 1:  # orphaned workers notice within a second and stop writing
+            time.sleep(2.5)
+            sizes = [f.stat().st_size for f in written() if f.exists()]
+            time.sleep(1.5)
+            assert sizes == [f.stat().st_size for f in written() if f.exists()]
+        ids = [json.loads(l)["id"] for f in written() if f.exists()
+               for l in f.read_bytes().splitlines() if l.strip().endswith(b"}")]
         assert len(ids) == len(set(ids))  # never a duplicated row
-    p = _cli([*args, "--out", str(killed)])
+    p = _cli([*args, "--out", str(killed), "--workers", str(workers)])
     assert p.wait(timeout=300) == 0, p.stderr.read().decode()
     assert killed.read_bytes() == ref.read_bytes()
+    assert sorted(f.name for f in tmp_path.iterdir() if f.name.startswith("killed")) == \
+        ["killed.jsonl", "killed.jsonl.meta.json", "killed.jsonl.summary.json"]  # no parts or logs left
+
+
+def test_worker_processes_write_what_one_process_writes(tmp_path, tiny_model_dir):
+    one = cfg(tmp_path, tiny_model_dir, n=10, workers=1, ratio=0.7)
+    generate(one, progress=False)
+    two = GenerateConfig(**{**asdict(one), "out": str(tmp_path / "two.jsonl"), "workers": 2})
+    s = generate(two, progress=False)
+    assert Path(two.out).read_bytes() == Path(one.out).read_bytes()
+    assert s["runs"][-1]["workers"] == 2 and s["runs"][-1]["rows"] == sum(in_ratio(r["id"], 0.7, 0) for r in rows(Path(one.out)))
+    assert {r["reason"] for r in rows(Path(two.out))} >= {"ratio"}  # skipped rows keep their fields too
+    assert all(r["src"] and r["ref"] for r in rows(Path(two.out)))
+
+
+def test_a_failed_worker_is_reported_and_finished_rows_stay(tmp_path, tiny_model_dir, monkeypatch):
+    import radis_mlx.rationale as R
+    c = cfg(tmp_path, tiny_model_dir, n=8, workers=2)
+    part = R._part(Path(c.out), 0, 2)
+    kept = json.dumps({"id": "x", "text": "done before"}) + "\n"
+    part.write_text(kept)  # a row an earlier, interrupted run finished
+    monkeypatch.setattr(R.sys, "executable", "/bin/false")  # every worker exits 1 at once
+    with pytest.raises(UserError, match=r"worker \d of 2 failed \(exit 1\).*rerun to resume"):
+        generate(c, progress=False)
+    assert part.read_text() == kept
+
+
+def test_automatic_worker_count(tmp_path, tiny_model_dir, monkeypatch):
+    import radis_mlx.models as M
+    import radis_mlx.rationale as R
+    c = GenerateConfig(data="x", out="y", model=str(tiny_model_dir))
+    monkeypatch.setattr(R.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert R._n_workers(c, 63) == 1  # too few rows to pay for starting processes
+    assert R._n_workers(c, 96) == 3 and R._n_workers(c, 1000) == 4
+    monkeypatch.setattr(M, "model_bytes", lambda path: 10**15)
+    assert R._n_workers(c, 1000) == 1  # no memory for a second copy of the model
+    c.workers = 3
+    assert R._n_workers(c, 1000) == 3 and R._n_workers(c, 2) == 2  # asked for: as many as rows allow
 
 
 def test_fast_exp_decoding_matches_plain_mlx(tiny_model_dir):
