@@ -219,9 +219,10 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
         if rank == 0 and progress and len(todo) < len(mine):
             print(f"resuming: {len(mine) - len(todo)} of {len(mine)} rows already in {part}", flush=True)
         run = _generate_rows(cfg, todo, part, progress and rank == 0)
-        _barrier()
+        rows_, tokens = _all_sum([run.rows, run.tokens])  # also the barrier before rank 0 merges
         if rank != 0:
             return {}
+        run = Run(rows_, tokens, run.seconds, size)
     else:
         done = _done_rows_all(out)
         todo = [i for i in ids if i not in done]
@@ -445,9 +446,9 @@ def _distributed() -> tuple[int, int]:
         return 0, 1
 
 
-def _barrier() -> None:
+def _all_sum(values: list[int]) -> list[int]:
     import mlx.core as mx
-    mx.eval(mx.distributed.all_sum(mx.array(1.0)))
+    return mx.distributed.all_sum(mx.array(values, dtype=mx.int32)).tolist()
 
 
 def format_summary(s: dict) -> str:

@@ -219,3 +219,28 @@ def test_fast_exp_decoding_matches_plain_mlx(tiny_model_dir):
     assert [c.tokens for c in fast] == [c.tokens for c in plain]
     mod = sys.modules[type(L.model).__module__]
     assert mod.swiglu is activations.swiglu and mod.scaled_dot_product_attention is base.scaled_dot_product_attention
+
+
+@pytest.mark.slow
+def test_mlx_launch_two_ranks_write_what_one_process_writes(tmp_path, tiny_model_dir):
+    """Under mlx.launch (ring backend, 2 local ranks) each rank writes its own part; rank 0 merges
+    them into the file one process writes."""
+    launch = Path(sys.executable).with_name("mlx.launch")
+    if not launch.exists():
+        pytest.skip("mlx.launch not installed")
+    data = write_pairs(tmp_path / "train.de-en.json", 12)
+    args = ["generate", "--data", str(data), "--model", str(tiny_model_dir), "--max-tokens", "12",
+            "--batch-size", "4", "--mode", "rationale-explain", "--workers", "1"]
+    port = 20000 + (os.getpid() + 7) % 20000
+    r = subprocess.run([str(launch), "-n", "2", "--backend", "ring", "-p", str(port), "--", sys.executable, "-m",
+                        "radis_mlx.cli", *args, "--out", str(tmp_path / "two.jsonl")],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if r.returncode != 0 and "ring" in (r.stderr or "").lower() and "error" in r.stderr.lower():
+        pytest.skip(f"ring backend unavailable: {r.stderr[-300:]}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    p = _cli([*args, "--out", str(tmp_path / "one.jsonl")])
+    assert p.wait(timeout=300) == 0, p.stderr.read().decode()
+    assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    assert not list(tmp_path.glob("two.jsonl.part*"))
+    run = json.loads((tmp_path / "two.jsonl.summary.json").read_text())["runs"][-1]
+    assert run["workers"] == 2 and run["rows"] == 12  # both ranks' rows, counted on rank 0
