@@ -321,8 +321,7 @@ def _n_workers(cfg: GenerateConfig, n_rows: int) -> int:
     import mlx.core as mx
     if mx.default_device().type != mx.cpu or n_rows < 64:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = min(cores, n_rows // 32)
+    n = min(_cores(), n_rows // 32)
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         per_worker = model_bytes(path) * 2  # weights + caches, activations
@@ -333,13 +332,17 @@ def _n_workers(cfg: GenerateConfig, n_rows: int) -> int:
     return max(1, min(n, int(ram * 0.6 // per_worker)))
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _run_workers(cfg: GenerateConfig, ids: list[str], n: int, progress: bool) -> Run:
     """Generate `ids` in n local processes (`python -m radis_mlx.rationale`), each appending to its
     own part file; this process shows their progress from the part files and waits."""
     out = Path(cfg.out)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # Not an mlx.launch rank: without its MLX_* variables; the cores shared out among the BLAS pools.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_") or k == "MLX_DISABLE_COMPILE"}
-    env.update(OPENBLAS_NUM_THREADS=str(max(1, cores // n)), OMP_NUM_THREADS=str(max(1, cores // n)))
+    env["OPENBLAS_NUM_THREADS"] = str(max(1, _cores() // n))
     wanted = {i for i in ids if in_ratio(i, cfg.ratio, cfg.seed)}
     bar = Progress(len(wanted), desc=f"generate {cfg.mode} ({n} processes)", enabled=progress)
     t = time.perf_counter()
@@ -354,7 +357,8 @@ def _run_workers(cfg: GenerateConfig, ids: list[str], n: int, progress: bool) ->
                                      stdout=f, stderr=subprocess.STDOUT, env=env)
             procs.append(p)
             try:
-                p.stdin.write(json.dumps({"config": asdict(cfg), "ids": ids[r::n], "part": str(part)}).encode())
+                job = {"config": asdict(cfg), "ids": ids[r::n], "part": str(part), "parent": os.getpid()}
+                p.stdin.write(json.dumps(job).encode())
                 p.stdin.close()
             except BrokenPipeError:  # it died before reading its job: reported below with its log
                 pass
@@ -409,13 +413,11 @@ def _worker_main() -> None:
     from .backend import maybe_reexec_with_openblas
     maybe_reexec_with_openblas()
     job = json.loads(sys.stdin.read())
-    parent = os.getppid()
 
     def exit_with_parent():  # a killed parent must not leave workers running (its part stays resumable)
-        while True:
+        while os.getppid() == job["parent"]:
             time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(1)
+        os._exit(1)
     threading.Thread(target=exit_with_parent, daemon=True).start()
     cfg = GenerateConfig(**job["config"])
     _generate_rows(cfg, job["ids"], Path(job["part"]), progress=False)
