@@ -267,20 +267,20 @@ def _generate_rows(cfg: GenerateConfig, ids: list[str], path: Path, progress: bo
     wanted = set(ids) - set(skipped)
     bar = Progress(len(wanted), desc=f"generate {cfg.mode}", enabled=progress)
     t = time.perf_counter()
+    loaded = load(cfg.teacher or cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code) \
+        if wanted else None
+    tok = loaded.tokenizer if loaded else None
+    items = {it.id: it for it in build_items(cfg, tok)}
     with JsonlAppender(path) as w:
-        if skipped:
-            bases = {it.id: it.base for it in build_items(cfg, None)}
-            for i in skipped:
-                w.write({"id": i, **bases[i], "mode": cfg.mode, "text": "", "kept": False, "reason": "ratio",
-                         "n_tokens": 0, "finish": "skipped"})
+        for i in skipped:
+            w.write({"id": i, **items[i].base, "mode": cfg.mode, "text": "", "kept": False, "reason": "ratio",
+                     "n_tokens": 0, "finish": "skipped"})
         if wanted:
-            loaded = load(cfg.teacher or cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-            tok = loaded.tokenizer
-            items = list({it.id: it for it in build_items(cfg, tok) if it.id in wanted}.values())
+            todo = [items[i] for i in ids if i in wanted]
             dcfg = DecodeConfig(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                 seed=cfg.seed, batch_size=cfg.batch_size)
-            decode(loaded.model, tok, [prompts.encode(tok, it.prompt) for it in items], dcfg, progress=bar,
-                   on_done=lambda c: w.write(_row(cfg, items[c.index], c.text, c.tokens, c.finish)))
+            decode(loaded.model, tok, [prompts.encode(tok, it.prompt) for it in todo], dcfg, progress=bar,
+                   on_done=lambda c: w.write(_row(cfg, todo[c.index], c.text, c.tokens, c.finish)))
     bar.close()
     return Run(bar.done, bar.tokens, time.perf_counter() - t)
 
