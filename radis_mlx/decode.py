@@ -245,9 +245,10 @@ def _prefill_rows(model, rows, prefix, budget: int, room: int):
             for c, p in zip(cache, prefix_cache):
                 # Sized to the group (mlx-lm's cache grows in steps of 256 positions): on a fresh
                 # process every byte here is first-touched memory, which was slow on the dev box.
-                c.keys, c.values = (mx.concatenate([mx.broadcast_to(a[..., :n, :], (len(g),) + a.shape[1:2] + (n, a.shape[3])),
-                                                    mx.zeros((len(g), a.shape[1], t, a.shape[3]), a.dtype)], axis=2)
-                                    for a in (p.keys, p.values))
+                c.keys, c.values = (
+                    mx.concatenate([mx.broadcast_to(a[..., :n, :], (len(g), a.shape[1], n, a.shape[3])),
+                                    mx.zeros((len(g), a.shape[1], t, a.shape[3]), a.dtype)], axis=2)
+                    for a in (p.keys, p.values))
                 c._idx, c.offset = n, n
         if t:
             # Right padding: the causal mask keeps real tokens from seeing the pads after them.

@@ -179,3 +179,17 @@ def test_adapters_for_another_model_are_a_clear_error(tiny_model_dir, tmp_path):
                         {"model.layers.9.self_attn.q_proj.lora_a": mx.zeros((64, 4))})
     with pytest.raises(UserError, match=f"{a}: these adapters do not fit"):
         models.load(str(tiny_model_dir), str(a))
+
+
+@pytest.mark.parametrize("bits,group_size", [(2, 32), (4, 32), (4, 64), (8, 32)])
+def test_float32_dequantization_equals_mlx_in_float32(bits, group_size):
+    """to_float32's own unpacking gives mx.dequantize's values computed in float32."""
+    import mlx.core as mx
+    from radis_mlx.models import _dequantize_f32
+    w = mx.random.normal((48, 128), key=mx.random.key(bits))
+    q, scales, biases = mx.quantize(w, group_size=group_size, bits=bits)
+    scales, biases = scales.astype(mx.float16), biases.astype(mx.float16)  # as stored in checkpoints
+    ref = mx.dequantize(q, scales.astype(mx.float32), biases.astype(mx.float32), group_size=group_size, bits=bits)
+    got = _dequantize_f32(q, scales, biases, group_size, bits)
+    assert got.dtype == mx.float32 and mx.array_equal(got, ref).item()
+    assert mx.abs(got - w).max().item() < 2 ** (2 - bits) * 3  # and it is the matrix that was quantized
