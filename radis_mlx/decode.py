@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .kernels import patch_cpu_kernels, patch_logsumexp
+from .kernels import patch_cpu_kernels, patch_logsumexp, patch_rope
 from .progress import Progress
 
 
@@ -61,8 +61,9 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
     mx.random.seed(cfg.seed)
     sampler = make_sampler(temp=cfg.temperature, top_p=cfg.top_p if cfg.top_p < 1.0 else 0.0)
     fast = cfg.fast_exp if cfg.fast_exp is not None else mx.default_device().type == mx.cpu
-    restores = ([patch_cpu_kernels(model, inference=True), patch_logsumexp(greedy=cfg.temperature == 0)]
-                if fast else [])
+    longest = max(map(len, prompts)) + max(max_tokens or [cfg.max_tokens]) + 2
+    restores = ([patch_cpu_kernels(model, inference=True), patch_logsumexp(greedy=cfg.temperature == 0),
+                 patch_rope(longest)] if fast else [])
     own_prefill = _plain_kv_caches(model)
     # No stop tokens for the generator: a row that ends its turn stays in the batch as a zombie
     # (its tokens ignored) until a quarter of the batch is done. Removing a row copies the whole

@@ -130,6 +130,60 @@ def test_inference_kernels_match_mlx():
     assert mx.allclose(attend(q, k, v, 0.25, "causal"), ref, atol=1e-5).item()
 
 
+def test_table_rope_equals_mlx_rope_and_is_undone():
+    """Decoding's rope from a table: the same float32 values as mx.fast.rope for one offset and for
+    per-row offsets (mlx-lm's batch caches), with rotated dims below the head size; positions past
+    the table go to mx.fast.rope; the swap is gone after restore."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.nn.layers import positional_encoding
+
+    from radis_mlx.kernels import patch_rope
+
+    mx.random.seed(0)
+    x = mx.random.normal((4, 3, 7, 32))
+    rows = mx.array([0, 5, 17, 90])
+    full, part = nn.RoPE(32, base=10000.0), nn.RoPE(16, base=500.0, scale=0.5)
+    cases = [(r, off) for r in (full, part) for off in (0, 11, rows, 95)]
+    want = [r(x, offset=off) for r, off in cases]
+    restore = patch_rope(100)
+    try:
+        assert positional_encoding.mx.fast.rope is not mx.fast.rope
+        got = [r(x, offset=off) for r, off in cases]
+    finally:
+        restore()
+    assert positional_encoding.mx is mx
+    for (r, off), g, w in zip(cases, got, want):
+        assert g.shape == w.shape and mx.array_equal(g, w).item(), (r, off)
+
+
+def test_kernel_check_on_cut_layers_refuses_a_wrong_swap(tiny_model_dir, tmp_path, monkeypatch):
+    """The kernel swap is checked on three of the model's layers; a swap that changes the logits is
+    refused, and the model keeps all its layers and its own functions either way."""
+    import sys
+
+    import mlx.core as mx
+    from mlx_lm.models import activations
+
+    from conftest import build_tiny_model
+    from radis_mlx import kernels
+    from radis_mlx.models import load
+
+    model = load(str(build_tiny_model(tmp_path / "deep", layers=6))).model
+    mod = sys.modules[type(model).__module__]
+    layers = list(model.model.layers)
+    restore = kernels.patch_cpu_kernels(model, inference=True)
+    assert restore is not None and model.model.layers == layers
+    restore()
+    fns = kernels._fast_fns()
+    monkeypatch.setattr(kernels, "_fast_fns", lambda: (*fns[:4], lambda gate, x: gate * x))
+    assert kernels.patch_cpu_kernels(model, inference=True) is None
+    assert model.model.layers == layers and len(model.model.layers) == 6
+    assert mod.swiglu is activations.swiglu
+    x = mx.array([[1, 2, 3]])
+    assert model(x).shape == (1, 3, model.args.vocab_size)
+
+
 def test_the_real_model_takes_the_fast_kernels(real_model_dir):
     """patch_cpu_kernels checks the model's logits with and without the swap and refuses it when
     they differ; on the default model it must accept, or decoding silently loses its speed."""
