@@ -146,12 +146,19 @@ def test_table_rope_equals_mlx_rope_and_is_undone():
     full, part = nn.RoPE(32, base=10000.0), nn.RoPE(16, base=500.0, scale=0.5)
     cases = [(r, off) for r in (full, part) for off in (0, 11, rows, 95)]
     want = [r(x, offset=off) for r, off in cases]
-    restore = patch_rope(100)
+    fallback = []
+    mlx_rope = mx.fast.rope
+    mx.fast.rope = lambda *a, **kw: fallback.append(kw["offset"]) or mlx_rope(*a, **kw)
+    try:
+        restore = patch_rope(100)  # what it falls back to is the counting wrapper
+    finally:
+        mx.fast.rope = mlx_rope
     try:
         assert positional_encoding.mx.fast.rope is not mx.fast.rope
         got = [r(x, offset=off) for r, off in cases]
     finally:
         restore()
+    assert fallback == [95, 95]  # only the positions past the table (95 + 7 > 100)
     assert positional_encoding.mx is mx
     for (r, off), g, w in zip(cases, got, want):
         assert g.shape == w.shape and mx.array_equal(g, w).item(), (r, off)
@@ -172,8 +179,13 @@ def test_kernel_check_on_cut_layers_refuses_a_wrong_swap(tiny_model_dir, tmp_pat
     model = load(str(build_tiny_model(tmp_path / "deep", layers=6))).model
     mod = sys.modules[type(model).__module__]
     layers = list(model.model.layers)
+    seen = []  # how many layers each forward pass of the check ran
+    inner_call = type(model.model).__call__
+    monkeypatch.setattr(type(model.model), "__call__",
+                        lambda self, *a, **kw: seen.append(len(self.layers)) or inner_call(self, *a, **kw))
     restore = kernels.patch_cpu_kernels(model, inference=True)
     assert restore is not None and model.model.layers == layers
+    assert seen and set(seen) == {3}
     restore()
     fns = kernels._fast_fns()
     monkeypatch.setattr(kernels, "_fast_fns", lambda: (*fns[:4], lambda gate, x: gate * x))
