@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from importlib import resources
 from pathlib import Path
 
 from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, read_yaml, safe_join
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # the checkout's recipes/
+# Shipped inside the package, so a wheel install finds them too (pip always installs a real directory).
+RECIPES = resources.files(__package__) / "recipes"
 # What each method trains on: the generate mode that makes its data (None: the parallel data itself).
 METHOD_MODES = {"base": None, "sft": None, "mix": None, "radis": "rationale", "seqkd": "seqkd",
                 "sdft": "sdft", "replay": "replay"}
@@ -31,6 +33,8 @@ def find_recipe(name: str) -> Path:
     p = Path(name)
     if p.is_file():
         return p
+    if p.parent == Path("recipes"):  # recipes/NAME.yaml: where the recipes lived before they shipped
+        name = p.name
     for cand in (RECIPES / name, RECIPES / f"{name}.yaml"):
         if cand.is_file():
             return cand
