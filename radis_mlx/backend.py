@@ -2,18 +2,20 @@
 
 The Linux ``mlx[cpu]`` wheel links a bundled reference BLAS (~5 GFLOP/s for float32
 matmul on 2 cores); the system OpenBLAS is ~60x faster and exports the same symbols.
-The dynamic linker only lets a library win if it is loaded first, so the CLI re-executes
-itself once with ``LD_PRELOAD`` when OpenBLAS exists and is not yet loaded (and with malloc
-settings that suit MLX, see _MALLOC_TUNABLES).
+The dynamic linker only lets a library win if it is loaded first: ``import radis_mlx`` loads it
+into the global symbol scope before mlx.core (preload_openblas), and the CLI also re-executes itself
+once with ``LD_PRELOAD`` (and with malloc settings that suit MLX, see _MALLOC_TUNABLES).
 """
 
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
 import os
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 _REEXEC_FLAG = "RADIS_MLX_BLAS_REEXEC"
@@ -77,6 +79,14 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+def set_openblas_coretype(env) -> None:
+    """Name OpenBLAS's kernels from the CPU's flags in env (x86), unless the user chose them already."""
+    if "OPENBLAS_CORETYPE" not in env and platform.machine() in ("x86_64", "AMD64"):
+        core = openblas_coretype(_cpu_flags())
+        if core:
+            env["OPENBLAS_CORETYPE"] = core
+
+
 def needs_openblas() -> bool:
     return sys.platform.startswith("linux") and "OpenBLAS" not in loaded_blas()
 
@@ -104,10 +114,7 @@ def maybe_reexec_with_openblas(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     env[_REEXEC_FLAG] = "1"
     env["LD_PRELOAD"] = f"{lib} {env['LD_PRELOAD']}".strip() if env.get("LD_PRELOAD") else lib
-    if "OPENBLAS_CORETYPE" not in env and platform.machine() in ("x86_64", "AMD64"):
-        core = openblas_coretype(_cpu_flags())
-        if core:
-            env["OPENBLAS_CORETYPE"] = core
+    set_openblas_coretype(env)
     if "glibc.malloc" not in env.get("GLIBC_TUNABLES", ""):
         env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), _MALLOC_TUNABLES]))
     # orig_argv keeps interpreter flags and `-m module`, so every way of starting us re-runs the same.
@@ -117,19 +124,41 @@ def maybe_reexec_with_openblas(argv: list[str] | None = None) -> None:
     os.execve(sys.executable, [sys.executable, *argv], env)
 
 
+def preload_openblas() -> str | None:
+    """Load the system OpenBLAS before mlx.core, so Python API users get the CLI's fast matmul (Linux).
+
+    libmlx links the bundled reference BLAS, but the dynamic linker binds its BLAS calls to the first
+    definition in the global scope, and a library loaded with RTLD_GLOBAL before mlx.core is one: the
+    in-process equivalent of LD_PRELOAD. Once mlx.core is loaded its calls are bound and loading OpenBLAS
+    changes nothing, so then this only warns, with the fix. Returns the library it loaded, or None.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("RADIS_MLX_NO_OPENBLAS"):
+        return None
+    lib = find_openblas()
+    if not lib or not needs_openblas():
+        return None
+    if "mlx.core" in sys.modules:
+        warnings.warn(f"mlx.core was imported before radis_mlx, too late to load OpenBLAS. {blas_hint()}",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    set_openblas_coretype(os.environ)  # OpenBLAS reads it once, while it loads
+    try:
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+    except OSError as e:
+        warnings.warn(f"{lib}: cannot load OpenBLAS ({e}); MLX keeps its bundled reference BLAS (slow)",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    return lib
+
+
 def blas_hint() -> str | None:
     if not needs_openblas():
         return None
     if find_openblas():
-        return ("MLX is using its bundled reference BLAS (slow); run through the `radis-mlx` CLI, or start "
-                f"Python with LD_PRELOAD={find_openblas()}")
-    return ("MLX is using its bundled reference BLAS (~60x slower on CPU): install OpenBLAS "
+        return ("MLX is using its bundled reference BLAS (20-60x slower matmul on CPU): import radis_mlx "
+                f"before mlx, or start Python with LD_PRELOAD={find_openblas()}")
+    return ("MLX is using its bundled reference BLAS (20-60x slower matmul on CPU): install OpenBLAS "
             "(Debian/Ubuntu: apt-get install libopenblas0-pthread)")
-
-
-def is_gpu() -> bool:
-    import mlx.core as mx
-    return mx.default_device().type == mx.gpu
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: str = "float32") -> float:
