@@ -60,6 +60,11 @@ def atomic_write_json(path, obj: Any) -> None:
     atomic_write_text(path, json_line(obj, indent=2) + "\n")
 
 
+def atomic_write_jsonl(path, rows) -> None:
+    """A whole JSONL file at once (rows written one by one as they come go through JsonlAppender)."""
+    atomic_write_text(path, "".join(json_line(r) + "\n" for r in rows))
+
+
 def read_json(path) -> Any:
     path = Path(path)
     try:

@@ -490,6 +490,17 @@ def test_eval_cli_scores_given_ifeval_responses(tmp_path, capsys):
     assert "prompt strict 0.5000" in capsys.readouterr().out
 
 
+def test_scored_responses_with_lone_surrogates_are_valid_utf8(tmp_path):
+    """A lone surrogate in a response (legal in JSON's \\u escapes) is written escaped, not a crash."""
+    data = write_data(tmp_path / "data")
+    resp = tmp_path / "responses.jsonl"
+    resp.write_text(json.dumps({"key": 2, "response": "odd \ud800 bytes"}) + "\n")
+    runner.score_ifeval_responses(data["ifeval"], resp, tmp_path / "scored")
+    for mode in ("strict", "loose"):
+        row, = [json.loads(l) for l in (tmp_path / "scored" / f"eval_results_{mode}.jsonl").read_text().splitlines()]
+        assert row["response"] == "odd \ud800 bytes"
+
+
 def test_eval_cli_ifeval_conformance(tmp_path, shared_data, capsys):
     main(["eval", "--suites", "ifeval", "--ifeval-conformance", "--test-data", str(shared_data),
           "--out", str(tmp_path / "c")])

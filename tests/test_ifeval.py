@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from radis_mlx.evals import ifeval as F
+from radis_mlx.io import UserError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IFEVAL = DATA / "ifeval"
@@ -206,7 +207,8 @@ GOOD = {"key": 1, "prompt": "P", "instruction_id_list": ["punctuation:no_comma"]
 
 
 @pytest.mark.parametrize("bad,match", [
-    ("{not json", r":2: json:"),
+    ("{not json", r":2: invalid JSON:"),
+    ("[1]", r":2: expected a JSON object"),
     ({**GOOD, "key": "1"}, r":2: key:"),
     ({"key": 2, "instruction_id_list": [], "kwargs": []}, r":2: prompt: missing"),
     ({**GOOD, "key": 2, "instruction_id_list": ["x:y"]}, r":2: instruction_id_list: unknown instruction id 'x:y'"),
@@ -215,7 +217,7 @@ GOOD = {"key": 1, "prompt": "P", "instruction_id_list": ["punctuation:no_comma"]
 ])
 def test_load_prompts_errors(tmp_path, bad, match):
     p = _write(tmp_path, [GOOD, bad])
-    with pytest.raises(ValueError, match=match) as e:
+    with pytest.raises(UserError, match=match) as e:
         F.load_prompts(p)
     assert str(e.value).startswith(str(p))
 
@@ -223,10 +225,14 @@ def test_load_prompts_errors(tmp_path, bad, match):
 def test_read_responses_both_formats(tmp_path):
     p = _write(tmp_path, [{"prompt": "P", "response": "a"}, {"key": 7, "response": "b"}])
     assert F.read_responses(p) == {"P": "a", 7: "b"}
-    with pytest.raises(ValueError, match=r":1: response: missing"):
+    with pytest.raises(UserError, match=r":1: response: missing"):
         F.read_responses(_write(tmp_path, [{"prompt": "P"}], "y.jsonl"))
-    with pytest.raises(ValueError, match=r":1: key: missing"):
+    with pytest.raises(UserError, match=r":1: key: missing"):
         F.read_responses(_write(tmp_path, [{"response": "a"}], "z.jsonl"))
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"key": 1, "response": "caf\xe9"}\n')  # io's one JSONL reader: a clean file:line error
+    with pytest.raises(UserError, match=r"latin1.jsonl:1: not UTF-8"):
+        F.read_responses(bad)
 
 
 def test_score_summary():

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..io import DataError, iter_jsonl
+
 # --------------------------------------------------------------------------- data
 
 
@@ -29,45 +31,31 @@ class IFEvalPrompt:
     kwargs: list[dict]
 
 
-def _read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: json: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: row: expected an object, got {type(row).__name__}")
-            yield lineno, row
-
-
 def _field(path, lineno, row, name, types):
     if name not in row:
-        raise ValueError(f"{path}:{lineno}: {name}: missing")
+        raise DataError(path, lineno, name, "missing")
     v = row[name]
     # bool is an int subclass; a key of `true` is a data error, not key 1
     if isinstance(v, bool) or not isinstance(v, types):
-        raise ValueError(f"{path}:{lineno}: {name}: expected {types}, got {type(v).__name__}")
+        raise DataError(path, lineno, name, f"expected {types}, got {type(v).__name__}")
     return v
 
 
 def load_prompts(path) -> list[IFEvalPrompt]:
     out, seen = [], set()
-    for lineno, row in _read_jsonl(path):
+    for lineno, row in iter_jsonl(path):
         key = _field(path, lineno, row, "key", int)
         prompt = _field(path, lineno, row, "prompt", str)
         ids = _field(path, lineno, row, "instruction_id_list", list)
         kwargs = _field(path, lineno, row, "kwargs", list)
         if key in seen:
-            raise ValueError(f"{path}:{lineno}: key: duplicate key {key}")
+            raise DataError(path, lineno, "key", f"duplicate key {key}")
         seen.add(key)
         for i in ids:
             if i not in CHECKERS:
-                raise ValueError(f"{path}:{lineno}: instruction_id_list: unknown instruction id {i!r}")
+                raise DataError(path, lineno, "instruction_id_list", f"unknown instruction id {i!r}")
         if len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
-            raise ValueError(f"{path}:{lineno}: kwargs: expected {len(ids)} objects, one per instruction id")
+            raise DataError(path, lineno, "kwargs", f"expected {len(ids)} objects, one per instruction id")
         out.append(IFEvalPrompt(key, prompt, list(ids), [dict(k) for k in kwargs]))
     return out
 
@@ -75,14 +63,14 @@ def load_prompts(path) -> list[IFEvalPrompt]:
 def read_responses(path) -> dict:
     """Official format ``{"prompt", "response"}`` is keyed by prompt text, ``{"key", "response"}`` by key."""
     out = {}
-    for lineno, row in _read_jsonl(path):
+    for lineno, row in iter_jsonl(path):
         response = _field(path, lineno, row, "response", str)
         if "key" in row:
             out[_field(path, lineno, row, "key", int)] = response
         elif "prompt" in row:
             out[_field(path, lineno, row, "prompt", str)] = response
         else:
-            raise ValueError(f"{path}:{lineno}: key: missing (need 'key' or 'prompt')")
+            raise DataError(path, lineno, "key", "missing (need 'key' or 'prompt')")
     return out
 
 
@@ -573,7 +561,7 @@ def conformance(data_dir) -> dict:
     responses = read_responses(resp_paths[0])
     official = {}
     for mode in ("strict", "loose"):
-        for lineno, row in _read_jsonl(ref / f"eval_results_{mode}.jsonl"):
+        for lineno, row in iter_jsonl(ref / f"eval_results_{mode}.jsonl"):
             official.setdefault(row["prompt"], {})[mode] = row["follow_instruction_list"]
 
     per, dis = {}, []

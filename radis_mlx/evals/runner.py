@@ -16,7 +16,6 @@ stopped and a second eval of the same model generates nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import sys
 import time
@@ -26,8 +25,8 @@ from pathlib import Path
 from .. import __version__, prompts
 from ..data import Pair, load_instructions, load_pairs, sample
 from ..decode import DecodeConfig, decode
-from ..io import (DataError, JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir,
-                  iter_jsonl, read_json, repair_jsonl_tail, safe_join)
+from ..io import (DataError, JsonlAppender, UserError, atomic_write_json, atomic_write_jsonl, atomic_write_text,
+                  check_writable_dir, iter_jsonl, json_line, read_json, repair_jsonl_tail, safe_join)
 from ..progress import Progress
 from . import general, ifeval, translation
 
@@ -139,7 +138,7 @@ def model_key(path: str, adapter: str | None, dtype: str) -> str:
 
 
 def _sha1(*parts) -> str:
-    return hashlib.sha1(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha1(json_line(parts).encode()).hexdigest()
 
 
 def _read_cache(path: Path) -> dict:
@@ -249,10 +248,7 @@ def load_inputs(cfg: EvalConfig, suite: str) -> list:
             by_dir.setdefault((p.src_lang, p.tgt_lang), []).append(p)
         return [p for d in by_dir.values() for p in sample(d, limit, cfg.seed)]  # limit per direction
     if suite == "ifeval":
-        try:
-            return sample(ifeval.load_prompts(path), limit, cfg.seed)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        return sample(ifeval.load_prompts(path), limit, cfg.seed)
     rows = load_instructions(path, limit, cfg.seed)
     if suite == "gsm8k":
         for r in rows:
@@ -277,10 +273,6 @@ class Ctx:
     loaded: object
     gen: Generator
     key: str
-
-
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def first_prompts(ctx: Ctx, suite: str, items: list) -> list[str]:
@@ -309,7 +301,7 @@ def run_translation(ctx: Ctx, pairs: list[Pair]) -> dict:
     outs = _first(ctx, "translation", pairs)
     rows, summary = translation.score(pairs, outs, tok, ctx.cfg.stop, ctx.cfg.n_bootstrap, ctx.cfg.seed,
                                       ctx.cfg.comet)
-    atomic_write_text(ctx.run_dir / "translation.jsonl", _jsonl(rows))
+    atomic_write_jsonl(ctx.run_dir / "translation.jsonl", rows)
     return summary
 
 
@@ -321,10 +313,10 @@ def run_ifeval(ctx: Ctx, items: list) -> dict:
 def write_ifeval(out_dir: Path, items: list, responses: dict) -> dict:
     """Official-format outputs: the responses, and eval_results_{strict,loose}.jsonl verdict rows."""
     rows, summary = ifeval.score(items, responses)
-    atomic_write_text(out_dir / "input_response_data.jsonl",
-                      _jsonl({"prompt": r["prompt"], "response": r["response"]} for r in rows))
+    atomic_write_jsonl(out_dir / "input_response_data.jsonl",
+                       ({"prompt": r["prompt"], "response": r["response"]} for r in rows))
     for mode, pre in (("strict", ""), ("loose", "loose_")):
-        atomic_write_text(out_dir / f"eval_results_{mode}.jsonl", _jsonl(
+        atomic_write_jsonl(out_dir / f"eval_results_{mode}.jsonl", (
             {"instruction_id_list": r["instruction_id_list"], "prompt": r["prompt"], "response": r["response"],
              "follow_all_instructions": r[f"{pre}follow_all_instructions"],
              "follow_instruction_list": r[f"{pre}follow_instruction_list"]} for r in rows))
@@ -336,7 +328,7 @@ def run_advbench(ctx: Ctx, items: list) -> dict:
     outs = _first(ctx, "advbench", items)
     rows = [{"id": r["id"], "goal": r["instruction"], "response": o["text"],
              "refusal": general.is_refusal(o["text"], kw)} for r, o in zip(items, outs)]
-    atomic_write_text(ctx.run_dir / "advbench.jsonl", _jsonl(rows))
+    atomic_write_jsonl(ctx.run_dir / "advbench.jsonl", rows)
     return {**general.refusal_rate([o["text"] for o in outs], kw),
             "keywords": "gcg" if ctx.cfg.refusal_keywords is None else list(kw)}
 
@@ -346,7 +338,7 @@ def run_gsm8k(ctx: Ctx, items: list) -> dict:
     scored, summary = general.gsm8k_accuracy([o["text"] for o in outs], [r["gold"] for r in items])
     rows = [{"id": r["id"], "question": r["instruction"], **s, "response": o["text"]}
             for r, s, o in zip(items, scored, outs)]
-    atomic_write_text(ctx.run_dir / "gsm8k.jsonl", _jsonl(rows))
+    atomic_write_jsonl(ctx.run_dir / "gsm8k.jsonl", rows)
     return {**summary, "template": ctx.cfg.gsm8k_template}
 
 
@@ -423,7 +415,7 @@ def run_retention(ctx: Ctx, items: list, spec: ModelSpec) -> dict:
     rows = [{"instruction": a["instruction"], "answer": a["answer"], "nll_sum": have[k]["nll_sum"],
              "n": have[k]["n"], "base_nll_sum": a["base_nll_sum"], "base_n": a["base_n"]}
             for a, k in zip(answers, keys)]
-    atomic_write_text(ctx.run_dir / "retention.jsonl", _jsonl(rows))
+    atomic_write_jsonl(ctx.run_dir / "retention.jsonl", rows)
     nll = general.mean_nll([(r["nll_sum"], r["n"]) for r in rows])
     base_nll = general.mean_nll([(r["base_nll_sum"], r["base_n"]) for r in rows])
     out = {"nll": nll, "base_nll": base_nll,
@@ -445,7 +437,7 @@ def run_mtbench(ctx: Ctx, items: list) -> dict:
     a2 = [o["text"].strip() for o in ctx.gen("mtbench", [general.chat_turns(tok, c) for c in convs], mt)]
     recs = [general.mtbench_record(_qid(r), ctx.name, [x, y]) for r, x, y in zip(items, a1, a2)]
     path = ctx.run_dir / "mt_bench" / "model_answer" / f"{ctx.name}.jsonl"
-    atomic_write_text(path, _jsonl(recs))
+    atomic_write_jsonl(path, recs)
     return {"score": None, "judged": False, "n": len(recs), "answers": str(path),
             "note": "not judged: answers saved in FastChat llm_judge format for external judging"}
 
@@ -460,7 +452,7 @@ def run_alpacaeval(ctx: Ctx, items: list) -> dict:
     recs = [general.alpaca_record(r["instruction"], o["text"].strip(), ctx.name, r.get("dataset"))
             for r, o in zip(items, outs)]
     path = ctx.run_dir / "alpaca_eval" / "model_outputs.json"
-    atomic_write_text(path, json.dumps(recs, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_json(path, recs)
     return {"score": None, "judged": False, "n": len(recs), "outputs": str(path),
             "note": "not judged: outputs saved in AlpacaEval format for external judging"}
 
@@ -512,7 +504,7 @@ def judge_run(cfg: EvalConfig, run_dir: Path, res: dict, ask) -> None:
         replies = ask(items)
         rows = [{"question_id": qid, "turn": t, "judge": judge_id, "score": general.parse_rating(r), "judgment": r}
                 for (qid, t), r in zip(where, replies)]
-        atomic_write_text(run_dir / "mt_bench" / "judgments.jsonl", _jsonl(rows))
+        atomic_write_jsonl(run_dir / "mt_bench" / "judgments.jsonl", rows)
         mt.update(_judged(rows, judge_id))
         for t in (1, 2):
             mt[f"score_turn{t}"] = _judged([r for r in rows if r["turn"] == t], judge_id)["score"]
@@ -522,7 +514,7 @@ def judge_run(cfg: EvalConfig, run_dir: Path, res: dict, ask) -> None:
         replies = ask([general.judge_single(r["instruction"], r["output"]) for r in recs])
         rows = [{"instruction": r["instruction"], "judge": judge_id, "score": general.parse_rating(x), "judgment": x}
                 for r, x in zip(recs, replies)]
-        atomic_write_text(run_dir / "alpaca_eval" / "judgments.jsonl", _jsonl(rows))
+        atomic_write_jsonl(run_dir / "alpaca_eval" / "judgments.jsonl", rows)
         al.update(_judged(rows, judge_id))
 
 
@@ -666,7 +658,7 @@ def score_ifeval_responses(prompts_path, responses_path, out) -> dict:
     try:
         items = ifeval.load_prompts(prompts_path)
         responses = ifeval.read_responses(responses_path)
-    except (ValueError, OSError) as e:
+    except OSError as e:
         raise UserError(str(e)) from None
     out = check_writable_dir(out)
     summary = write_ifeval(out, items, responses)
