@@ -161,6 +161,15 @@ def blas_hint() -> str | None:
             "(Debian/Ubuntu: apt-get install libopenblas0-pthread)")
 
 
+def resolve_dtype(dtype: str) -> str:
+    """The one "auto" rule: float32 on the CPU (float16 arithmetic there is emulated), the stored
+    precision on a GPU; every other choice is returned as given."""
+    if dtype != "auto":
+        return dtype
+    import mlx.core as mx
+    return "float32" if mx.default_device().type == mx.cpu else "keep"
+
+
 def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: str = "float32") -> float:
     import mlx.core as mx
     a = mx.random.normal((n, n)).astype(getattr(mx, dtype))

@@ -55,16 +55,30 @@ def _messages(user: str, system: str | None):
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
 
+_PLAIN_ROLES = {"user": "User", "assistant": "Assistant"}
+
+
+def chat_turns(tokenizer, messages: list[dict], thinking: bool = False) -> str:
+    """A conversation rendered to open the next assistant turn (MT-Bench's turn 2 has three messages).
+
+    A model without a chat template gets plain ``User: ... / Assistant:`` lines, any system message
+    first as a paragraph of its own.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        system = "".join(f"{m['content']}\n\n" for m in messages if m["role"] == "system")
+        turns = [f"{_PLAIN_ROLES[m['role']]}: {m['content']}" for m in messages if m["role"] != "system"]
+        return system + "\n".join(turns) + "\nAssistant:"
+    # enable_thinking is read by thinking-capable templates (Qwen3 and kin) and ignored elsewhere.
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         enable_thinking=thinking)
+
+
 def chat(tokenizer, user: str, system: str | None = None, assistant_prefix: str = "",
          thinking: bool = False) -> str:
     """The prompt text that opens an assistant turn (optionally prefilled) after ``user``."""
-    if not getattr(tokenizer, "chat_template", None):
-        text = (f"{system}\n\n" if system else "") + f"User: {user}\nAssistant:"
-        return text + (" " + assistant_prefix if assistant_prefix else "")
-    # enable_thinking is read by thinking-capable templates (Qwen3 and kin) and ignored elsewhere.
-    text = tokenizer.apply_chat_template(_messages(user, system), tokenize=False,
-                                         add_generation_prompt=True, enable_thinking=thinking)
-    return text + assistant_prefix
+    text = chat_turns(tokenizer, _messages(user, system), thinking)
+    plain = not getattr(tokenizer, "chat_template", None)
+    return text + (" " if plain and assistant_prefix else "") + assistant_prefix
 
 
 def end_of_turn(tokenizer) -> str:
@@ -97,10 +111,16 @@ def sdft_rejected(text: str) -> bool:
     return any(b in low for b in SDFT_BANNED) or low.lstrip().startswith("your turn")
 
 
-def encode(tokenizer, text: str) -> list[int]:
-    """Tokenise rendered chat text; the template already wrote any BOS, so don't add another."""
+def adds_special_tokens(tokenizer, text: str) -> bool:
+    """Whether tokenising rendered chat text should add the tokenizer's specials: not when the chat
+    template already wrote the BOS (a doubled BOS is input the model never saw)."""
     bos = getattr(tokenizer, "bos_token", None)
-    return tokenizer.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
+    return not (bos and text.startswith(bos))
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Tokenise rendered chat text (see adds_special_tokens)."""
+    return tokenizer.encode(text, add_special_tokens=adds_special_tokens(tokenizer, text))
 
 
 def cut_translation(text: str, stop: str = "\n\n") -> tuple[str, bool]:

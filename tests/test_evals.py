@@ -338,6 +338,24 @@ class _Judge(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _NoTemplate:
+    chat_template = None
+
+
+def test_one_chat_rendering_for_one_and_many_turns(tiny_model_dir):
+    """prompts.chat is chat_turns with one user turn, with and without a chat template."""
+    from mlx_lm.utils import load_tokenizer
+
+    plain = _NoTemplate()
+    assert prompts.chat(plain, "hi", system="Be brief.", assistant_prefix="Hallo") == \
+        "Be brief.\n\nUser: hi\nAssistant: Hallo"
+    msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    assert prompts.chat_turns(plain, msgs) == "User: a\nAssistant: b\nUser: c\nAssistant:"
+    tok = load_tokenizer(tiny_model_dir)
+    assert prompts.chat(tok, "hi", "S", "x") == prompts.chat_turns(
+        tok, [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}]) + "x"
+
+
 def test_mtbench_alpacaeval_formats_and_url_judge(tmp_path, tiny_model_dir):
     cfg = small_cfg(tmp_path, tiny_model_dir, suites=["mtbench", "alpacaeval"])
     r = evaluate(cfg)["model"]["suites"]

@@ -173,15 +173,6 @@ def mean_nll(parts: Sequence[tuple[float, int]]) -> float | None:
 
 # ------------------------------------------------------------------ chat formats
 
-def chat_turns(tokenizer, messages: list[dict]) -> str:
-    """A multi-turn conversation rendered to open the next assistant turn (MT-Bench turn 2)."""
-    if not getattr(tokenizer, "chat_template", None):
-        names = {"user": "User", "assistant": "Assistant", "system": "System"}
-        return "\n".join(f"{names[m['role']]}: {m['content']}" for m in messages) + "\nAssistant:"
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                         enable_thinking=False)
-
-
 def mtbench_record(question_id, model_id: str, turns: list[str]) -> dict:
     """FastChat llm_judge model_answer row."""
     import hashlib

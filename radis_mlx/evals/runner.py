@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__, prompts
+from ..backend import resolve_dtype
 from ..data import Pair, load_instructions, load_pairs, sample
 from ..decode import DecodeConfig, decode
 from ..io import (DataError, JsonlAppender, UserError, atomic_write_json, atomic_write_jsonl, atomic_write_text,
@@ -112,13 +113,6 @@ class EvalConfig:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _resolved_dtype(dtype: str) -> str:
-    if dtype != "auto":
-        return dtype
-    import mlx.core as mx
-    return "float32" if mx.default_device().type == mx.cpu else "keep"
 
 
 def model_key(path: str, adapter: str | None, dtype: str) -> str:
@@ -346,7 +340,7 @@ def _retention_dir(cfg: EvalConfig, base: str | None) -> tuple[Path, str, str]:
     from ..models import resolve
 
     path = resolve(base)
-    bkey = model_key(path, None, _resolved_dtype(cfg.dtype))
+    bkey = model_key(path, None, resolve_dtype(cfg.dtype))
     return Path(cfg.out) / "_retention" / f"{run_name(ModelSpec(base))}-{bkey[:10]}", bkey, path
 
 
@@ -434,7 +428,7 @@ def run_mtbench(ctx: Ctx, items: list) -> dict:
     a1 = [o["text"].strip() for o in _first(ctx, "mtbench", items)]
     convs = [[{"role": "user", "content": q}, {"role": "assistant", "content": a},
               {"role": "user", "content": r["turns"][1]}] for q, a, r in zip(q1, a1, items)]
-    a2 = [o["text"].strip() for o in ctx.gen("mtbench", [general.chat_turns(tok, c) for c in convs], mt)]
+    a2 = [o["text"].strip() for o in ctx.gen("mtbench", [prompts.chat_turns(tok, c) for c in convs], mt)]
     recs = [general.mtbench_record(_qid(r), ctx.name, [x, y]) for r, x, y in zip(items, a1, a2)]
     path = ctx.run_dir / "mt_bench" / "model_answer" / f"{ctx.name}.jsonl"
     atomic_write_jsonl(path, recs)

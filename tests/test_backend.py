@@ -1,4 +1,5 @@
-"""`import radis_mlx` before mlx gives Python API users the system OpenBLAS, as the CLI has; too late, it warns."""
+"""backend: `import radis_mlx` before mlx gives Python API users the system OpenBLAS, as the CLI has (too
+late, it warns); the "auto" dtype rule."""
 
 from __future__ import annotations
 
@@ -62,3 +63,11 @@ def test_no_op_off_linux(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     monkeypatch.setattr(backend, "find_openblas", lambda: pytest.fail("looked for OpenBLAS on macOS"))
     assert backend.preload_openblas() is None
+
+
+def test_auto_dtype_is_float32_on_the_cpu_and_other_choices_pass_through():
+    import mlx.core as mx
+
+    want = "float32" if mx.default_device().type == mx.cpu else "keep"
+    assert backend.resolve_dtype("auto") == want
+    assert [backend.resolve_dtype(d) for d in ("keep", "bfloat16", "float16")] == ["keep", "bfloat16", "float16"]
