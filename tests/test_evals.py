@@ -164,7 +164,8 @@ def test_cut_statistics_and_comet_note(tiny_model_dir):
     pairs = [Pair(f"Hund {i}", ref.format(i), "de", "en", str(i)) for i in range(4)]
     tail = "\n\nExplain the translation: the verb moves."
     texts = [ref.format(0) + tail, ref.format(1), " " + ref.format(2) + "\n", ref.format(3) + tail]
-    outs = [{"text": t, "n_tokens": n, "finish": f} for t, n, f in zip(texts, (20, 3, 4, 20), ("stop", "stop", "length", "stop"))]
+    outs = [{"text": t, "n_tokens": n, "finish": f}
+            for t, n, f in zip(texts, (20, 3, 4, 20), ("stop", "stop", "length", "stop"))]
     rows, s = translation.score(pairs, outs, tok, stop="\n\n", n_bootstrap=0)
     n_tail = len(tok.encode(tail, add_special_tokens=False))
     assert [r["hyp"] for r in rows] == [ref.format(i) for i in range(4)] and s["bleu"] == pytest.approx(100)
@@ -190,7 +191,8 @@ def test_retention_nll_equals_hand_computed(tiny_model_dir):
     L = load(str(tiny_model_dir))
     tok = L.tokenizer
     seqs = [general.answer_ids(tok, prompts.chat(tok, "Say hi"), "The dog is sleeping.", True),
-            general.answer_ids(tok, prompts.chat(tok, "Translate"), "Die Katze trinkt Milch. The cat drinks milk.", False)]
+            general.answer_ids(tok, prompts.chat(tok, "Translate"), "Die Katze trinkt Milch. The cat drinks milk.",
+                               False)]
     assert seqs[0][0][-1] == tok.convert_tokens_to_ids("<|im_end|>")  # a finished answer ends its turn
     got = general.sequence_nll(L.model, seqs, max_batch_tokens=10_000)  # one right-padded batch
     one_by_one = general.sequence_nll(L.model, seqs, max_batch_tokens=1)
@@ -214,8 +216,9 @@ def test_second_eval_is_all_cache_hits(tmp_path, tiny_model_dir, count_decode):
     r2 = evaluate(cfg)
     assert len(count_decode) == 1, "second eval of the same model generated again"
     s1, s2 = r1["model"]["suites"], r2["model"]["suites"]
+    def strip(d):
+        return {k: v for k, v in d.items() if k not in ("wall_s", "generated_tokens_this_run")}
     for suite in cfg.suites:
-        strip = lambda d: {k: v for k, v in d.items() if k not in ("wall_s", "generated_tokens_this_run")}
         assert strip(s1[suite]) == strip(s2[suite])
     assert s2["translation"]["generated_tokens_this_run"] == 0
     run = Path(cfg.out) / "model"
@@ -224,7 +227,8 @@ def test_second_eval_is_all_cache_hits(tmp_path, tiny_model_dir, count_decode):
     assert res["suites"]["retention"]["nll_increase"] == pytest.approx(0, abs=1e-6)  # the model is its own base
     assert (Path(cfg.out) / "results.md").read_text().count("| model |") == 1
     rows = [json.loads(l) for l in (run / "ifeval" / "eval_results_strict.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and {"follow_all_instructions", "follow_instruction_list", "prompt", "response"} <= set(rows[0])
+    assert len(rows) == 2
+    assert {"follow_all_instructions", "follow_instruction_list", "prompt", "response"} <= set(rows[0])
     # a different max_tokens is a different generation: everything is generated again
     cfg.max_tokens = {s: 5 for s in runner.SUITES}
     cfg.suites = ["advbench"]
@@ -315,7 +319,8 @@ def test_adapter_run_measures_forgetting_against_its_base(tmp_path, tiny_model_d
     # base answers + advbench in one batch for the base model, then advbench for the adapter
     assert count_decode == [4 + 4, 4]
     lora_out = [json.loads(l)["response"] for l in (Path(cfg.out) / "lora" / "advbench.jsonl").read_text().splitlines()]
-    base_out = [json.loads(l)["response"] for l in (Path(cfg.out) / "model" / "advbench.jsonl").read_text().splitlines()]
+    base_out = [json.loads(line)["response"]
+                for line in (Path(cfg.out) / "model" / "advbench.jsonl").read_text().splitlines()]
     assert lora_out != base_out
 
 
@@ -386,7 +391,8 @@ def test_mtbench_alpacaeval_formats_and_url_judge(tmp_path, tiny_model_dir):
         assert str(tmp_path) not in json.dumps(req) and str(tiny_model_dir) not in json.dumps(req)
         assert [m["role"] for m in req["messages"]] == ["system", "user"]
     first = _Judge.seen[0]["messages"]
-    assert first[0]["content"] == general.JUDGE_SINGLE_SYSTEM and "[The Start of Assistant's Answer]" in first[1]["content"]
+    assert first[0]["content"] == general.JUDGE_SINGLE_SYSTEM
+    assert "[The Start of Assistant's Answer]" in first[1]["content"]
     assert general.parse_rating("Rating: [[8.5]]") == 8.5 and general.parse_rating("[3]") == 3
     # a local MLX judge (the random tiny model never writes a parsable rating)
     cfg.judge_url, cfg.judge_model, cfg.judge_max_tokens = None, str(tiny_model_dir), 4
@@ -497,12 +503,14 @@ def test_eval_cli_exits_2_on_bad_input(tmp_path, capsys, argv, msg):
 def test_eval_cli_scores_given_ifeval_responses(tmp_path, capsys):
     data = write_data(tmp_path / "data")
     resp = tmp_path / "responses.jsonl"
+    greeting = "hello my friend. it is a lovely sunny day and i hope you are well."
     resp.write_text(json.dumps({"prompt": "Write a greeting without commas.", "response": "Hello there, friend"}) + "\n"
-                    + json.dumps({"key": 2, "response": "hello my friend. it is a lovely sunny day and i hope you are well."}) + "\n")
+                    + json.dumps({"key": 2, "response": greeting}) + "\n")
     main(["eval", "--suites", "ifeval", "--responses", str(resp), "--test-data", f"ifeval={data['ifeval']}",
           "--out", str(tmp_path / "scored")])
     rows = [json.loads(l) for l in (tmp_path / "scored" / "eval_results_strict.jsonl").read_text().splitlines()]
-    assert [(r["follow_all_instructions"], r["follow_instruction_list"]) for r in rows] == [(False, [False]), (True, [True])]
+    verdicts = [(r["follow_all_instructions"], r["follow_instruction_list"]) for r in rows]
+    assert verdicts == [(False, [False]), (True, [True])]
     assert rows[0]["instruction_id_list"] == ["punctuation:no_comma"]
     assert (tmp_path / "scored" / "eval_results_loose.jsonl").exists()
     assert "prompt strict 0.5000" in capsys.readouterr().out

@@ -634,7 +634,8 @@ def _headline(suite: str, s: dict) -> str:
         return (f"BLEU {s.get('bleu', 0):.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
                 + f", chrF {s.get('chrf', 0):.2f}, cut {100 * s.get('cut_share', 0):.0f}%")
     if suite == "ifeval":
-        return f"prompt strict {100 * s['prompt_level_strict']:.1f}%, instruction strict {100 * s['instruction_level_strict']:.1f}%"
+        return (f"prompt strict {100 * s['prompt_level_strict']:.1f}%, "
+                f"instruction strict {100 * s['instruction_level_strict']:.1f}%")
     if suite == "advbench":
         return f"refusal {100 * s['refusal_rate']:.1f}% of {s['n']}"
     if suite == "gsm8k":
