@@ -287,7 +287,9 @@ def test_sharded_gradients_average_to_full_batch(tiny_setup):
     assert abs((parts[0][0] + parts[1][0]).item() / 2 - full_loss.item()) < 1e-5
     for k, v in full.items():
         avg = (parts[0][1][k] + parts[1][1][k]) / 2
-        assert mx.allclose(avg, v, rtol=1e-4, atol=1e-7).item(), k
+        # Equal up to float32 summation order: OpenBLAS blocks the half batches' matmuls differently from
+        # the full one, ~1e-6 of the tensor's largest entry, so the absolute tolerance follows that scale.
+        assert mx.allclose(avg, v, rtol=1e-4, atol=1e-5 * mx.abs(v).max().item()).item(), k
 
 
 # ---------------------------------------------------------------- training runs
