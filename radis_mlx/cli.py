@@ -29,7 +29,7 @@ def info(measure: bool = typer.Option(True, help="measure float32 matmul GFLOP/s
 @app.command()
 def convert(gguf: Path = typer.Option(..., "--gguf", help="GGUF file (llama, qwen2, qwen3, gemma3)"),
             out: Path = typer.Option(..., "--out", help="output mlx-lm model directory"),
-            dtype: str = typer.Option("keep", help="keep (quantized; K-quants requantized to MLX 4/8-bit) | "
+            dtype: str = typer.Option("keep", help="keep (quantized; K-quants requantized to MLX 8-bit) | "
                                                    "float32 | float16 | bfloat16"),
             overwrite: bool = typer.Option(False, help="replace an existing output directory")):
     """Convert a GGUF file into an mlx-lm model directory (mlx_lm.load / mlx_lm.generate open it)."""

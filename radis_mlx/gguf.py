@@ -28,12 +28,14 @@ DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 # "exact" is what a CPU load asks for: MLX-native quantized tensors stay quantized (they dequantize
 # exactly at load), every other quantized tensor is dequantized to float32 here.
 CONVERT_DTYPES = ("keep", "exact", *DTYPES)
-# The types MLX's own GGUF loader reads; with any other tensor in the file it fails as a whole.
+# The types MLX's own GGUF loader reads exactly. It reads BF16 too, but through float16, which
+# loses small values and overflows large ones; with any other type it fails on the whole file.
 NATIVE_TYPES = ("F32", "F16", "Q4_0", "Q4_1", "Q8_0")
-# The types read through the gguf package, and the MLX affine width each becomes under
-# dtype=keep (no MLX format holds a K-quant's super-blocks; 4 bits up to ~4.5 bits a weight, else 8).
-REQUANT_BITS = {"Q2_K": 4, "Q3_K": 4, "Q4_0": 4, "Q4_1": 4, "Q4_K": 4,
-                "Q5_0": 8, "Q5_1": 8, "Q5_K": 8, "Q6_K": 8, "Q8_0": 8}
+# The types read through the gguf package, and the MLX affine width each becomes under dtype=keep.
+# No MLX format holds a K-quant's super-blocks, and mx.quantize keeps zero exact, which shifts the
+# grid: requantized to 4 bits a Q4_K tensor moves by up to a whole 4-bit step; at 8 bits it stays
+# within 1/255 of each group's range (~9 bits a weight instead of ~4.5).
+REQUANT_BITS = dict.fromkeys(("Q2_K", "Q3_K", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0"), 8)
 SUPPORTED_TYPES = ("F32", "F16", "BF16", *REQUANT_BITS)
 
 _LAYER_NAMES = {
@@ -149,22 +151,11 @@ def gguf_config(meta: dict, path="GGUF") -> dict:
 
 
 # ------------------------------------------------------------------ reading
-def _plain(v):
-    """mx.load's metadata (mx arrays) as plain Python values, like the gguf reader's."""
-    if isinstance(v, mx.array):
-        return v.item() if v.ndim == 0 else v.tolist()
-    return v
-
-
-def _read_native(path: Path):
-    """(weights, meta) through mx.load, or None when a tensor type needs the gguf package."""
+def _read_native(path: Path) -> dict:
     try:
-        weights, meta = mx.load(str(path), return_metadata=True)
+        return mx.load(str(path))
     except (RuntimeError, ValueError) as e:
-        if "gguf_tensor_to_f16" in str(e):  # MLX has no such tensor type: the gguf reader does
-            return None
         raise UserError(f"{path}: not a readable GGUF file, truncated or corrupt ({e})") from None
-    return weights, {k: _plain(v) for k, v in meta.items()}
 
 
 def _open_reader(path: Path):
@@ -185,15 +176,14 @@ def _open_reader(path: Path):
 
 
 def read_gguf(path):
-    """(native weights or None, gguf reader or None, metadata as plain Python values)."""
+    """(MLX-native weights or None, gguf reader, metadata as plain Python values). The reader lists
+    the tensor types; mx.load reads the file when every type is one it reads exactly."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: GGUF file not found")
-    native = _read_native(path)
-    if native is not None:
-        return native[0], None, native[1]
     reader, meta = _open_reader(path)
-    return None, reader, meta
+    native = {t.tensor_type.name for t in reader.tensors} <= set(NATIVE_TYPES)
+    return (_read_native(path) if native else None), reader, meta
 
 
 # ------------------------------------------------------------------ weights
@@ -419,7 +409,7 @@ def _check_loads(tmp: Path, path) -> None:
 def convert_gguf(gguf_path, out_dir, dtype: str = "keep", tokenizer: bool = True) -> Path:
     """Write an mlx-lm model directory for ``gguf_path``; out_dir appears complete or not at all.
 
-    dtype: keep (quantized; K-quants and other non-MLX types requantized to MLX affine 4/8-bit),
+    dtype: keep (quantized; K-quants and other non-MLX types requantized to MLX affine 8-bit),
     exact (MLX-native quantized tensors kept, all others dequantized to float32), float32, float16,
     bfloat16. tokenizer=False writes the weights alone (for checking a base model whose
     SentencePiece tokenizer is not supported)."""
