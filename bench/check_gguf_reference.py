@@ -175,6 +175,8 @@ def compare(gguf: Path, work: Path, ref: dict, n_sent: int, n_new: int, weights_
                    "radis_ids": new})
     res = {"gguf": str(gguf), "architecture": cfg.get("model_type"), "vocab": cfg.get("vocab_size"),
            "reference_versions": ref["versions"], "logits": lg, "greedy": gr, "convert_seconds": convert_s}
+    if cfg.get("model_type") == "gemma3_text":
+        res["logits_float32_embed_scale"] = gemma_float32_scale_logits(model, work, ref)
     if weights_only:
         return {**res, "tokenizer": None, "radis_seconds": round(time.time() - t0, 1)}
     tok = models.load(str(work / "mlx"), dtype="keep").tokenizer
@@ -182,6 +184,24 @@ def compare(gguf: Path, work: Path, ref: dict, n_sent: int, n_new: int, weights_
         g["radis_text"] = tok.decode(g.pop("radis_ids"))
     res["tokenizer"] = compare_tokenizer(tok, ref, n_sent)
     return {**res, "radis_seconds": round(time.time() - t0, 1)}
+
+
+def gemma_float32_scale_logits(model, work: Path, ref: dict) -> dict:
+    """mlx-lm's gemma3_text rounds the embedding scale sqrt(hidden) to bfloat16 (25.25 for 640,
+    not 25.298); transformers keeps it in the weights' dtype. The same logits with mlx-lm's
+    rounding swapped out show how much of the difference is that one constant."""
+    import types
+
+    import mlx.core as mx
+    from mlx_lm.models import gemma3_text
+
+    shim = types.SimpleNamespace(**{k: getattr(mx, k) for k in dir(mx) if not k.startswith("__")})
+    shim.bfloat16 = mx.float32
+    gemma3_text.mx = shim
+    try:
+        return compare_logits(model, work, ref)
+    finally:
+        gemma3_text.mx = mx
 
 
 def _weights_only_model(path: Path):
@@ -262,6 +282,10 @@ def summary(r: dict) -> str:
             ("logits", f"{lg['positions']} positions, max|diff| {lg['max_abs_diff']:.3e}, mean|diff| "
                        f"{lg['mean_abs_diff']:.3e}, max|logit| {lg['max_abs_logit_ref']:.2f}, "
                        f"argmax agree {lg['argmax_agreement']:.4f}")]
+    if "logits_float32_embed_scale" in r:
+        e = r["logits_float32_embed_scale"]
+        rows.append(("  embed scale float32", f"max|diff| {e['max_abs_diff']:.3e}, mean|diff| "
+                                              f"{e['mean_abs_diff']:.3e}, argmax agree {e['argmax_agreement']:.4f}"))
     rows += [(f"greedy {i}", f"{'MATCH' if g['match'] else 'DIFFER at ' + str(g['first_diff_at'])}: "
                              f"{g['prompt'][:50]}") for i, g in enumerate(r["greedy"])]
     out = "\n".join(f"{a:<22} {b}" for a, b in rows)

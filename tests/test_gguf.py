@@ -88,7 +88,25 @@ def permute_like_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def llama_file(tmp: Path, qtype: str, seed: int = 0, out_type: str | None = None) -> tuple[Path, dict]:
+def llama3_rope_factors(base: float, dim: int, factor=8.0, low=1.0, high=4.0, old_ctx=8192) -> np.ndarray:
+    """convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors: Llama 3.1's rope_freqs."""
+    import math
+    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    out = []
+    for f in freqs:
+        wavelen = 2 * math.pi / f
+        if wavelen < old_ctx / high:
+            out.append(1)
+        elif wavelen > old_ctx / low:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def llama_file(tmp: Path, qtype: str, seed: int = 0, out_type: str | None = None,
+               extra: dict | None = None) -> tuple[Path, dict]:
     """A one-block llama GGUF whose 2-D weights are all of ``qtype``; returns it and the reference
     float32 value of every tensor by its GGUF name."""
     rng = np.random.default_rng(seed)
@@ -101,8 +119,10 @@ def llama_file(tmp: Path, qtype: str, seed: int = 0, out_type: str | None = None
                for n, s in shapes.items()}
     for n in ("output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight"):
         tensors[n] = (rng.standard_normal(HIDDEN).astype(np.float32), None)
+    ref = {n: reference(*t) for n, t in tensors.items()}
+    tensors.update({n: (v, None) for n, v in (extra or {}).items()})
     path = write_gguf(tmp / f"llama-{qtype}.gguf", "llama", hparams("llama"), tensors)
-    return path, {n: reference(*t) for n, t in tensors.items()}
+    return path, ref
 
 
 def converted_float32(model_dir: Path) -> dict:
@@ -177,6 +197,20 @@ def test_a_mixed_file_reads_native_types_through_the_gguf_package_too(tmp_path):
     params = converted_float32(out)
     for name, want in ref.items():
         np.testing.assert_array_equal(as_stored(params, name), want, err_msg=name)
+
+
+@pytest.mark.parametrize("factor", [8.0, 32.0])
+def test_llama3_rope_factors_become_mlx_lm_rope_scaling(tmp_path, factor):
+    path, _ = llama_file(tmp_path, "F16", extra={"rope_freqs.weight": llama3_rope_factors(10000.0, 64, factor)})
+    out = gguf.convert_gguf(path, tmp_path / "out", dtype="exact", tokenizer=False)
+    assert json.loads((out / "config.json").read_text())["rope_scaling"] == {
+        "rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192}
+    odd = llama3_rope_factors(10000.0, 64, 8.0, high=2.0)  # a scaling that is not llama3's
+    (tmp_path / "odd").mkdir()
+    path, _ = llama_file(tmp_path / "odd", "F16", extra={"rope_freqs.weight": odd})
+    _one_line_and_clean(tmp_path, lambda: gguf.convert_gguf(path, tmp_path / "out2", tokenizer=False),
+                        "rope_freqs holds a rope scaling that is not llama3's")
 
 
 # ------------------------------------------------------------------ architectures, round trip
@@ -261,7 +295,7 @@ def _one_line_and_clean(tmp_path, fn, match: str):
     with pytest.raises(UserError, match=match) as e:
         fn()
     assert "\n" not in str(e.value)
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+    assert not list(tmp_path.glob(".out*"))  # no half-written directory
     return str(e.value)
 
 
