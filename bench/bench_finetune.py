@@ -164,16 +164,17 @@ def main():
     ap.add_argument("--no-slice-head", action="store_true")
     ap.add_argument("--grad-checkpoint", action="store_true", help="both tools")
     ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--model", default="smollm2-135m", help="an offline model's short name (radis-mlx models)")
     args = ap.parse_args()
 
     from radis_mlx.backend import loaded_blas, maybe_reexec_with_openblas
     maybe_reexec_with_openblas()  # children inherit LD_PRELOAD: both tools use the same BLAS
     from mlx_lm.utils import get_total_parameters, load as mlx_load
-    from radis_mlx.models import converted_dir, default_gguf
+    from radis_mlx.models import converted_dir, gguf_file
 
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_ft."))
     work.mkdir(parents=True, exist_ok=True)
-    model_dir = str(converted_dir(default_gguf(), "float32"))  # both tools get the same float32 weights
+    model_dir = str(converted_dir(gguf_file(args.model), "float32"))  # both tools: the same float32 weights
     model, tok = mlx_load(model_dir)
     n_params = get_total_parameters(model)
     del model

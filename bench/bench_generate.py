@@ -1,7 +1,7 @@
 """Rationale generation speed: per-row mlx_lm.generate loop vs mlx_lm.batch_generate vs radis-mlx generate.
 
 Same model, prompts (explain mode), max tokens and backend, in one run; prints tokens/s and ratios.
-    python bench/bench_generate.py --rows 64 --max-tokens 64 --loop-rows 8 --repeats 2
+    python bench/bench_generate.py --rows 64 --max-tokens 64 --loop-rows 8 --repeats 2 [--model qwen2.5-coder-0.5b]
 On Linux it re-executes itself with OpenBLAS preloaded, as the CLI does.
 """
 
@@ -22,12 +22,13 @@ def main():
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--loop-rows", type=int, default=8, help="rows for the (slow) per-row loop")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, help="hub id, mlx-lm dir, .gguf or offline short name")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     from radis_mlx.backend import maybe_reexec_with_openblas
     maybe_reexec_with_openblas()
 
+    import mlx.core as mx
     from mlx_lm import batch_generate, stream_generate
     from radis_mlx import backend, prompts
     from radis_mlx.data import load_pairs
@@ -43,9 +44,16 @@ def main():
     ap_rep = args.repeats
     res: dict[str, list[float]] = {}
 
+    peak: dict[str, float] = {}
+
     def record(name, tokens, seconds):
+        # MLX's own peak since the last record: this tool's activations, caches and logits on top of
+        # the model (the same weights for every tool); the whole-stage runs measure their own process.
+        peak[name] = max(peak.get(name, 0.0), mx.get_peak_memory() / 2**30)
+        mx.reset_peak_memory()
         res.setdefault(name, []).append(tokens / seconds)
-        print(f"  {name}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.1f} tok/s", flush=True)
+        print(f"  {name}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.1f} tok/s, "
+              f"peak {peak[name]:.2f} GB", flush=True)
 
     def loop():
         n, t = 0, time.perf_counter()
@@ -77,6 +85,7 @@ def main():
             record(f"radis-mlx generate, whole stage ({run['workers']} process{'es' if run['workers'] > 1 else ''})",
                    n, run["seconds"])
 
+    mx.reset_peak_memory()
     for rep in range(ap_rep):  # alternate the tools so drifting load hits all of them
         print(f"repeat {rep + 1}/{ap_rep}", flush=True)
         for fn in (loop, batch, lambda: ours(True), lambda: ours(False), lambda: stage(1), lambda: stage(0)):
@@ -85,10 +94,11 @@ def main():
     base_loop, base_batch = max(res["loop (mlx_lm stream_generate per row)"]), max(res["mlx_lm.batch_generate"])
     print(f"\n{len(toks)} rows, {args.max_tokens} new tokens at most, {ap_rep} repeats; best (mean) tok/s; "
           "ratios of the best runs\n")
-    print("| method | tokens/s best (mean) | vs loop | vs batch_generate |\n|---|---:|---:|---:|")
+    print("| method | tokens/s best (mean) | vs loop | vs batch_generate | MLX peak GB (in this process) |\n"
+          "|---|---:|---:|---:|---:|")
     for k, v in res.items():
         print(f"| {k} | {max(v):.1f} ({sum(v) / len(v):.1f}) | {max(v) / base_loop:.1f}x | "
-              f"{max(v) / base_batch:.2f}x |")
+              f"{max(v) / base_batch:.2f}x | {peak[k]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ or greedy tokens differ. The reference runs in its own venv (torch), in a subpro
 Reproduce:
     python3 -m venv /tmp/refvenv
     /tmp/refvenv/bin/pip install torch==2.13.0 transformers gguf numpy sentencepiece protobuf accelerate
-    .venv/bin/python bench/check_gguf_reference.py --gguf /tmp/gg/qwen.gguf \
-        --ref-python /tmp/refvenv/bin/python --out /tmp/gguf_reference.json
+    .venv/bin/python bench/check_gguf_reference.py --model qwen2.5-coder-0.5b --out /tmp/ref-qwen.json
+    .venv/bin/python bench/check_gguf_reference.py --model smollm2-135m --out /tmp/ref-smollm2.json
+    .venv/bin/python bench/check_gguf_reference.py --model gemma3-270m --weights-only --out /tmp/ref-gemma.json
+(--gguf FILE for any other file; --ref-python names the reference venv's python, /tmp/refvenv by default.)
+The radis-mlx side is what a CPU user gets: the 'exact' conversion loaded as float32.
 """
 
 from __future__ import annotations
@@ -89,12 +92,17 @@ def chat_ids(tok, messages) -> list[int]:
     return [int(i) for i in (r[0] if r and isinstance(r[0], list) else r)]
 
 
+def plain_ids(tok, messages) -> list[int]:
+    """A base model's prompt: the messages' text, no chat template."""
+    return [int(i) for i in tok.encode("\n\n".join(m["content"] for m in messages))]
+
+
 def all_chats() -> list[list[dict]]:
     return [CHAT] + logit_chats() + [[{"role": "user", "content": p}] for p in GREEDY]
 
 
 # ---------------------------------------------------------------- reference side (ref venv, torch)
-def reference(gguf: Path, work: Path, n_sent: int, n_new: int) -> None:
+def reference(gguf: Path, work: Path, n_sent: int, n_new: int, weights_only: bool) -> None:
     import warnings
 
     import torch
@@ -110,7 +118,7 @@ def reference(gguf: Path, work: Path, n_sent: int, n_new: int) -> None:
     enc = [tok.encode(t) for t in texts]
     res = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__},
            "encode": enc, "decode": [tok.decode(e, skip_special_tokens=False) for e in enc],
-           "chat": [chat_ids(tok, c) for c in all_chats()]}
+           "chat": [plain_ids(tok, c) if weights_only else chat_ids(tok, c) for c in all_chats()]}
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                  dtype=torch.float32).eval()
     with torch.no_grad():
@@ -147,15 +155,65 @@ def first_diff(a, b):
                 min(len(a), len(b)))
 
 
-def compare(gguf: Path, work: Path, ref: dict, n_sent: int, n_new: int) -> dict:
-    import mlx.core as mx
-    import mlx_lm
+def compare(gguf: Path, work: Path, ref: dict, n_sent: int, n_new: int, weights_only: bool) -> dict:
+    from radis_mlx import models
     from radis_mlx.gguf import convert_gguf
 
     t0 = time.time()
-    convert_gguf(gguf, work / "mlx", dtype="float32")
-    model, tok = mlx_lm.load(str(work / "mlx"))
+    # What a CPU user gets: the 'exact' conversion loaded as float32.
+    convert_gguf(gguf, work / "mlx", dtype="exact", tokenizer=not weights_only)
+    convert_s = round(time.time() - t0, 1)
+    model = models.load(str(work / "mlx"), dtype="float32").model if not weights_only else \
+        _weights_only_model(work / "mlx")
     cfg = json.loads((work / "mlx" / "config.json").read_text())
+    lg = compare_logits(model, work, ref)
+    gr = []
+    for k, ids in enumerate(ref["chat"][-len(GREEDY):]):
+        new = mlx_greedy(model, ids, n_new)
+        gr.append({"prompt": GREEDY[k], "match": new == ref["greedy"][k],
+                   "first_diff_at": first_diff(new, ref["greedy"][k]), "ref_text": ref["greedy_text"][k],
+                   "radis_ids": new})
+    res = {"gguf": str(gguf), "architecture": cfg.get("model_type"), "vocab": cfg.get("vocab_size"),
+           "reference_versions": ref["versions"], "logits": lg, "greedy": gr, "convert_seconds": convert_s}
+    if cfg.get("model_type") == "gemma3_text":
+        res["logits_float32_embed_scale"] = gemma_float32_scale_logits(model, work, ref)
+    if weights_only:
+        return {**res, "tokenizer": None, "radis_seconds": round(time.time() - t0, 1)}
+    tok = models.load(str(work / "mlx"), dtype="keep").tokenizer
+    for g in gr:
+        g["radis_text"] = tok.decode(g.pop("radis_ids"))
+    res["tokenizer"] = compare_tokenizer(tok, ref, n_sent)
+    return {**res, "radis_seconds": round(time.time() - t0, 1)}
+
+
+def gemma_float32_scale_logits(model, work: Path, ref: dict) -> dict:
+    """mlx-lm's gemma3_text rounds the embedding scale sqrt(hidden) to bfloat16 (25.25 for 640,
+    not 25.298); transformers keeps it in the weights' dtype. The same logits with mlx-lm's
+    rounding swapped out show how much of the difference is that one constant."""
+    import types
+
+    import mlx.core as mx
+    from mlx_lm.models import gemma3_text
+
+    shim = types.SimpleNamespace(**{k: getattr(mx, k) for k in dir(mx) if not k.startswith("__")})
+    shim.bfloat16 = mx.float32
+    gemma3_text.mx = shim
+    try:
+        return compare_logits(model, work, ref)
+    finally:
+        gemma3_text.mx = mx
+
+
+def _weights_only_model(path: Path):
+    from mlx_lm.utils import load_model
+    from radis_mlx.models import to_float32
+
+    model, _ = load_model(path)
+    to_float32(model)
+    return model
+
+
+def compare_tokenizer(tok, ref: dict, n_sent: int) -> dict:
     texts = sample_texts(n_sent)
     mine = [list(tok.encode(t)) for t in texts]
     bad = [i for i, (a, b) in enumerate(zip(mine, ref["encode"])) if a != b]
@@ -185,8 +243,13 @@ def compare(gguf: Path, work: Path, ref: dict, n_sent: int, n_new: int) -> dict:
         tk["chat_first_mismatch"] = {"conversation": i, "first_diff_at": j,
                                      "ref_text": tok.decode(ref["chat"][i]),
                                      "radis_text": tok.decode(my_chat[i])}
+    return tk
 
-    # Logits on the reference's own ids, so this is a pure weights/architecture check.
+
+def compare_logits(model, work: Path, ref: dict) -> dict:
+    """Logits on the reference's own ids, so this is a pure weights/architecture check."""
+    import mlx.core as mx
+
     mx_abs, sums, n, agree, scale = 0.0, 0.0, 0, 0, 0.0
     per_prompt = []
     for i, ids in enumerate(ref["chat"][1:1 + len(logit_chats())]):
@@ -198,53 +261,51 @@ def compare(gguf: Path, work: Path, ref: dict, n_sent: int, n_new: int) -> dict:
         scale = max(scale, float(np.abs(r).max()))
         per_prompt.append({"tokens": len(ids), "max_abs_diff": float(d.max())})
     T = sum(p["tokens"] for p in per_prompt)
-    lg = {"positions": T, "max_abs_diff": mx_abs, "mean_abs_diff": sums / n, "max_abs_logit_ref": scale,
-          "argmax_agreement": agree / T, "per_prompt": per_prompt}
-
-    gr = []
-    for k, ids in enumerate(ref["chat"][-len(GREEDY):]):
-        new = mlx_greedy(model, ids, n_new)
-        gr.append({"prompt": GREEDY[k], "match": new == ref["greedy"][k],
-                   "first_diff_at": first_diff(new, ref["greedy"][k]),
-                   "ref_text": ref["greedy_text"][k], "radis_text": tok.decode(new)})
-    return {"gguf": str(gguf), "architecture": cfg.get("model_type"), "vocab": cfg.get("vocab_size"),
-            "reference_versions": ref["versions"], "tokenizer": tk, "logits": lg, "greedy": gr,
-            "radis_seconds": round(time.time() - t0, 1)}
+    return {"positions": T, "max_abs_diff": mx_abs, "mean_abs_diff": sums / n, "max_abs_logit_ref": scale,
+            "argmax_agreement": agree / T, "per_prompt": per_prompt}
 
 
 def summary(r: dict) -> str:
-    tk, lg = r["tokenizer"], r["logits"]
-    rows = [("model", f"{Path(r['gguf']).name} ({r['architecture']}, vocab {r['vocab']})"),
-            ("reference", " ".join(f"{k} {v}" for k, v in r["reference_versions"].items())),
-            ("tokenizer strings", f"{tk['strings']} strings, {tk['tokens_ref']} tokens ref / "
+    tk, lg = r["tokenizer"] or {}, r["logits"]
+    head = [("model", f"{Path(r['gguf']).name} ({r['architecture']}, vocab {r['vocab']})"),
+            ("reference", " ".join(f"{k} {v}" for k, v in r["reference_versions"].items()))]
+    rows = [("tokenizer strings", f"{tk['strings']} strings, {tk['tokens_ref']} tokens ref / "
                                   f"{tk['tokens_radis']} radis"),
             ("  id mismatches", f"{tk['mismatching_strings']} strings"),
             ("  decode round trip", f"ref {tk['decode_roundtrip_ref']}/{tk['strings']}, radis "
                                     f"{tk['decode_roundtrip_radis']}/{tk['strings']}, same decode of ref ids "
                                     f"{tk['decode_equal_on_ref_ids']}/{tk['strings']}"),
             ("  chat template", f"{tk['chat_mismatches']} of {tk['chat_conversations']} conversations "
-                                f"differ; 2-message equal: {tk['chat_2msg_equal']}"),
+                                f"differ; 2-message equal: {tk['chat_2msg_equal']}")] if tk else [
+        ("tokenizer", "not compared (weights only: the reference's ids, no chat template)")]
+    rows = head + rows + [
             ("logits", f"{lg['positions']} positions, max|diff| {lg['max_abs_diff']:.3e}, mean|diff| "
                        f"{lg['mean_abs_diff']:.3e}, max|logit| {lg['max_abs_logit_ref']:.2f}, "
                        f"argmax agree {lg['argmax_agreement']:.4f}")]
+    if "logits_float32_embed_scale" in r:
+        e = r["logits_float32_embed_scale"]
+        rows.append(("  embed scale float32", f"max|diff| {e['max_abs_diff']:.3e}, mean|diff| "
+                                              f"{e['mean_abs_diff']:.3e}, argmax agree {e['argmax_agreement']:.4f}"))
     rows += [(f"greedy {i}", f"{'MATCH' if g['match'] else 'DIFFER at ' + str(g['first_diff_at'])}: "
                              f"{g['prompt'][:50]}") for i, g in enumerate(r["greedy"])]
     out = "\n".join(f"{a:<22} {b}" for a, b in rows)
-    for ex in tk["mismatch_examples"][:1]:
+    for ex in tk.get("mismatch_examples", [])[:1]:
         out += "\nfirst tokenizer mismatch: " + json.dumps(ex, ensure_ascii=False)
     if "chat_first_mismatch" in tk:
         out += "\nfirst chat mismatch: " + json.dumps(tk["chat_first_mismatch"], ensure_ascii=False)
     if "chat_template_error" in tk:
         out += "\nchat template error: " + tk["chat_template_error"]
     for g in r["greedy"]:
-        out += f"\n--- {g['prompt'][:60]}\n  ref:   {g['ref_text']!r}\n  radis: {g['radis_text']!r}"
+        out += f"\n--- {g['prompt'][:60]}\n  ref:   {g['ref_text']!r}\n  radis: {g.get('radis_text')!r}"
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gguf", type=Path)
-    ap.add_argument("--model", help="radis-mlx model name (the default model's GGUF) or a .gguf path")
+    ap.add_argument("--model", help="an offline model's short name (radis-mlx models), e.g. qwen2.5-coder-0.5b")
+    ap.add_argument("--weights-only", action="store_true", help="a base model or a tokenizer radis-mlx does not "
+                    "rebuild (SentencePiece): logits and greedy tokens on the reference's ids, no chat template")
     ap.add_argument("--ref-python", default="/tmp/refvenv/bin/python")
     ap.add_argument("--out", type=Path, default=Path("/tmp/gguf_reference.json"))
     ap.add_argument("--sentences", type=int, default=40, help="WMT22 sources per direction")
@@ -253,25 +314,26 @@ def main() -> int:
     a = ap.parse_args()
     if a.gguf is None and a.model:
         from radis_mlx import models
-        a.gguf = models.default_gguf() if a.model in ("default", models.DEFAULT_MODEL) else Path(a.model)
+        a.gguf = models.gguf_file(a.model)
     if a.gguf is None:
         ap.error("give --gguf or --model")
     gguf = a.gguf.resolve()
     if a.reference:
-        reference(gguf, a.reference, a.sentences, a.new_tokens)
+        reference(gguf, a.reference, a.sentences, a.new_tokens, a.weights_only)
         return 0
     with tempfile.TemporaryDirectory(prefix="gguf_ref_") as td:
         work = Path(td)
         t0 = time.time()
         subprocess.run([a.ref_python, __file__, "--gguf", str(gguf), "--reference", str(work),
-                        "--sentences", str(a.sentences), "--new-tokens", str(a.new_tokens)], check=True,
+                        "--sentences", str(a.sentences), "--new-tokens", str(a.new_tokens)]
+                       + ["--weights-only"] * a.weights_only, check=True,
                        env={**os.environ, "TQDM_DISABLE": "1"})
         ref = json.loads((work / "ref.json").read_text())
         ref_s = round(time.time() - t0, 1)
-        res = compare(gguf, work, ref, a.sentences, a.new_tokens)
+        res = compare(gguf, work, ref, a.sentences, a.new_tokens, a.weights_only)
     res["reference_seconds"] = ref_s
-    ok = res["tokenizer"]["mismatching_strings"] == 0 and res["tokenizer"]["chat_mismatches"] == 0 \
-        and all(g["match"] for g in res["greedy"])
+    tk = res["tokenizer"] or {"mismatching_strings": 0, "chat_mismatches": 0}
+    ok = tk["mismatching_strings"] == 0 and tk["chat_mismatches"] == 0 and all(g["match"] for g in res["greedy"])
     res["ok"] = ok
     a.out.write_text(json.dumps(res, indent=1, ensure_ascii=False))
     print(summary(res))

@@ -14,8 +14,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="RaDis on MLX: rationale distillation makes a chat LLM a better translator "
                        "without forgetting how to chat, follow instructions and refuse harm.")
 
-ModelOpt = typer.Option(None, "--model", "-m", help="Hugging Face id, mlx-lm directory or .gguf file "
-                        "(default: the offline SmolLM2-135M-Instruct)")
+ModelOpt = typer.Option(None, "--model", "-m", help="Hugging Face id, mlx-lm directory, .gguf file or an "
+                        "offline model's short name (radis-mlx models; default: smollm2-135m)")
 
 
 @app.command()
@@ -27,16 +27,20 @@ def info(measure: bool = typer.Option(True, help="measure float32 matmul GFLOP/s
 
 
 @app.command()
-def convert(gguf: Path = typer.Option(..., "--gguf", help="llama-architecture GGUF file"),
+def convert(gguf: Path = typer.Option(..., "--gguf", help="GGUF file (llama, qwen2, qwen3, gemma3)"),
             out: Path = typer.Option(..., "--out", help="output mlx-lm model directory"),
-            dtype: str = typer.Option("keep", help="keep (quantized as stored) | float32 | float16 | bfloat16"),
+            dtype: str = typer.Option("keep", help="keep (quantized; K-quants requantized to MLX 8-bit) | "
+                                                   "float32 | float16 | bfloat16"),
             overwrite: bool = typer.Option(False, help="replace an existing output directory")):
     """Convert a GGUF file into an mlx-lm model directory (mlx_lm.load / mlx_lm.generate open it)."""
-    from .gguf import convert_gguf
+    from .gguf import convert_gguf, requantized_note
+    if dtype not in ("keep", "float32", "float16", "bfloat16"):
+        raise UserError(f"--dtype {dtype}: choose keep, float32, float16 or bfloat16")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
     convert_gguf(gguf, out, dtype=dtype)
-    typer.echo(f"wrote {out}")
+    note = requantized_note(out)
+    typer.echo(f"wrote {out}" + (f" ({note})" if note else ""))
 
 
 @app.command(name="models")
@@ -184,8 +188,8 @@ def finetune(
 @app.command(name="eval")
 def eval_(
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="model to evaluate (repeatable): hub "
-                                              "id, mlx-lm dir, .gguf, or name=MODEL[,adapter=DIR] (default: "
-                                              "the offline SmolLM2-135M-Instruct)"),
+                                              "id, mlx-lm dir, .gguf, offline short name, or "
+                                              "name=MODEL[,adapter=DIR] (default: smollm2-135m)"),
     adapter: Optional[List[str]] = typer.Option(None, "--adapter", help="adapter dir for the --model at the same "
                                                 "position ('-' for none); one model + N adapters = N runs"),
     name: Optional[List[str]] = typer.Option(None, "--name", help="run name for the model at the same position"),

@@ -187,6 +187,16 @@ def _converted_path(gguf_path: Path, dtype: str) -> Path:
     return home() / "models" / f"{gguf_path.stem}-{dtype}-{key}"
 
 
+def conversion_for(dtype: str = "auto") -> str:
+    """Which conversion of a GGUF a load with this dtype starts from: ``keep`` when the model stays
+    quantized (the GPU default), else ``exact``: K-quants dequantized once at conversion, so a float32
+    load sees llama.cpp's own values, not a requantization of them."""
+    if dtype == "auto":
+        import mlx.core as mx
+        dtype = "float32" if mx.default_device().type == mx.cpu else "keep"
+    return "keep" if dtype == "keep" else "exact"
+
+
 def converted_dir(gguf_path, dtype: str = "keep") -> Path:
     """Convert a GGUF once into the cache; safe when several processes race for it."""
     from .gguf import convert_gguf
@@ -203,14 +213,15 @@ def converted_dir(gguf_path, dtype: str = "keep") -> Path:
     return out
 
 
-def resolve(model: str | None) -> str:
-    """Map the user's --model to something mlx_lm.load opens (a local dir or a hub id)."""
+def resolve(model: str | None, dtype: str = "auto") -> str:
+    """Map the user's --model to something mlx_lm.load opens (a local dir or a hub id); a GGUF is
+    converted once, in the variant a load with ``dtype`` starts from (conversion_for)."""
     if offline_model(model) is not None:
-        return str(converted_dir(gguf_file(model)))
+        return str(converted_dir(gguf_file(model), conversion_for(dtype)))
     if model.endswith(".gguf"):
         if not Path(model).is_file():
             raise UserError(f"{model}: GGUF file not found")
-        return str(converted_dir(model))
+        return str(converted_dir(model, conversion_for(dtype)))
     p = Path(model).expanduser()
     if p.exists():
         if not (p / "config.json").exists():
@@ -233,8 +244,9 @@ def list_models() -> list[dict]:
             gguf = files[0] if len(files) == 1 else assembled_path(m)
             if len(files) > 1 and not _is_assembled(m, gguf):
                 gguf = None
-        if gguf is not None and (_converted_path(gguf.resolve(), "keep") / "config.json").exists():
-            converted = _converted_path(gguf.resolve(), "keep")
+        if gguf is not None:
+            done = [p for v in ("exact", "keep") if (p := _converted_path(gguf.resolve(), v) / "config.json").exists()]
+            converted = done[0].parent if done else None
         rows.append({
             "name": m.name, "default": m.name == DEFAULT_MODEL, "aliases": list(m.aliases),
             "about": m.about, "chat": m.chat,
@@ -347,7 +359,7 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
     from mlx_lm.utils import load as mlx_load
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    path = resolve(model)
+    path = resolve(model, dtype)
     try:
         m, tok, config = mlx_load(path, tokenizer_config={"trust_remote_code": trust_remote_code},
                                   return_config=True, trust_remote_code=trust_remote_code)

@@ -134,8 +134,9 @@ def test_missing_package_names_the_pip_command(monkeypatch, home):
 
 
 def test_resolve_converts_an_offline_model(fake_split, home, monkeypatch):
-    monkeypatch.setattr(models, "converted_dir", lambda p: Path("/converted") / Path(p).name)
-    assert models.resolve("fake-split") == "/converted/fake-split.gguf"
+    monkeypatch.setattr(models, "converted_dir", lambda p, variant: Path(f"/converted/{variant}") / Path(p).name)
+    assert models.resolve("fake-split", "float32") == "/converted/exact/fake-split.gguf"
+    assert models.resolve("fake-split", "keep") == "/converted/keep/fake-split.gguf"
 
 
 def test_cli_models_lists_the_registry(fake_split, monkeypatch, home):
