@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backend import resolve_dtype
 from .io import UserError, atomic_write_json
 
 
@@ -191,10 +192,7 @@ def conversion_for(dtype: str = "auto") -> str:
     """Which conversion of a GGUF a load with this dtype starts from: ``keep`` when the model stays
     quantized (the GPU default), else ``exact``: K-quants dequantized once at conversion, so a float32
     load sees llama.cpp's own values, not a requantization of them."""
-    if dtype == "auto":
-        import mlx.core as mx
-        dtype = "float32" if mx.default_device().type == mx.cpu else "keep"
-    return "keep" if dtype == "keep" else "exact"
+    return "keep" if resolve_dtype(dtype) == "keep" else "exact"
 
 
 def converted_dir(gguf_path, dtype: str = "keep") -> Path:
@@ -367,8 +365,7 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
         raise UserError(_hub_error(path, e)) from None
     except (FileNotFoundError, ValueError) as e:
         raise UserError(f"cannot load model {model or DEFAULT_MODEL}: {e}") from None
-    if dtype == "auto":
-        dtype = "float32" if mx.default_device().type == mx.cpu else "keep"
+    dtype = resolve_dtype(dtype)
     if dtype == "float32":
         to_float32(m)
     elif dtype in ("float16", "bfloat16"):
