@@ -30,14 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, prompts
+from . import __version__, methods, prompts, settings
 from . import examples as ex
 from .kernels import _fast_fns, fast_cross_entropy, patch_cpu_kernels  # noqa: F401 (re-exported)
 from .io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, iter_jsonl, json_line, read_json,
                  read_yaml, repair_jsonl_tail)
 from .progress import Progress
 
-METHODS = ("radis", "sft", "seqkd", "sdft", "replay", "mix")
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "lion", "muon")
 # Settings that don't change the weights a run ends at: they may differ on --resume.
@@ -55,7 +54,7 @@ class FinetuneConfig:
     method: str = "radis"
     pairs: str | None = None  # directions for plain parallel data (e.g. de-en)
     replay_data: str | None = None
-    replay_ratio: float = 0.25  # share of the epoch taken from replay_data / mix_data
+    replay_ratio: float | None = None  # share of the epoch from replay_data / mix_data; None: the method's
     mix_data: str | None = None
     separator: str = "\n\n"  # reference/rationale separator for rationale-explain rows
     template: str = prompts.TRANSLATE
@@ -111,7 +110,10 @@ class FinetuneConfig:
         bad = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
                and not math.isfinite(getattr(self, f.name))]
         need(not bad, f"{', '.join(bad)}: must be a finite number")
-        need(self.method in METHODS, f"unknown --method {self.method!r} ({', '.join(METHODS)})")
+        m = methods.get(self.method, "method")
+        need(m.trains, f"method {self.method}: trains nothing (choose from {', '.join(methods.trained())})")
+        if self.replay_ratio is None:
+            self.replay_ratio = m.extra.ratio
         need(self.fine_tune_type in FINE_TUNE_TYPES, f"unknown fine-tune type {self.fine_tune_type!r} "
              f"({', '.join(FINE_TUNE_TYPES)})")
         need(self.normalize in ("tokens", "segments"),
@@ -130,8 +132,8 @@ class FinetuneConfig:
         need(self.lora_rank >= 1 and 0 <= self.lora_dropout < 1, "bad LoRA rank/dropout")
         need(self.best_metric in ("val_loss", "val_ref_loss"), "--best-metric must be val_loss or val_ref_loss")
         need(not (self.resume and self.overwrite), "pass either --resume or --overwrite, not both")
-        need(self.method != "replay" or self.replay_data, "--method replay needs --replay-data")
-        need(self.method != "mix" or self.mix_data, "--method mix needs --mix-data")
+        need(not m.extra.required or getattr(self, m.extra.setting),
+             f"--method {self.method} needs --{m.extra.setting.replace('_', '-')}")
         need((self.pad_multiple or 1) >= 1 and self.warmup >= 0, "bad --pad-multiple/--warmup")
         return self
 
@@ -140,35 +142,9 @@ class FinetuneConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FREE_KEYS}
 
 
-def _coerce(name: str, value, typ: str):
-    if value is None:
-        return None
-    try:
-        if typ.startswith("float"):
-            return float(value)
-        if typ.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if typ.startswith("bool"):
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-                return value.lower() in ("true", "yes", "1")
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if typ.startswith("list"):
-            return [str(v) for v in (value.split(",") if isinstance(value, str) else value)]
-        if typ.startswith("str"):
-            return str(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name}: expected {typ.split(' ')[0]}, got {value!r:.60}") from None
-    return value
-
-
 def load_config(config_file=None, **overrides) -> FinetuneConfig:
     """defaults < YAML file < overrides (CLI flags; None means 'not given')."""
-    types = {f.name: f.type for f in fields(FinetuneConfig)}
-    d: dict = {}
+    layers = []
     if config_file:
         p = Path(config_file)
         if not p.is_file():
@@ -176,18 +152,9 @@ def load_config(config_file=None, **overrides) -> FinetuneConfig:
         y = read_yaml(p) or {}
         if not isinstance(y, dict):
             raise UserError(f"{p}: expected a mapping of settings")
-        y = {str(k).replace("-", "_"): v for k, v in y.items()}
-        unknown = sorted(set(y) - set(types))
-        if unknown:
-            raise UserError(f"{p}: unknown setting(s) {', '.join(unknown)}")
-        # `key: null` means "the default" unless the setting is optional (then it means "none").
-        d.update({k: _coerce(k, v, types[k]) for k, v in y.items() if v is not None or "None" in str(types[k])})
-    for k, v in overrides.items():
-        if k not in types:
-            raise UserError(f"unknown setting {k}")
-        if v is not None:
-            d[k] = _coerce(k, v, types[k])
-    return FinetuneConfig(**d).validate()
+        layers.append((f"{p}:", y))
+    layers.append(("", {k: v for k, v in overrides.items() if v is not None}))
+    return settings.build(FinetuneConfig, layers)
 
 
 def _hash(obj) -> str:
@@ -198,32 +165,25 @@ def _hash(obj) -> str:
 
 def load_data(cfg: FinetuneConfig, tokenizer, rank_print=print) -> dict:
     t = prompts.Templates(translate=cfg.template, system=cfg.system)
-    translation = ("rationale-continue", "rationale-explain", "seqkd", "sdft")
-    main_rules = {"radis": dict(modes=ex.RADIS_MODES), "seqkd": dict(modes=("seqkd",)),
-                  "sdft": dict(modes=("sdft",)), "sft": dict(modes=translation, ref_only=True),
-                  "replay": dict(modes=translation, ref_only=True),
-                  "mix": dict(modes=None, plain=("pairs", "instructions"))}[cfg.method]
-    main_rules.setdefault("plain", ("pairs",) if main_rules.get("ref_only") else ())
+    method = methods.get(cfg.method)
     kw = dict(directions=cfg.pairs, separator=cfg.separator)
     st_main, st_extra, st_val = ex.BuildStats(), ex.BuildStats(), ex.BuildStats()
-    targets = ex.load_targets(cfg.data, tokenizer, t, stats=st_main, what=f"--method {cfg.method}", **kw,
-                              **main_rules)
+    targets = methods.load_targets(cfg.data, tokenizer, t, method.data, stats=st_main,
+                                   what=f"--method {cfg.method}", **kw)
     val_targets = []
     if cfg.val_data:
-        val_targets = ex.load_targets(cfg.val_data, tokenizer, t, stats=st_val, what="--val-data", **kw,
-                                      **{**main_rules, "plain": ("pairs", "instructions")})
+        val_rule = dataclasses.replace(method.data, plain=("pairs", "instructions"))
+        val_targets = methods.load_targets(cfg.val_data, tokenizer, t, val_rule, stats=st_val, what="--val-data", **kw)
     elif cfg.val_fraction > 0:
         k = max(1, int(round(len(targets) * cfg.val_fraction)))
         pick = set(np.random.default_rng([cfg.seed, 11]).permutation(len(targets))[:k].tolist())
         val_targets = [x for i, x in enumerate(targets) if i in pick]
         targets = [x for i, x in enumerate(targets) if i not in pick]
-    extra_src = cfg.mix_data if cfg.method == "mix" else cfg.replay_data
+    extra_src = getattr(cfg, method.extra.setting)
     extra_targets = []
     if extra_src:
-        rules = dict(modes=None, plain=("pairs", "instructions")) if cfg.method == "mix" else \
-            dict(modes=("replay",), plain=("instructions",))
-        extra_targets = ex.load_targets(extra_src, tokenizer, t, stats=st_extra,
-                                        what="--mix-data" if cfg.method == "mix" else "--replay-data", **kw, **rules)
+        extra_targets = methods.load_targets(extra_src, tokenizer, t, method.extra.rule, stats=st_extra,
+                                             what=f"--{method.extra.setting.replace('_', '-')}", **kw)
     main = ex.build_examples(tokenizer, targets, cfg.max_seq_len, 0, st_main)
     extra = ex.build_examples(tokenizer, extra_targets, cfg.max_seq_len, 1, st_extra)
     val = ex.build_examples(tokenizer, val_targets, cfg.max_seq_len, 0, st_val)
@@ -469,6 +429,15 @@ def list_checkpoints(out: Path) -> list[int]:
         if all((d / f"step-{s:07d}{x}").exists() for x in (".adapters.safetensors", ".optimizer.safetensors")):
             steps.append(s)
     return sorted(steps)
+
+
+def output_status(out) -> str:
+    """What a run in ``out`` has left: "done", "partial (...)" (resumes from a checkpoint) or "to do"."""
+    out = Path(out)
+    if (out / "adapters.safetensors").exists() and (out / "summary.json").exists():
+        return "done"
+    steps = list_checkpoints(out)
+    return f"partial (resumes at step {steps[-1]})" if steps else "to do"
 
 
 def load_checkpoint(out: Path, step: int, model, optimizer) -> dict:
