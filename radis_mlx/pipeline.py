@@ -246,7 +246,8 @@ def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool) -> Stage:
     try:  # suites and per-suite keys (the adapters are not there yet)
         runner._check_config(dataclasses.replace(cfg, models=[None]))
     except UserError as err:
-        raise UserError(f"{recipe['_path']}: eval: {err}") from None
+        given = any(_from_set(recipe, f"eval.{k}") for k in e)
+        raise UserError(f"{'--set eval' if given else recipe['_path'] + ': eval'}: {err}") from None
     return Stage("eval", "eval", out / "eval", cfg,
                  f"eval {', '.join(s.name for s in specs)} on {', '.join(cfg.suites)}")
 
