@@ -57,12 +57,12 @@ def coerce(value, typ: str, key: str):
     return value
 
 
-def merge(cls, layers: list[tuple[str, dict]], skip: tuple = ()) -> dict:
-    """The settings of ``layers`` (lowest precedence first) checked against ``cls``'s fields.
-    ``key: null`` means "the default" unless the setting is optional (then it means "none");
-    keys in ``skip`` are set by the caller and may not be given."""
+def merge(cls, layers: list[tuple[str, dict]], skip: tuple = ()) -> tuple[dict, dict]:
+    """The settings of ``layers`` (lowest precedence first) checked against ``cls``'s fields, and
+    where each came from. ``key: null`` means "the default" unless the setting is optional (then
+    it means "none"); keys in ``skip`` are set by the caller and may not be given."""
     types = {f.name: str(f.type) for f in fields(cls) if f.name not in skip}
-    out: dict = {}
+    out, origin = {}, {}
     for where, mapping in layers:
         for k, v in (mapping or {}).items():
             k = str(k).replace("-", "_")
@@ -73,11 +73,21 @@ def merge(cls, layers: list[tuple[str, dict]], skip: tuple = ()) -> dict:
                 raise UserError(f"{key}: unknown setting (known: {', '.join(sorted(types))})")
             if v is None and "None" not in types[k]:
                 continue
-            out[k] = coerce(v, types[k], key)
-    return out
+            out[k], origin[k] = coerce(v, types[k], key), key
+    return out, origin
 
 
 def build(cls, layers: list[tuple[str, dict]], fixed: dict | None = None, skip: tuple = ()):
-    """``cls(**fixed, **merged layers)``, validated when ``cls`` has a ``validate``."""
-    obj = cls(**{**merge(cls, layers, skip), **(fixed or {})})
-    return obj.validate() if hasattr(obj, "validate") else obj
+    """``cls(**merged layers, **fixed)``, validated when ``cls`` has a ``validate``; a validation
+    message that starts with a setting's name gets that setting's source in front."""
+    values, origin = merge(cls, layers, skip)
+    obj = cls(**{**values, **(fixed or {})})
+    if not hasattr(obj, "validate"):
+        return obj
+    try:
+        return obj.validate()
+    except UserError as e:
+        name, colon, rest = str(e).partition(":")
+        if colon and name in origin and origin[name] != name:
+            raise UserError(f"{origin[name]}:{rest}") from None
+        raise
