@@ -49,6 +49,12 @@ def models_(as_json: bool = typer.Option(False, "--json", help="print the list a
     typer.echo(json.dumps(rows, indent=2) if as_json else format_models(rows), nl=as_json)
 
 
+@app.command(name="methods")
+def methods_():
+    """The training methods and generate modes: what each generates, trains on and mixes in."""
+    typer.echo(M.describe())
+
+
 @app.command()
 def generate(
     data: str = typer.Option(..., "--data", "-d", help="ALMA JSON/JSONL, WMT source file or dir, JSONL "
@@ -103,7 +109,7 @@ def finetune(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="run directory (default runs/finetune)"),
     model: Optional[str] = ModelOpt,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of settings (flags override it)"),
-    method: Optional[str] = typer.Option(None, help=" | ".join(M.trained()) + " (default radis)"),
+    method: Optional[str] = typer.Option(None, help=" | ".join(M.trained()) + f" (default {M.DEFAULT_METHOD})"),
     adapter_path: Optional[str] = typer.Option(None, help="start from these adapters"),
     pairs: Optional[str] = typer.Option(None, help="directions of plain parallel data, e.g. de-en"),
     replay_data: Optional[str] = typer.Option(None, help="generate's replay JSONL (or instruction+output rows)"),

@@ -179,6 +179,20 @@ def modes_help() -> str:
     return " | ".join(MODES)
 
 
+def describe() -> str:
+    """The registry as text: what each method generates, trains on and mixes in (``radis-mlx methods``)."""
+    lines = []
+    for m in METHODS.values():
+        lines.append(f"{m.name:8s} {m.help}")
+        if not m.trains:
+            continue
+        mix = f"{m.extra.setting}, {m.extra.ratio:.0%} of each epoch" + ("" if m.extra.required else " (optional)")
+        lines.append(f"{'':8s} generate: {', '.join(m.generate) or '-'}; mixes: {mix}")
+    lines.append("")
+    lines += [f"{name:19s} {mode.help}" for name, mode in MODES.items()]
+    return "\n".join(lines)
+
+
 TRANSLATION = tuple(n for n, m in MODES.items() if m.reads == "pairs")
 RADIS = tuple(n for n, m in MODES.items() if m.rationale)
 
@@ -200,7 +214,8 @@ for _method in (
 ):
     register(_method)
 
-DEFAULT_MODE = get("radis").generate[0]
+DEFAULT_METHOD = "radis"
+DEFAULT_MODE = get(DEFAULT_METHOD).generate[0]
 
 
 # ---------------------------------------------------------------- rows and files -> targets

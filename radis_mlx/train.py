@@ -51,7 +51,7 @@ class FinetuneConfig:
     data: str | None = None
     out: str = "runs/finetune"
     adapter_path: str | None = None  # start from these adapters (same fine-tune type and rank)
-    method: str = "radis"
+    method: str = methods.DEFAULT_METHOD
     pairs: str | None = None  # directions for plain parallel data (e.g. de-en)
     replay_data: str | None = None
     replay_ratio: float | None = None  # share of the epoch from replay_data / mix_data; None: the method's

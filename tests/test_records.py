@@ -48,6 +48,8 @@ def test_registry_lookups_have_one_message():
         methods.get("nope", "r.yaml")
     with pytest.raises(UserError, match=r"^unknown mode 'nope' \(choose from rationale-continue"):
         methods.get_mode("nope")
+    text = methods.describe()  # `radis-mlx methods`
+    assert all(f"\n{name} " in "\n" + text for name in [*methods.METHODS, *methods.MODES])
 
 
 def test_settings_defaults_then_yaml_then_flags():
