@@ -7,7 +7,10 @@ one small class per mode, as mlx-lm's ``tuner/datasets.py`` has one class per da
 A method (``Method``) says which mode(s) make its data, which files finetune accepts as its
 data, and what extra data it mixes in at what share of each epoch. ``generate``, ``finetune``,
 ``run`` and the CLI help all read these tables, so adding a method is one ``register`` call
-(plus a ``register_mode`` when it needs a new kind of generated text).
+(plus a ``register_mode`` when it needs a new kind of generated text). A mode registered at
+run time (in a notebook or a test) is known to this process only: generate's worker processes
+(on the CPU, 64+ rows) import this module afresh, so there pass ``workers=1``, or register it in
+a module they import.
 """
 
 from __future__ import annotations

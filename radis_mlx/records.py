@@ -52,7 +52,7 @@ class Record:
             raise DataError(path, line, "version", f"format {v!r:.20} is not one this radis-mlx reads "
                             f"(1..{VERSION}); regenerate the file with `radis-mlx generate`")
         mode = row.get("mode")
-        if mode not in MODES:
+        if not isinstance(mode, str) or mode not in MODES:
             raise DataError(path, line, "mode", f"expected one of {', '.join(MODES)}, got {mode!r:.40}")
         if not isinstance(row.get("kept"), bool):
             raise DataError(path, line, "kept", "expected true or false")

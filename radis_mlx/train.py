@@ -103,38 +103,43 @@ class FinetuneConfig:
     trust_remote_code: bool = False
 
     def validate(self) -> "FinetuneConfig":
-        def need(cond, msg):
+        """Check every setting; messages start with the setting's name (settings.build puts its
+        source in front: a file or --set)."""
+        def need(cond, key, msg):
             if not cond:
-                raise UserError(msg)
-        need(self.data, "--data is required")
+                raise UserError(f"{key}: {msg}")
+        need(self.data, "data", "required")
         bad = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
                and not math.isfinite(getattr(self, f.name))]
-        need(not bad, f"{', '.join(bad)}: must be a finite number")
+        need(not bad, ", ".join(bad), "must be a finite number")
         m = methods.get(self.method, "method")
-        need(m.trains, f"method {self.method}: trains nothing (choose from {', '.join(methods.trained())})")
+        need(m.trains, "method", f"{self.method} trains nothing (choose from {', '.join(methods.trained())})")
         if self.replay_ratio is None:
             self.replay_ratio = m.extra.ratio
-        need(self.fine_tune_type in FINE_TUNE_TYPES, f"unknown fine-tune type {self.fine_tune_type!r} "
-             f"({', '.join(FINE_TUNE_TYPES)})")
-        need(self.normalize in ("tokens", "segments"),
-             f"--normalize must be tokens or segments, got {self.normalize!r}")
-        need(self.optimizer in OPTIMIZERS, f"unknown --optimizer {self.optimizer!r} ({', '.join(OPTIMIZERS)})")
-        need(self.w_ref > 0 and self.w_rat >= 0,
-             f"--w-ref must be > 0 and --w-rat >= 0 (got {self.w_ref}, {self.w_rat})")
-        need(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be >= 1")
-        need(self.iters is None or self.iters >= 1, f"--iters must be >= 1, got {self.iters}")
-        need(self.iters is not None or self.epochs > 0, f"--epochs must be > 0, got {self.epochs}")
-        need(self.max_seq_len >= 8, f"--max-seq-len must be >= 8, got {self.max_seq_len}")
-        need(self.lr > 0 and self.lr_min >= 0, f"--lr must be > 0 (got {self.lr})")
-        need(self.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got {self.schedule!r}")
-        need(0 <= self.replay_ratio < 1, f"--replay-ratio must be in [0, 1), got {self.replay_ratio}")
-        need(0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        need(self.lora_rank >= 1 and 0 <= self.lora_dropout < 1, "bad LoRA rank/dropout")
-        need(self.best_metric in ("val_loss", "val_ref_loss"), "--best-metric must be val_loss or val_ref_loss")
-        need(not (self.resume and self.overwrite), "pass either --resume or --overwrite, not both")
-        need(not m.extra.required or getattr(self, m.extra.setting),
-             f"--method {self.method} needs --{m.extra.setting.replace('_', '-')}")
-        need((self.pad_multiple or 1) >= 1 and self.warmup >= 0, "bad --pad-multiple/--warmup")
+        need(self.fine_tune_type in FINE_TUNE_TYPES, "fine_tune_type",
+             f"unknown {self.fine_tune_type!r} ({', '.join(FINE_TUNE_TYPES)})")
+        need(self.normalize in ("tokens", "segments"), "normalize", f"tokens or segments, got {self.normalize!r}")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"unknown {self.optimizer!r} ({', '.join(OPTIMIZERS)})")
+        need(self.w_ref > 0, "w_ref", f"must be > 0, got {self.w_ref}")
+        need(self.w_rat >= 0, "w_rat", f"must be >= 0, got {self.w_rat}")
+        need(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        need(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")
+        need(self.iters is None or self.iters >= 1, "iters", f"must be >= 1, got {self.iters}")
+        need(self.iters is not None or self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        need(self.max_seq_len >= 8, "max_seq_len", f"must be >= 8, got {self.max_seq_len}")
+        need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        need(self.lr_min >= 0, "lr_min", f"must be >= 0, got {self.lr_min}")
+        need(self.schedule in ("cosine", "constant"), "schedule", f"cosine or constant, got {self.schedule!r}")
+        need(0 <= self.replay_ratio < 1, "replay_ratio", f"must be in [0, 1), got {self.replay_ratio}")
+        need(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        need(self.lora_rank >= 1, "lora_rank", f"must be >= 1, got {self.lora_rank}")
+        need(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        need(self.best_metric in ("val_loss", "val_ref_loss"), "best_metric", "val_loss or val_ref_loss")
+        need(not (self.resume and self.overwrite), "resume", "pass either resume or overwrite, not both")
+        need(not m.extra.required or getattr(self, m.extra.setting), m.extra.setting,
+             f"required by method {self.method}")
+        need((self.pad_multiple or 1) >= 1, "pad_multiple", f"must be >= 1, got {self.pad_multiple}")
+        need(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
         return self
 
     def trajectory(self) -> dict:
