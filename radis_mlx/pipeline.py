@@ -249,7 +249,7 @@ def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool) -> Stage:
         given = any(_from_set(recipe, f"eval.{k}") for k in e)
         raise UserError(f"{'--set eval' if given else recipe['_path'] + ': eval'}: {err}") from None
     return Stage("eval", "eval", out / "eval", cfg,
-                 f"eval {', '.join(s.name for s in specs)} on {', '.join(cfg.suites)}")
+                 f"eval: {', '.join(s.name for s in specs)} on {', '.join(cfg.suites)}")
 
 
 def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
@@ -376,7 +376,7 @@ def run(recipe: dict, out, *, progress: bool = True, check: bool = False) -> dic
     for st in stages:
         ts = time.perf_counter()
         if st.kind in ("generate", "eval"):
-            _log(f"{st.name}: {st.what} -> {st.out}")
+            _log(f"{st.name}: {st.what} -> {st.out}" if st.kind == "generate" else st.what)
         done[st.kind] = RUN[st.kind](st, progress)
         if st.kind in ("generate", "finetune"):
             timings[st.name] = round(timings.get(st.name, 0) + time.perf_counter() - ts, 1)

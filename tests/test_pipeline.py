@@ -142,7 +142,7 @@ def test_check_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     text = capsys.readouterr().out
     assert not out.exists()
     for line in ("sft  ", "finetune sft", "generate rationale-explain", "finetune radis", "generate seqkd",
-                 "eval base, sft, radis, seqkd", "report"):
+                 "eval: base, sft, radis, seqkd", "report"):
         assert line in text, text
     assert str(out / "generate" / "rationale-explain.jsonl") in text and str(out / "radis" / "train") in text
     assert text.count("[to do]") == 7
