@@ -89,35 +89,35 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     unknown = sorted(set(map(str, r)) - _TOP_KEYS)
     if unknown:
         raise UserError(f"--set {unknown[0]}: unknown recipe key (known: {', '.join(sorted(_TOP_KEYS))})")
+    r["_path"], r["_data_root"] = str(path), data_root
+    r["_set"] = set_keys  # which keys --set gave, so errors name their source
+    where = lambda key: _where(r, key)  # noqa: E731
     for key in ("generate", "finetune", "eval"):
-        r[key] = dict(_mapping(r.get(key), f"{path}: {key}"))
+        r[key] = dict(_mapping(r.get(key), where(key)))
     for key in ("seed", "limit"):
         v = r.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise UserError(f"{path}: {key}: expected a whole number >= 0, got {v!r:.60}")
+            raise UserError(f"{where(key)}: expected a whole number >= 0, got {v!r:.60}")
     for key in ("name", "model", "pairs"):
         if r.get(key) is not None and not isinstance(r[key], str):
-            raise UserError(f"{path}: {key}: expected a string, got {r[key]!r:.60}")
+            raise UserError(f"{where(key)}: expected a string, got {r[key]!r:.60}")
     listed = r.get("methods") or ["base"]
     if isinstance(listed, list) and all(isinstance(m, str) for m in listed):
         listed = {m: {} for m in listed}
     if not isinstance(listed, dict):
-        raise UserError(f"{path}: methods: expected a list of method names or a mapping name -> settings")
+        raise UserError(f"{where('methods')}: expected a list of method names or a mapping name -> settings")
     r["methods"] = {}
     for m, spec in listed.items():
-        spec = dict(_mapping(spec, f"{path}: methods.{m}"))
-        methods.get(spec.get("method", m), f"{path}: methods.{m}")
+        spec = dict(_mapping(spec, where(f"methods.{m}")))
+        methods.get(spec.get("method", m), where(f"methods.{m}"))
         for key in ("generate", "finetune"):
-            _mapping(spec.get(key), f"{path}: methods.{m}.{key}")
+            _mapping(spec.get(key), where(f"methods.{m}.{key}"))
         r["methods"][str(m)] = spec
-    r["_path"] = str(path)
-    r["_data_root"] = data_root
-    r["_set"] = set_keys  # which keys --set gave, so errors name their source
     for key in ("train_data", "replay_data", "mix_data"):
         if r.get(key) is not None:
-            r[key] = resolve_data(r[key], data_root, f"{path}: {key}")
-    td = _mapping(r["eval"].get("test_data"), f"{path}: eval.test_data")
-    r["eval"]["test_data"] = {k: resolve_data(v, data_root, f"{path}: eval.test_data.{k}") for k, v in td.items()}
+            r[key] = resolve_data(r[key], data_root, where(key))
+    td = _mapping(r["eval"].get("test_data"), where("eval.test_data"))
+    r["eval"]["test_data"] = {k: resolve_data(v, data_root, where(f"eval.test_data.{k}")) for k, v in td.items()}
     return r
 
 

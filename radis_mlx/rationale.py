@@ -1,8 +1,7 @@
 """Stage 1 (`radis-mlx generate`): the model's own rationales, or a baseline's self-generated target.
 
 The modes are declared in methods.py: each says its prompt, its own filter and how its rows
-train. Rows are
-``records.Record``s, the written contract between this stage and finetune.
+train. Rows are ``records.Record``s, the written contract between this stage and finetune.
 
 The output JSONL is written append-only, one fsynced row at a time, in completion order;
 a rerun skips finished ids. When every row is done the file is rewritten atomically in
