@@ -189,8 +189,11 @@ def describe() -> str:
         lines.append(f"{m.name:8s} {m.help}")
         if not m.trains:
             continue
+        rows = f"{', '.join(m.data.modes) if m.data.modes is not None else 'any'} rows"
+        rows += " (their references)" if m.data.ref_only else ""
+        reads = " or ".join([rows, *(f"plain {k}" for k in m.data.plain)])
         mix = f"{m.extra.setting}, {m.extra.ratio:.0%} of each epoch" + ("" if m.extra.required else " (optional)")
-        lines.append(f"{'':8s} generate: {', '.join(m.generate) or '-'}; mixes: {mix}")
+        lines.append(f"{'':8s} generate: {', '.join(m.generate) or '-'}; trains on: {reads}; mixes: {mix}")
     lines.append("")
     lines += [f"{name:19s} {mode.help}" for name, mode in MODES.items()]
     return "\n".join(lines)
