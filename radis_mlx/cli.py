@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from . import methods as M
 from .io import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -52,13 +53,18 @@ def models_(as_json: bool = typer.Option(False, "--json", help="print the list a
     typer.echo(json.dumps(rows, indent=2) if as_json else format_models(rows), nl=as_json)
 
 
+@app.command(name="methods")
+def methods_():
+    """The training methods and generate modes: what each generates, trains on and mixes in."""
+    typer.echo(M.describe())
+
+
 @app.command()
 def generate(
     data: str = typer.Option(..., "--data", "-d", help="ALMA JSON/JSONL, WMT source file or dir, JSONL "
                              "(src/ref/src_lang/tgt_lang), instruction file (replay), or a HF dataset id"),
     out: Path = typer.Option(..., "--out", "-o", help="output JSONL (resumes if it exists)"),
-    mode: str = typer.Option("rationale-continue", help="rationale-continue | rationale-explain | seqkd | "
-                             "sdft | replay"),
+    mode: str = typer.Option(M.DEFAULT_MODE, help=M.modes_help()),
     model: Optional[str] = ModelOpt,
     teacher: Optional[str] = typer.Option(None, help="generate with this model instead (teacher ablation)"),
     pairs: Optional[str] = typer.Option(None, help="directions, e.g. de-en,en-de"),
@@ -107,7 +113,7 @@ def finetune(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="run directory (default runs/finetune)"),
     model: Optional[str] = ModelOpt,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of settings (flags override it)"),
-    method: Optional[str] = typer.Option(None, help="radis | sft | seqkd | sdft | replay | mix"),
+    method: Optional[str] = typer.Option(None, help=" | ".join(M.trained()) + f" (default {M.DEFAULT_METHOD})"),
     adapter_path: Optional[str] = typer.Option(None, help="start from these adapters"),
     pairs: Optional[str] = typer.Option(None, help="directions of plain parallel data, e.g. de-en"),
     replay_data: Optional[str] = typer.Option(None, help="generate's replay JSONL (or instruction+output rows)"),
@@ -282,11 +288,16 @@ def run(recipe: str = typer.Argument(..., help="recipe YAML (or a name in recipe
         set_: Optional[List[str]] = typer.Option(None, "--set", help="override a recipe key: key.sub=value"),
         data_root: Optional[str] = typer.Option(None, help="read the recipe's data from local copies under "
                                                 "this folder (e.g. ../shared/data) instead of the hub"),
-        quiet: bool = typer.Option(False, help="no progress lines")):
+        quiet: bool = typer.Option(False, help="no progress lines"),
+        check: bool = typer.Option(False, "--check", help="check every setting and print the plan (stages, "
+                                   "their files, what is done) without running anything")):
     """Run a recipe: generate -> finetune -> eval -> report for every method; resumes where it stopped."""
-    from .pipeline import load_recipe, run as run_recipe
+    from .pipeline import format_plan, load_recipe, run as run_recipe
     r = load_recipe(recipe, set_ or [], data_root)
-    run_recipe(r, out or Path("runs") / str(r.get("name") or Path(recipe).stem), progress=not quiet)
+    out = out or Path("runs") / str(r.get("name") or Path(recipe).stem)
+    res = run_recipe(r, out, progress=not quiet, check=check)
+    if check:
+        typer.echo(format_plan(r, out, res["plan"]))
 
 
 @app.command()

@@ -1,4 +1,6 @@
-"""Token examples for finetune: rows -> (tokens, segment ids) -> length-bucketed batches.
+"""Token examples for finetune: targets -> (tokens, segment ids) -> length-bucketed batches.
+
+(How a generated row or a file becomes a ``Target`` is each method's business: methods.py.)
 
 Every example is one string, prompt + target + end-of-turn, tokenised ONCE (so the tokens
 are exactly what the model sees at inference), and each token gets a segment id from its
@@ -15,18 +17,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from . import prompts
-from .data import Pair, load_pairs, pair_id
-from .io import DataError, UserError, iter_jsonl
+from .io import UserError
 
 PROMPT, REF, RAT, EOT = 0, 1, 2, 3
-SEGMENT_NAMES = {REF: "ref", RAT: "rationale", EOT: "eot"}
-RADIS_MODES = ("rationale-continue", "rationale-explain")
-GENERATE_MODES = (*RADIS_MODES, "seqkd", "sdft", "replay")
 
 
 @dataclass
@@ -60,138 +57,6 @@ class BuildStats:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-# ---------------------------------------------------------------- rows -> targets
-
-def is_generate_file(path) -> bool:
-    """generate's JSONL: the first row has 'mode' and 'text'."""
-    p = Path(path)
-    if not p.is_file():
-        return False
-    with open(p, "rb") as f:
-        head = f.read(1 << 16).lstrip()
-    if not head.startswith(b"{"):
-        return False
-    for _, row in iter_jsonl(p):
-        return "mode" in row and "text" in row
-    return False
-
-
-def _str_field(row, key, path, line, allow_empty=False) -> str:
-    v = row.get(key)
-    if not isinstance(v, str):
-        raise DataError(path, line, key, "missing" if v is None else f"expected a string, got {type(v).__name__}")
-    if not allow_empty and not v.strip():
-        raise DataError(path, line, key, "empty")
-    return v
-
-
-def read_generate_rows(path) -> list[tuple[int, dict]]:
-    rows = []
-    for line, row in iter_jsonl(path):
-        mode = row.get("mode")
-        if mode not in GENERATE_MODES:
-            raise DataError(path, line, "mode", f"expected one of {', '.join(GENERATE_MODES)}, got {mode!r:.40}")
-        if not isinstance(row.get("kept"), bool):
-            raise DataError(path, line, "kept", "expected true or false")
-        _str_field(row, "text", path, line, allow_empty=True)
-        rows.append((line, row))
-    if not rows:
-        raise UserError(f"{path}: no data rows")
-    return rows
-
-
-def _pair_of(row, path, line) -> Pair:
-    src, ref = _str_field(row, "src", path, line), _str_field(row, "ref", path, line)
-    s, t = _str_field(row, "src_lang", path, line), _str_field(row, "tgt_lang", path, line)
-    return Pair(src, ref, s, t, str(row.get("id") or pair_id(src, ref, s, t)))
-
-
-def row_target(row: dict, path, line, tokenizer, templates: prompts.Templates, ref_only: bool = False,
-               separator: str = "\n\n", stats: BuildStats | None = None) -> Target | None:
-    """The training target of one generate row (None: nothing to train on)."""
-    mode = row["mode"]
-    if mode == "replay":
-        instr = _str_field(row, "instruction", path, line)
-        if not row["kept"] or not row["text"].strip():
-            if stats:
-                stats.dropped_rejected += 1
-            return None
-        return Target(str(row.get("id") or line), prompts.chat(tokenizer, instr, templates.system),
-                      [(row["text"].strip(), REF)])
-    pair = _pair_of(row, path, line)
-    prompt = prompts.translation_prompt(tokenizer, pair, templates)
-    text, kept = row["text"], row["kept"]
-    if ref_only or not kept or (mode in RADIS_MODES and not text.strip()):
-        if stats and not ref_only and mode in RADIS_MODES:
-            stats.reference_only += 1
-        return Target(pair.id, prompt, [(pair.ref, REF)])
-    if mode == "rationale-continue":
-        # generate stored the continuation verbatim after the prefilled reference.
-        return Target(pair.id, prompt, [(pair.ref, REF), (text, RAT)])
-    if mode == "rationale-explain":
-        return Target(pair.id, prompt, [(pair.ref, REF), (separator + text.strip(), RAT)])
-    # seqkd / sdft: the model's own translation (or rewrite) replaces the reference.
-    return Target(pair.id, prompt, [(text.strip(), REF)])
-
-
-def load_targets(source, tokenizer, templates: prompts.Templates, *, modes=None, ref_only=False,
-                 plain=("pairs",), directions=None, separator="\n\n",
-                 stats: BuildStats | None = None, what="--data") -> list[Target]:
-    """Read generate JSONL whose rows' modes are in ``modes`` (None: any), or a plain file of a kind
-    in ``plain``: "pairs" (anything ``data.load_pairs`` reads) or "instructions" (rows with
-    instruction + output). ``ref_only`` trains translation rows on the reference alone (sft)."""
-    if not Path(source).exists() and "pairs" not in plain:
-        raise UserError(f"{source}: file not found")
-    if is_generate_file(source):
-        rows = read_generate_rows(source)
-        for line, row in rows:
-            if modes is not None and row["mode"] not in modes:
-                raise DataError(source, line, "mode", f"{what} expects {', '.join(modes)} rows, got {row['mode']!r}")
-        out = [row_target(r, source, line, tokenizer, templates, ref_only, separator, stats)
-               for line, r in rows]
-        if stats:
-            stats.rows += len(rows)
-        return [t for t in out if t is not None]
-    if "instructions" in plain and _first_row_has(source, "instruction"):
-        return _instruction_targets(source, tokenizer, templates, stats)
-    if "pairs" not in plain:
-        raise UserError(f"{source}: {what} needs `radis-mlx generate` output with {', '.join(modes or GENERATE_MODES)} "
-                        "rows (rows with 'mode' and 'text')")
-    pairs = load_pairs(source, directions)
-    if stats:
-        stats.rows += len(pairs)
-    return [Target(p.id, prompts.translation_prompt(tokenizer, p, templates), [(p.ref, REF)]) for p in pairs]
-
-
-def _first_row_has(source, key) -> bool:
-    p = Path(source)
-    if not p.is_file() or p.suffix.lower() not in (".jsonl", ".json"):
-        return False
-    try:
-        for _, row in iter_jsonl(p):
-            return key in row
-    except UserError:
-        return False
-    return False
-
-
-def _instruction_targets(source, tokenizer, templates, stats) -> list[Target]:
-    """Alpaca-style {"instruction", "output"} rows as replay data."""
-    out = []
-    for line, row in iter_jsonl(source):
-        instr = _str_field(row, "instruction", source, line)
-        answer = row.get("output", row.get("answer"))
-        if not isinstance(answer, str) or not answer.strip():
-            raise DataError(source, line, "output", "missing or empty (replay rows need an answer)")
-        out.append(Target(str(row.get("id") or line), prompts.chat(tokenizer, instr, templates.system),
-                          [(answer.strip(), REF)]))
-    if stats:
-        stats.rows += len(out)
-    if not out:
-        raise UserError(f"{source}: no data rows")
-    return out
 
 
 # ---------------------------------------------------------------- targets -> token examples

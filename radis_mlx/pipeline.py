@@ -11,20 +11,20 @@ de-en set shipped with radis-mlx), or ``{hub: ID, local: REL}``: the hub id, or 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from . import methods, settings
 from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, read_yaml, safe_join
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 # Shipped inside the package, so a wheel install finds them too (pip always installs a real directory).
 RECIPES = resources.files(__package__) / "recipes"
-# What each method trains on: the generate mode that makes its data (None: the parallel data itself).
-METHOD_MODES = {"base": None, "sft": None, "mix": None, "radis": "rationale", "seqkd": "seqkd",
-                "sdft": "sdft", "replay": "replay"}
 _TOP_KEYS = {"name", "model", "seed", "train_data", "pairs", "limit", "generate", "finetune", "eval",
              "methods", "replay_data", "mix_data", "description"}
 
@@ -61,17 +61,14 @@ def _mapping(v, where: str) -> dict:
     return v
 
 
-def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -> dict:
+def _apply_overrides(r: dict, overrides: list[str]) -> list[str]:
+    """--set key.sub=value (the value read as YAML) beats the YAML; returns the keys set."""
     import yaml
 
-    path = find_recipe(str(path))
-    r = read_yaml(path) or {}
-    if not isinstance(r, dict):
-        raise UserError(f"{path}: a recipe is a mapping of settings")
-    unknown = sorted(set(map(str, r)) - _TOP_KEYS)
-    if unknown:
-        raise UserError(f"{path}: unknown recipe key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP_KEYS))})")
-    for o in overrides:  # --set key.sub=value beats the YAML
+    if isinstance(r.get("methods"), list) and all(isinstance(m, str) for m in r["methods"]):
+        r["methods"] = {m: {} for m in r["methods"]}  # so --set methods.radis.finetune.x=... works
+    keys = []
+    for o in overrides:
         k, eq, v = o.partition("=")
         if not eq or not k.strip():
             raise UserError(f"--set {o!r}: expected key=value")
@@ -80,36 +77,51 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
         except yaml.YAMLError:
             raise UserError(f"--set {o!r}: the value is not valid YAML") from None
         _set(r, k.strip(), value)
+        keys.append(k.strip())
+    return keys
+
+
+def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -> dict:
+    path = find_recipe(str(path))
+    r = read_yaml(path) or {}
+    if not isinstance(r, dict):
+        raise UserError(f"{path}: a recipe is a mapping of settings")
+    unknown = sorted(set(map(str, r)) - _TOP_KEYS)
+    if unknown:
+        raise UserError(f"{path}: unknown recipe key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP_KEYS))})")
+    set_keys = _apply_overrides(r, overrides)
+    unknown = sorted(set(map(str, r)) - _TOP_KEYS)
+    if unknown:
+        raise UserError(f"--set {unknown[0]}: unknown recipe key (known: {', '.join(sorted(_TOP_KEYS))})")
+    r["_path"], r["_data_root"] = str(path), data_root
+    r["_set"] = set_keys  # which keys --set gave, so errors name their source
+    where = lambda key: _where(r, key)  # noqa: E731
     for key in ("generate", "finetune", "eval"):
-        r[key] = dict(_mapping(r.get(key), f"{path}: {key}"))
+        r[key] = dict(_mapping(r.get(key), where(key)))
     for key in ("seed", "limit"):
         v = r.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise UserError(f"{path}: {key}: expected a whole number >= 0, got {v!r:.60}")
+            raise UserError(f"{where(key)}: expected a whole number >= 0, got {v!r:.60}")
     for key in ("name", "model", "pairs"):
         if r.get(key) is not None and not isinstance(r[key], str):
-            raise UserError(f"{path}: {key}: expected a string, got {r[key]!r:.60}")
-    methods = r.get("methods") or ["base"]
-    if isinstance(methods, list) and all(isinstance(m, str) for m in methods):
-        methods = {m: {} for m in methods}
-    if not isinstance(methods, dict):
-        raise UserError(f"{path}: methods: expected a list of method names or a mapping name -> settings")
+            raise UserError(f"{where(key)}: expected a string, got {r[key]!r:.60}")
+    listed = r.get("methods") or ["base"]
+    if isinstance(listed, list) and all(isinstance(m, str) for m in listed):
+        listed = {m: {} for m in listed}
+    if not isinstance(listed, dict):
+        raise UserError(f"{where('methods')}: expected a list of method names or a mapping name -> settings")
     r["methods"] = {}
-    for m, spec in methods.items():
-        spec = dict(_mapping(spec, f"{path}: methods.{m}"))
-        kind = spec.get("method", m)
-        if not isinstance(kind, str) or kind not in METHOD_MODES:
-            raise UserError(f"{path}: methods.{m}: unknown method {kind!r} ({', '.join(METHOD_MODES)})")
+    for m, spec in listed.items():
+        spec = dict(_mapping(spec, where(f"methods.{m}")))
+        methods.get(spec.get("method", m), where(f"methods.{m}"))
         for key in ("generate", "finetune"):
-            _mapping(spec.get(key), f"{path}: methods.{m}.{key}")
+            _mapping(spec.get(key), where(f"methods.{m}.{key}"))
         r["methods"][str(m)] = spec
-    r["_path"] = str(path)
-    r["_data_root"] = data_root
     for key in ("train_data", "replay_data", "mix_data"):
         if r.get(key) is not None:
-            r[key] = resolve_data(r[key], data_root, f"{path}: {key}")
-    td = _mapping(r["eval"].get("test_data"), f"{path}: eval.test_data")
-    r["eval"]["test_data"] = {k: resolve_data(v, data_root, f"{path}: eval.test_data.{k}") for k, v in td.items()}
+            r[key] = resolve_data(r[key], data_root, where(key))
+    td = _mapping(r["eval"].get("test_data"), where("eval.test_data"))
+    r["eval"]["test_data"] = {k: resolve_data(v, data_root, where(f"eval.test_data.{k}")) for k, v in td.items()}
     return r
 
 
@@ -132,105 +144,248 @@ def resolve_data(v, data_root: str | None, where: str) -> str:
     return v
 
 
-def _mode(recipe: dict, kind: str) -> str:
-    mode = METHOD_MODES[kind]
-    if mode == "rationale":
-        return (recipe.get("generate") or {}).get("mode", "rationale-explain")
-    return mode
+
+# ---------------------------------------------------------------- recipe -> plan
+
+@dataclass
+class Stage:
+    """One step of a run: what it does (``kind``), for which method, where it writes, and its
+    stage settings, built (and so checked) before any stage runs."""
+    kind: str  # sample | generate | finetune | eval | report
+    name: str  # the recipe's method name (or the stage's own)
+    out: Path
+    config: object = None
+    what: str = ""
+
+    def status(self) -> str:
+        return STATUS[self.kind](self)
 
 
-def _sampled_pairs(recipe: dict, path: Path) -> str:
+def _from_set(recipe: dict, dotted: str) -> bool:
+    return any(dotted == s or dotted.startswith(s + ".") for s in recipe.get("_set") or [])
+
+
+def _where(recipe: dict, dotted: str) -> str:
+    """Where a recipe key's value came from: '--set KEY' or 'RECIPE.yaml: KEY'."""
+    return f"--set {dotted}" if _from_set(recipe, dotted) else f"{recipe['_path']}: {dotted}"
+
+
+def _layers(recipe: dict, section: str, mapping: dict) -> list[tuple[str, dict]]:
+    """A recipe section as two settings layers, the YAML's and --set's, each naming its source."""
+    given = {k: _from_set(recipe, f"{section}.{k}") for k in mapping}
+    return [(f"{recipe['_path']}: {section}", {k: v for k, v in mapping.items() if not given[k]}),
+            (f"--set {section}", {k: v for k, v in mapping.items() if given[k]})]
+
+
+def _pick_mode(recipe: dict, name: str, spec: dict, method: methods.Method) -> str:
+    """The mode a method generates: its own setting, else the recipe's when the method can make
+    it, else the method's default (the registry's first)."""
+    own = (spec.get("generate") or {}).get("mode")
+    if own is not None:
+        if own not in method.generate:
+            raise UserError(f"{_where(recipe, f'methods.{name}.generate.mode')}: {own!r} is not a mode "
+                            f"{method.name} trains on (choose from {', '.join(method.generate)})")
+        return own
+    top = (recipe.get("generate") or {}).get("mode")
+    if top is not None:
+        methods.get_mode(top, _where(recipe, "generate.mode"))
+    return top if top in method.generate else method.generate[0]
+
+
+def _generate_stage(recipe: dict, name: str, spec: dict, method: methods.Method, out: Path) -> Stage:
+    from .rationale import GenerateConfig
+
+    mode = _pick_mode(recipe, name, spec, method)
+    top, own = recipe.get("generate") or {}, spec.get("generate") or {}
+    g = {**top, **own, "mode": mode}
+    data = recipe.get(method.generate_from)
+    if not data:
+        raise UserError(f"{recipe['_path']}: {method.generate_from} is needed for method {name}")
+    # Methods that share generate settings share one file; one with its own (a ratio, a teacher)
+    # gets a file of its own, as generate refuses to mix settings in one file.
+    tag = "-" + hashlib.sha1(json.dumps(g, sort_keys=True, default=str).encode()).hexdigest()[:8] \
+        if g != {**top, "mode": mode} else ""
+    gen_file = safe_join(out, f"generate/{mode}{tag}.jsonl")
+    from_train = method.generate_from == "train_data"
+    fixed = dict(data=data, out=str(gen_file), model=recipe.get("model"), seed=int(recipe.get("seed", 0)),
+                 mode=mode, pairs=recipe.get("pairs") if from_train else None)
+    # The mode is picked above; the recipe's limit samples the training pairs (generate's own
+    # limit is for other data, e.g. replay's instructions).
+    drop = ("mode", "limit") if from_train else ("mode",)
+    if from_train:
+        fixed["limit"] = recipe.get("limit")
+    layers = [(w, {k: v for k, v in m.items() if k not in drop})
+              for w, m in [*_layers(recipe, "generate", top), *_layers(recipe, f"methods.{name}.generate", own)]]
+    cfg = settings.build(GenerateConfig, layers, fixed, skip=("data", "out", "mode", "model", "seed", "pairs"))
+    return Stage("generate", name, gen_file, cfg, f"generate {mode}")
+
+
+def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method, out: Path,
+                    gen_file: Path | None, progress: bool) -> Stage:
+    from .train import FinetuneConfig
+
+    train_dir = safe_join(out, f"{name}/train")
+    sources = {**recipe, methods.GENERATED: str(gen_file) if gen_file else None}
+    inputs = {arg: sources.get(src) for arg, src in method.inputs.items()}
+    for arg, v in inputs.items():
+        if not v:
+            raise UserError(f"{recipe['_path']}: {method.inputs[arg]} is needed for method {name}")
+    base = dict(model=recipe.get("model"), seed=recipe.get("seed", 0), pairs=recipe.get("pairs"), quiet=not progress)
+    layers = [("", base), *_layers(recipe, "finetune", recipe.get("finetune") or {}),
+              *_layers(recipe, f"methods.{name}.finetune", spec.get("finetune") or {})]
+    fixed = dict(out=str(train_dir), method=method.name, **inputs)
+    cfg = settings.build(FinetuneConfig, layers, fixed, skip=("out", "method", "data", "replay_data", "mix_data",
+                                                              "resume", "overwrite"))
+    return Stage("finetune", name, train_dir, cfg, f"finetune {method.name}")
+
+
+def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool) -> Stage:
+    from .evals import runner
+
+    e = recipe.get("eval") or {}
+    fixed = dict(models=specs, out=str(out / "eval"), seed=int(recipe.get("seed", 0)), progress=progress)
+    cfg = settings.build(runner.EvalConfig, _layers(recipe, "eval", e), fixed, skip=("models", "out", "progress"))
+    if recipe.get("pairs") and not cfg.pairs:
+        cfg.pairs = recipe["pairs"]
+    try:  # suites and per-suite keys (the adapters are not there yet)
+        runner._check_config(dataclasses.replace(cfg, models=[None]))
+    except UserError as err:
+        given = any(_from_set(recipe, f"eval.{k}") for k in e)
+        raise UserError(f"{'--set eval' if given else recipe['_path'] + ': eval'}: {err}") from None
+    return Stage("eval", "eval", out / "eval", cfg,
+                 f"eval: {', '.join(s.name for s in specs)} on {', '.join(cfg.suites)}")
+
+
+def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
+    """Every stage of a recipe, in order, with its settings built and checked; runs nothing."""
+    from .evals.runner import ModelSpec
+
+    out = Path(out)
+    model, stages, specs, seen = recipe.get("model"), [], [], set()
+    picked = {name: methods.get(spec.get("method", name)) for name, spec in recipe["methods"].items()}
+    if recipe.get("train_data") and recipe.get("limit") and any(m.trains for m in picked.values()):
+        # Sample once, so every method (and every seed) trains on the very same pairs.
+        path = out / "data" / "train.jsonl"
+        stages.append(Stage("sample", "data", path, dict(recipe), f"sample {recipe['limit']} pairs"))
+        recipe = {**recipe, "train_data": str(path), "limit": None}
+    for name, spec in recipe["methods"].items():
+        method = picked[name]
+        if not method.trains:
+            specs.append(ModelSpec(model=model, name=name))
+            continue
+        if not recipe.get("train_data"):
+            raise UserError(f"{recipe['_path']}: train_data is needed for method {name}")
+        gen = _generate_stage(recipe, name, spec, method, out) if method.generate else None
+        if gen and gen.out not in seen:
+            seen.add(gen.out)
+            stages.append(gen)
+        ft = _finetune_stage(recipe, name, spec, method, out, gen.out if gen else None, progress)
+        stages.append(ft)
+        specs.append(ModelSpec(model=model, adapter=str(ft.out), name=name))
+    stages.append(_eval_stage(recipe, specs, out, progress))
+    stages.append(Stage("report", "report", out / "report", [out / "eval" / s.name for s in specs], "report"))
+    return stages
+
+
+def _report_status(stage: Stage) -> str:
+    return "done" if (stage.out / "report.md").exists() else "to do"
+
+
+def _eval_status(stage: Stage) -> str:
+    have = sum((stage.out / s.name / "results.json").exists() for s in stage.config.models)
+    return "to do" if not have else f"{have} of {len(stage.config.models)} models have results (resumes)"
+
+
+def _generate_status(stage: Stage) -> str:
+    from .rationale import output_status
+    return output_status(stage.config)
+
+
+def _finetune_status(stage: Stage) -> str:
+    from .train import output_status
+    return output_status(stage.out)
+
+
+STATUS = {"sample": lambda st: "done" if st.out.exists() else "to do", "generate": _generate_status,
+          "finetune": _finetune_status, "eval": _eval_status, "report": _report_status}
+
+
+def format_plan(recipe: dict, out, stages: list[Stage]) -> str:
+    lines = [f"plan for {recipe['_path']} -> {out}"]
+    for st in stages:
+        lines.append(f"  {st.name:14s} {st.what:40s} {st.out}  [{st.status()}]")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- plan -> stage calls
+
+def _run_sample(st: Stage, progress: bool):
     from .data import load_pairs
     from .io import json_line
 
-    if not path.exists():
-        pairs = load_pairs(recipe["train_data"], recipe.get("pairs"), limit=int(recipe["limit"]),
-                           seed=int(recipe.get("seed", 0)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, "".join(json_line({"id": p.id, "src": p.src, "ref": p.ref, "src_lang": p.src_lang,
-                                                   "tgt_lang": p.tgt_lang}) + "\n" for p in pairs))
-    return str(path)
+    r = st.config
+    if not st.out.exists():
+        pairs = load_pairs(r["train_data"], r.get("pairs"), limit=int(r["limit"]), seed=int(r.get("seed", 0)))
+        st.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(st.out, "".join(json_line({"id": p.id, "src": p.src, "ref": p.ref, "src_lang": p.src_lang,
+                                                     "tgt_lang": p.tgt_lang}) + "\n" for p in pairs))
 
 
-def run(recipe: dict, out, *, progress: bool = True) -> dict:
-    from .evals.runner import EvalConfig, ModelSpec, evaluate
-    from .rationale import GenerateConfig, format_summary, generate
+def _run_generate(st: Stage, progress: bool):
+    from .rationale import format_summary, generate
+    _log(format_summary(generate(st.config, progress=progress)))
+
+
+def _run_finetune(st: Stage, progress: bool):
+    from .train import finetune, output_status
+    state = output_status(st.out)
+    if state == "done":
+        _log(f"{st.name}: finetune already complete in {st.out}")
+        return
+    resume = state.startswith("partial")
+    # A run that died before its first checkpoint starts over.
+    cfg = dataclasses.replace(st.config, resume=resume, overwrite=st.out.exists() and not resume).validate()
+    _log(f"{st.name}: finetune {cfg.method} -> {st.out}" + (" (resuming)" if resume else ""))
+    finetune(cfg)
+
+
+def _run_eval(st: Stage, progress: bool):
+    from .evals.runner import evaluate
+    return evaluate(st.config)
+
+
+def _run_report(st: Stage, progress: bool):
     from .report import report
-    from .train import finetune, load_config
+    return report(st.config, st.out)
 
-    out = check_writable_dir(out)
+
+RUN = {"sample": _run_sample, "generate": _run_generate, "finetune": _run_finetune, "eval": _run_eval,
+       "report": _run_report}
+
+
+def _log(m: str) -> None:
+    print(f"[run] {m}", flush=True)
+
+
+def run(recipe: dict, out, *, progress: bool = True, check: bool = False) -> dict:
+    """Plan the recipe (every stage's settings checked first), then run the stages in order;
+    ``check``: only return the plan."""
+    stages = plan(recipe, out, progress)
+    if check:
+        return {"plan": stages}
     t0 = time.perf_counter()
-    model, seed = recipe.get("model"), int(recipe.get("seed", 0))
-    clean = {k: v for k, v in recipe.items() if not k.startswith("_")}
-    atomic_write_json(out / "recipe.json", clean)
-    log = lambda m: print(f"[run] {m}", flush=True)  # noqa: E731
-    specs, timings = [], {}
-    if recipe.get("train_data") and recipe.get("limit") and any(
-            spec.get("method", m) != "base" for m, spec in recipe["methods"].items()):
-        # Sample once, so every method (and every seed) trains on the very same pairs.
-        recipe = {**recipe, "train_data": _sampled_pairs(recipe, out / "data" / "train.jsonl"), "limit": None}
-    for name, spec in recipe["methods"].items():
-        kind = spec.get("method", name)
+    out = check_writable_dir(out)
+    atomic_write_json(out / "recipe.json", {k: v for k, v in recipe.items() if not k.startswith("_")})
+    done, timings = {}, {}
+    for st in stages:
         ts = time.perf_counter()
-        if kind == "base":
-            specs.append(ModelSpec(model=model, name=name))
-            continue
-        train_data = recipe.get("train_data")
-        if not train_data:
-            raise UserError(f"{recipe['_path']}: train_data is needed for method {name}")
-        mode = _mode(recipe, kind)
-        gen_file = None
-        if mode:
-            g = {**(recipe.get("generate") or {}), **(spec.get("generate") or {}), "mode": mode}
-            data = recipe.get("replay_data") if mode == "replay" else train_data
-            if not data:
-                raise UserError(f"{recipe['_path']}: replay_data is needed for method {name}")
-            # Methods that share generate settings share one file; one with its own (a --ratio, a
-            # teacher) gets a file of its own, as generate refuses to mix settings in one file.
-            own = g != {**(recipe.get("generate") or {}), "mode": mode}
-            tag = "-" + hashlib.sha1(json.dumps(g, sort_keys=True, default=str).encode()).hexdigest()[:8] if own else ""
-            gen_file = safe_join(out, f"generate/{mode}{tag}.jsonl")
-            gcfg = GenerateConfig(data=data, out=str(gen_file), model=model, seed=seed,
-                                  pairs=None if mode == "replay" else recipe.get("pairs"),
-                                  limit=recipe.get("limit") if mode != "replay" else g.pop("limit", None),
-                                  **{k: v for k, v in g.items() if k not in ("mode", "limit")}, mode=mode)
-            log(f"{name}: generate {mode} -> {gen_file}")
-            log(format_summary(generate(gcfg, progress=progress)))
-        f = {**(recipe.get("finetune") or {}), **(spec.get("finetune") or {})}
-        train_dir = safe_join(out, f"{name}/train")
-        kw = dict(model=model, seed=seed, out=str(train_dir), method=kind, pairs=recipe.get("pairs"),
-                  quiet=not progress)
-        kw.update(f)  # a method's own finetune settings (e.g. its seed) beat the recipe's
-        if kind == "replay":
-            kw.update(data=train_data, replay_data=str(gen_file))
-        elif kind == "mix":
-            kw.update(data=train_data, mix_data=recipe.get("mix_data"))
-        elif kind == "sft":
-            kw.update(data=train_data)
-        else:
-            kw.update(data=str(gen_file))
-        done = (train_dir / "adapters.safetensors").exists() and (train_dir / "summary.json").exists()
-        if done:
-            log(f"{name}: finetune already complete in {train_dir}")
-        else:
-            resume = (train_dir / "checkpoints").is_dir() and any((train_dir / "checkpoints").iterdir())
-            if train_dir.exists() and not resume:
-                kw["overwrite"] = True  # a run that died before its first checkpoint: start over
-            cfg = load_config(None, resume=resume or None, **kw)
-            log(f"{name}: finetune {kind} -> {train_dir}" + (" (resuming)" if resume else ""))
-            finetune(cfg)
-        specs.append(ModelSpec(model=model, adapter=str(train_dir), name=name))
-        timings[name] = round(time.perf_counter() - ts, 1)
-    e = dict(recipe.get("eval") or {})
-    ecfg = EvalConfig(models=specs, out=str(out / "eval"), seed=seed, progress=progress,
-                      **{k: v for k, v in e.items() if k not in ("models", "out", "progress")})
-    if recipe.get("pairs") and not ecfg.pairs:
-        ecfg.pairs = recipe["pairs"]
-    log(f"eval: {', '.join(s.name for s in specs)} on {', '.join(ecfg.suites)}")
-    results = evaluate(ecfg)
-    rep = report([out / "eval" / s.name for s in specs], out / "report")
+        if st.kind in ("generate", "eval"):
+            _log(f"{st.name}: {st.what} -> {st.out}" if st.kind == "generate" else st.what)
+        done[st.kind] = RUN[st.kind](st, progress)
+        if st.kind in ("generate", "finetune"):
+            timings[st.name] = round(timings.get(st.name, 0) + time.perf_counter() - ts, 1)
     summary = {"recipe": recipe["_path"], "out": str(out), "methods": list(recipe["methods"]),
                "stage_wall_s": timings, "wall_s": round(time.perf_counter() - t0, 1)}
     atomic_write_json(out / "summary.json", summary)
-    log(f"done in {summary['wall_s']} s: {out / 'report' / 'report.md'}, {out / 'report' / 'tradeoff.png'}")
-    return {"results": results, "report": rep, "summary": summary}
+    _log(f"done in {summary['wall_s']} s: {out / 'report' / 'report.md'}, {out / 'report' / 'tradeoff.png'}")
+    return {"results": done["eval"], "report": done["report"], "summary": summary, "plan": stages}

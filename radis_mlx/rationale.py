@@ -1,12 +1,7 @@
 """Stage 1 (`radis-mlx generate`): the model's own rationales, or a baseline's self-generated target.
 
-Modes
-- rationale-continue: the assistant turn is prefilled with the reference; the model's
-  continuation is the rationale (RaDis, continuation mode), stored verbatim.
-- rationale-explain: a user turn shows source + reference and asks for an explanation.
-- seqkd: the model's own translation (self-SeqKD).
-- sdft: the model rewrites the reference in its own words (SDFT); rejected rewrites keep it.
-- replay: the model's own answers to general instructions (TransLLM's recovery KD).
+The modes are declared in methods.py: each says its prompt, its own filter and how its rows
+train. Rows are ``records.Record``s, the written contract between this stage and finetune.
 
 The output JSONL is written append-only, one fsynced row at a time, in completion order;
 a rerun skips finished ids. When every row is done the file is rewritten atomically in
@@ -27,21 +22,20 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from . import __version__, prompts
+from . import __version__, methods, prompts
 from .data import Pair, load_instructions, load_pairs
 from .decode import DecodeConfig, decode
 from .io import JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, \
     iter_jsonl, json_line, read_json, repair_jsonl_tail
 from .progress import Progress
-
-MODES = ("rationale-continue", "rationale-explain", "seqkd", "sdft", "replay")
+from .records import Record
 
 
 @dataclass
 class GenerateConfig:
     data: str
     out: str
-    mode: str = "rationale-continue"
+    mode: str = methods.DEFAULT_MODE
     model: str | None = None
     teacher: str | None = None  # generate with another model (the paper's teacher ablation)
     pairs: str | None = None
@@ -74,6 +68,17 @@ class GenerateConfig:
         d["version"] = __version__
         return d
 
+    def validate(self) -> "GenerateConfig":
+        """Check the settings before any data or model is read (a recipe checks every stage first)."""
+        methods.get_mode(self.mode, "mode")
+        if self.unfinished not in ("keep", "trim", "drop"):
+            raise UserError(f"unfinished: unknown value {self.unfinished!r} (keep, trim, drop)")
+        if not 0.0 <= self.ratio <= 1.0:
+            raise UserError(f"ratio: must be in [0, 1], got {self.ratio}")
+        if self.workers < 0:
+            raise UserError(f"workers: must be >= 0 (0: automatic), got {self.workers}")
+        return self
+
 
 def repeat_share(tokens: list[int], n: int = 4) -> float:
     grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
@@ -98,9 +103,9 @@ def in_ratio(row_id: str, ratio: float, seed: int) -> bool:
 
 def judge(cfg: GenerateConfig, text: str, tokens: list[int], finish: str) -> tuple[str, bool, str | None]:
     """Apply the filters: (text to store, kept, reason)."""
-    if cfg.mode == "seqkd":
-        text, _ = prompts.cut_translation(text)
-    if finish == "length" and cfg.mode != "seqkd":
+    mode = methods.get_mode(cfg.mode)
+    text = mode.clean(text)
+    if finish == "length" and mode.trims_unfinished:
         if cfg.unfinished == "drop":
             return text, False, "unfinished"
         if cfg.unfinished == "trim":
@@ -113,9 +118,8 @@ def judge(cfg: GenerateConfig, text: str, tokens: list[int], finish: str) -> tup
         return text, False, "too-long"
     if repeat_share(tokens) > cfg.max_repeat:
         return text, False, "repetition"
-    if cfg.mode == "sdft" and prompts.sdft_rejected(text):
-        return text, False, "sdft-banned"
-    return text, True, None
+    reason = mode.rejected(text)
+    return (text, False, reason) if reason else (text, True, None)
 
 
 def _meta_path(out: Path) -> Path:
@@ -136,7 +140,8 @@ class Item:
 def build_items(cfg: GenerateConfig, tokenizer) -> list[Item]:
     """The rows to generate, in input order; without a tokenizer, their fixed fields only."""
     t = prompts.Templates(translate=cfg.translate_template, explain=cfg.explain_template, system=cfg.system)
-    if cfg.mode == "replay":
+    mode = methods.get_mode(cfg.mode)
+    if mode.reads == "instructions":
         rows = load_instructions(cfg.data, limit=cfg.limit, seed=cfg.seed)
         return [Item(r["id"], prompts.chat(tokenizer, r["instruction"], cfg.system, thinking=cfg.thinking)
                      if tokenizer else "", {"instruction": r["instruction"]}) for r in rows]
@@ -144,16 +149,7 @@ def build_items(cfg: GenerateConfig, tokenizer) -> list[Item]:
                                    split=cfg.split)
     items = []
     for p in pairs:
-        if tokenizer is None:
-            text = ""
-        elif cfg.mode == "rationale-continue":
-            text = prompts.translation_prompt(tokenizer, p, t, prefill=p.ref)
-        elif cfg.mode == "rationale-explain":
-            text = prompts.explain_prompt(tokenizer, p, t)
-        elif cfg.mode == "seqkd":
-            text = prompts.translation_prompt(tokenizer, p, t)
-        else:
-            text = prompts.sdft_prompt(tokenizer, p, t)
+        text = mode.prompt(tokenizer, p, t) if tokenizer is not None else ""
         items.append(Item(p.id, text, {"src": p.src, "ref": p.ref, "src_lang": p.src_lang,
                                        "tgt_lang": p.tgt_lang}))
     return items
@@ -176,6 +172,17 @@ def _check_meta(cfg: GenerateConfig, out: Path) -> None:
         atomic_write_json(meta_path, {"tool": f"radis-mlx {__version__}", "settings": fp})
 
 
+def output_status(cfg: GenerateConfig) -> str:
+    """What generating ``cfg.out`` has left: "done", "partial (resumes)", "stale (...)" or "to do"."""
+    out = Path(cfg.out)
+    if not out.exists() and not _parts(out):
+        return "to do"
+    meta = _meta_path(out)
+    if meta.exists() and read_json(meta).get("settings") != cfg.fingerprint():
+        return "stale (written with other settings: generate will refuse it)"
+    return "done" if _summary_path(out).exists() and not _parts(out) else "partial (resumes)"
+
+
 def _done_rows(out: Path) -> dict[str, dict]:
     if not out.exists():
         return {}
@@ -188,21 +195,14 @@ def _done_rows(out: Path) -> dict[str, dict]:
 
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     """Run the generate stage; returns the summary (also saved as ``<out>.summary.json``)."""
-    if cfg.mode not in MODES:
-        raise UserError(f"unknown --mode {cfg.mode!r} (choose {', '.join(MODES)})")
-    if cfg.unfinished not in ("keep", "trim", "drop"):
-        raise UserError(f"unknown --unfinished {cfg.unfinished!r} (keep, trim, drop)")
-    if not 0.0 <= cfg.ratio <= 1.0:
-        raise UserError(f"--ratio must be in [0, 1], got {cfg.ratio}")
-    if cfg.workers < 0:
-        raise UserError(f"--workers must be >= 0 (0: automatic), got {cfg.workers}")
+    cfg.validate()
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out names a .jsonl file")
     check_writable_dir(out.parent)
     t0 = time.perf_counter()
     # Fail on bad data before loading a model; the row ids need no tokenizer.
-    if cfg.mode != "replay":
+    if methods.get_mode(cfg.mode).reads == "pairs":
         ids = [p.id for p in load_pairs(cfg.data, cfg.pairs, limit=cfg.limit, seed=cfg.seed, ref=cfg.ref,
                                         split=cfg.split)]
     else:
@@ -273,8 +273,7 @@ def _generate_rows(cfg: GenerateConfig, ids: list[str], path: Path, progress: bo
     items = {it.id: it for it in build_items(cfg, tok)}
     with JsonlAppender(path) as w:
         for i in skipped:
-            w.write({"id": i, **items[i].base, "mode": cfg.mode, "text": "", "kept": False, "reason": "ratio",
-                     "n_tokens": 0, "finish": "skipped"})
+            w.write(Record(i, cfg.mode, "", False, "ratio", 0, "skipped", **items[i].base).to_row())
         if wanted:
             todo = [items[i] for i in ids if i in wanted]
             dcfg = DecodeConfig(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -287,8 +286,7 @@ def _generate_rows(cfg: GenerateConfig, ids: list[str], path: Path, progress: bo
 
 def _row(cfg: GenerateConfig, it: Item, text: str, tokens: list[int], finish: str) -> dict:
     stored, kept, reason = judge(cfg, text, tokens, finish)
-    return {"id": it.id, **it.base, "mode": cfg.mode, "text": stored, "kept": kept, "reason": reason,
-            "n_tokens": len(tokens), "finish": finish}
+    return Record(it.id, cfg.mode, stored, kept, reason, len(tokens), finish, **it.base).to_row()
 
 
 def _part(out: Path, rank: int, size: int) -> Path:

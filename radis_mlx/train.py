@@ -30,14 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, prompts
+from . import __version__, methods, prompts, settings
 from . import examples as ex
 from .kernels import _fast_fns, fast_cross_entropy, patch_cpu_kernels  # noqa: F401 (re-exported)
 from .io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, iter_jsonl, json_line, read_json,
                  read_yaml, repair_jsonl_tail)
 from .progress import Progress
 
-METHODS = ("radis", "sft", "seqkd", "sdft", "replay", "mix")
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "lion", "muon")
 # Settings that don't change the weights a run ends at: they may differ on --resume.
@@ -52,10 +51,10 @@ class FinetuneConfig:
     data: str | None = None
     out: str = "runs/finetune"
     adapter_path: str | None = None  # start from these adapters (same fine-tune type and rank)
-    method: str = "radis"
+    method: str = methods.DEFAULT_METHOD
     pairs: str | None = None  # directions for plain parallel data (e.g. de-en)
     replay_data: str | None = None
-    replay_ratio: float = 0.25  # share of the epoch taken from replay_data / mix_data
+    replay_ratio: float | None = None  # share of the epoch from replay_data / mix_data; None: the method's
     mix_data: str | None = None
     separator: str = "\n\n"  # reference/rationale separator for rationale-explain rows
     template: str = prompts.TRANSLATE
@@ -104,35 +103,43 @@ class FinetuneConfig:
     trust_remote_code: bool = False
 
     def validate(self) -> "FinetuneConfig":
-        def need(cond, msg):
+        """Check every setting; messages start with the setting's name (settings.build puts its
+        source in front: a file or --set)."""
+        def need(cond, key, msg):
             if not cond:
-                raise UserError(msg)
-        need(self.data, "--data is required")
+                raise UserError(f"{key}: {msg}")
+        need(self.data, "data", "required")
         bad = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
                and not math.isfinite(getattr(self, f.name))]
-        need(not bad, f"{', '.join(bad)}: must be a finite number")
-        need(self.method in METHODS, f"unknown --method {self.method!r} ({', '.join(METHODS)})")
-        need(self.fine_tune_type in FINE_TUNE_TYPES, f"unknown fine-tune type {self.fine_tune_type!r} "
-             f"({', '.join(FINE_TUNE_TYPES)})")
-        need(self.normalize in ("tokens", "segments"),
-             f"--normalize must be tokens or segments, got {self.normalize!r}")
-        need(self.optimizer in OPTIMIZERS, f"unknown --optimizer {self.optimizer!r} ({', '.join(OPTIMIZERS)})")
-        need(self.w_ref > 0 and self.w_rat >= 0,
-             f"--w-ref must be > 0 and --w-rat >= 0 (got {self.w_ref}, {self.w_rat})")
-        need(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be >= 1")
-        need(self.iters is None or self.iters >= 1, f"--iters must be >= 1, got {self.iters}")
-        need(self.iters is not None or self.epochs > 0, f"--epochs must be > 0, got {self.epochs}")
-        need(self.max_seq_len >= 8, f"--max-seq-len must be >= 8, got {self.max_seq_len}")
-        need(self.lr > 0 and self.lr_min >= 0, f"--lr must be > 0 (got {self.lr})")
-        need(self.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got {self.schedule!r}")
-        need(0 <= self.replay_ratio < 1, f"--replay-ratio must be in [0, 1), got {self.replay_ratio}")
-        need(0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        need(self.lora_rank >= 1 and 0 <= self.lora_dropout < 1, "bad LoRA rank/dropout")
-        need(self.best_metric in ("val_loss", "val_ref_loss"), "--best-metric must be val_loss or val_ref_loss")
-        need(not (self.resume and self.overwrite), "pass either --resume or --overwrite, not both")
-        need(self.method != "replay" or self.replay_data, "--method replay needs --replay-data")
-        need(self.method != "mix" or self.mix_data, "--method mix needs --mix-data")
-        need((self.pad_multiple or 1) >= 1 and self.warmup >= 0, "bad --pad-multiple/--warmup")
+        need(not bad, ", ".join(bad), "must be a finite number")
+        m = methods.get(self.method, "method")
+        need(m.trains, "method", f"{self.method} trains nothing (choose from {', '.join(methods.trained())})")
+        if self.replay_ratio is None:
+            self.replay_ratio = m.extra.ratio
+        need(self.fine_tune_type in FINE_TUNE_TYPES, "fine_tune_type",
+             f"unknown {self.fine_tune_type!r} ({', '.join(FINE_TUNE_TYPES)})")
+        need(self.normalize in ("tokens", "segments"), "normalize", f"tokens or segments, got {self.normalize!r}")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"unknown {self.optimizer!r} ({', '.join(OPTIMIZERS)})")
+        need(self.w_ref > 0, "w_ref", f"must be > 0, got {self.w_ref}")
+        need(self.w_rat >= 0, "w_rat", f"must be >= 0, got {self.w_rat}")
+        need(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        need(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")
+        need(self.iters is None or self.iters >= 1, "iters", f"must be >= 1, got {self.iters}")
+        need(self.iters is not None or self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        need(self.max_seq_len >= 8, "max_seq_len", f"must be >= 8, got {self.max_seq_len}")
+        need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        need(self.lr_min >= 0, "lr_min", f"must be >= 0, got {self.lr_min}")
+        need(self.schedule in ("cosine", "constant"), "schedule", f"cosine or constant, got {self.schedule!r}")
+        need(0 <= self.replay_ratio < 1, "replay_ratio", f"must be in [0, 1), got {self.replay_ratio}")
+        need(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        need(self.lora_rank >= 1, "lora_rank", f"must be >= 1, got {self.lora_rank}")
+        need(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        need(self.best_metric in ("val_loss", "val_ref_loss"), "best_metric", "val_loss or val_ref_loss")
+        need(not (self.resume and self.overwrite), "resume", "pass either resume or overwrite, not both")
+        need(not m.extra.required or getattr(self, m.extra.setting), m.extra.setting,
+             f"required by method {self.method}")
+        need((self.pad_multiple or 1) >= 1, "pad_multiple", f"must be >= 1, got {self.pad_multiple}")
+        need(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
         return self
 
     def trajectory(self) -> dict:
@@ -140,35 +147,9 @@ class FinetuneConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FREE_KEYS}
 
 
-def _coerce(name: str, value, typ: str):
-    if value is None:
-        return None
-    try:
-        if typ.startswith("float"):
-            return float(value)
-        if typ.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if typ.startswith("bool"):
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-                return value.lower() in ("true", "yes", "1")
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if typ.startswith("list"):
-            return [str(v) for v in (value.split(",") if isinstance(value, str) else value)]
-        if typ.startswith("str"):
-            return str(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name}: expected {typ.split(' ')[0]}, got {value!r:.60}") from None
-    return value
-
-
 def load_config(config_file=None, **overrides) -> FinetuneConfig:
     """defaults < YAML file < overrides (CLI flags; None means 'not given')."""
-    types = {f.name: f.type for f in fields(FinetuneConfig)}
-    d: dict = {}
+    layers = []
     if config_file:
         p = Path(config_file)
         if not p.is_file():
@@ -176,18 +157,9 @@ def load_config(config_file=None, **overrides) -> FinetuneConfig:
         y = read_yaml(p) or {}
         if not isinstance(y, dict):
             raise UserError(f"{p}: expected a mapping of settings")
-        y = {str(k).replace("-", "_"): v for k, v in y.items()}
-        unknown = sorted(set(y) - set(types))
-        if unknown:
-            raise UserError(f"{p}: unknown setting(s) {', '.join(unknown)}")
-        # `key: null` means "the default" unless the setting is optional (then it means "none").
-        d.update({k: _coerce(k, v, types[k]) for k, v in y.items() if v is not None or "None" in str(types[k])})
-    for k, v in overrides.items():
-        if k not in types:
-            raise UserError(f"unknown setting {k}")
-        if v is not None:
-            d[k] = _coerce(k, v, types[k])
-    return FinetuneConfig(**d).validate()
+        layers.append((f"{p}:", y))
+    layers.append(("", {k: v for k, v in overrides.items() if v is not None}))
+    return settings.build(FinetuneConfig, layers)
 
 
 def _hash(obj) -> str:
@@ -198,32 +170,25 @@ def _hash(obj) -> str:
 
 def load_data(cfg: FinetuneConfig, tokenizer, rank_print=print) -> dict:
     t = prompts.Templates(translate=cfg.template, system=cfg.system)
-    translation = ("rationale-continue", "rationale-explain", "seqkd", "sdft")
-    main_rules = {"radis": dict(modes=ex.RADIS_MODES), "seqkd": dict(modes=("seqkd",)),
-                  "sdft": dict(modes=("sdft",)), "sft": dict(modes=translation, ref_only=True),
-                  "replay": dict(modes=translation, ref_only=True),
-                  "mix": dict(modes=None, plain=("pairs", "instructions"))}[cfg.method]
-    main_rules.setdefault("plain", ("pairs",) if main_rules.get("ref_only") else ())
+    method = methods.get(cfg.method)
     kw = dict(directions=cfg.pairs, separator=cfg.separator)
     st_main, st_extra, st_val = ex.BuildStats(), ex.BuildStats(), ex.BuildStats()
-    targets = ex.load_targets(cfg.data, tokenizer, t, stats=st_main, what=f"--method {cfg.method}", **kw,
-                              **main_rules)
+    targets = methods.load_targets(cfg.data, tokenizer, t, method.data, stats=st_main,
+                                   what=f"--method {cfg.method}", **kw)
     val_targets = []
     if cfg.val_data:
-        val_targets = ex.load_targets(cfg.val_data, tokenizer, t, stats=st_val, what="--val-data", **kw,
-                                      **{**main_rules, "plain": ("pairs", "instructions")})
+        val_rule = dataclasses.replace(method.data, plain=("pairs", "instructions"))
+        val_targets = methods.load_targets(cfg.val_data, tokenizer, t, val_rule, stats=st_val, what="--val-data", **kw)
     elif cfg.val_fraction > 0:
         k = max(1, int(round(len(targets) * cfg.val_fraction)))
         pick = set(np.random.default_rng([cfg.seed, 11]).permutation(len(targets))[:k].tolist())
         val_targets = [x for i, x in enumerate(targets) if i in pick]
         targets = [x for i, x in enumerate(targets) if i not in pick]
-    extra_src = cfg.mix_data if cfg.method == "mix" else cfg.replay_data
+    extra_src = getattr(cfg, method.extra.setting)
     extra_targets = []
     if extra_src:
-        rules = dict(modes=None, plain=("pairs", "instructions")) if cfg.method == "mix" else \
-            dict(modes=("replay",), plain=("instructions",))
-        extra_targets = ex.load_targets(extra_src, tokenizer, t, stats=st_extra,
-                                        what="--mix-data" if cfg.method == "mix" else "--replay-data", **kw, **rules)
+        extra_targets = methods.load_targets(extra_src, tokenizer, t, method.extra.rule, stats=st_extra,
+                                             what=f"--{method.extra.setting.replace('_', '-')}", **kw)
     main = ex.build_examples(tokenizer, targets, cfg.max_seq_len, 0, st_main)
     extra = ex.build_examples(tokenizer, extra_targets, cfg.max_seq_len, 1, st_extra)
     val = ex.build_examples(tokenizer, val_targets, cfg.max_seq_len, 0, st_val)
@@ -469,6 +434,15 @@ def list_checkpoints(out: Path) -> list[int]:
         if all((d / f"step-{s:07d}{x}").exists() for x in (".adapters.safetensors", ".optimizer.safetensors")):
             steps.append(s)
     return sorted(steps)
+
+
+def output_status(out) -> str:
+    """What a run in ``out`` has left: "done", "partial (...)" (resumes from a checkpoint) or "to do"."""
+    out = Path(out)
+    if (out / "adapters.safetensors").exists() and (out / "summary.json").exists():
+        return "done"
+    steps = list_checkpoints(out)
+    return f"partial (resumes at step {steps[-1]})" if steps else "to do"
 
 
 def load_checkpoint(out: Path, step: int, model, optimizer) -> dict:

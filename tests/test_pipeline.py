@@ -96,3 +96,91 @@ def test_methods_with_their_own_generate_settings_get_their_own_file(tmp_path, t
     assert len(full) == len(half) == 48
     assert all(r["reason"] != "ratio" for r in full)
     assert 10 < sum(r["reason"] == "ratio" for r in half) < 38
+
+
+# ---------------------------------------------------------------- settings checked before any work
+
+BAD_KEYS = ["generate.bogus=1", "finetune.bogus=1", "eval.bogus=1", "methods.radis.generate.bogus=1",
+            "methods.sft.finetune.bogus=1", "generate.max_tokens=many", "finetune.lr=[1]", "eval.limit=x",
+            "eval.suites=[nope]", "methods.radis.generate.mode=seqkd", "generate.mode=nope", "finetune.normalize=mean",
+            "methods.radis.finetune.w_ref=0", "generate.ratio=2", "seed=x", "limit=-1"]
+
+
+@pytest.mark.parametrize("override", BAD_KEYS)
+def test_a_bad_setting_anywhere_fails_before_any_work(tmp_path, capsys, override):
+    from radis_mlx.cli import main
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        main(["run", "demo", "--out", str(out), "--set", override])
+    err = capsys.readouterr().err.strip()
+    key = override.partition("=")[0]
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and (f"--set {key}" in err or "--set eval:" in err), err  # names key + source
+    assert not out.exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize("section", ["generate", "finetune", "eval", "methods.radis.generate",
+                                     "methods.radis.finetune"])
+def test_a_bad_key_in_a_recipe_file_names_the_file(tmp_path, section):
+    recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
+    recipe["methods"] = {"base": {}, "radis": {}}
+    d = recipe
+    for k in section.split("."):
+        d = d.setdefault(k, {})
+    d["bogus"] = 1
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(UserError, match=rf"^{p}: {section}\.bogus: unknown setting"):
+        run(load_recipe(p), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_prints_the_plan_and_runs_nothing(tmp_path, capsys):
+    from radis_mlx.cli import main
+    out = tmp_path / "run"
+    main(["run", "demo", "--out", str(out), "--check", "--set", "methods=[base, sft, radis, seqkd]"])
+    text = capsys.readouterr().out
+    assert not out.exists()
+    for line in ("sft  ", "finetune sft", "generate rationale-explain", "finetune radis", "generate seqkd",
+                 "eval: base, sft, radis, seqkd", "report"):
+        assert line in text, text
+    assert str(out / "generate" / "rationale-explain.jsonl") in text and str(out / "radis" / "train") in text
+    assert text.count("[to do]") == 7
+
+
+# ---------------------------------------------------------------- the registry is the only place to edit
+
+def test_a_method_registered_in_a_test_runs_through_run(tmp_path, tiny_model_dir, monkeypatch):
+    from radis_mlx import methods, prompts
+    from radis_mlx.examples import RAT, REF
+
+    monkeypatch.setattr(methods, "MODES", dict(methods.MODES))  # registered for this test only
+    monkeypatch.setattr(methods, "METHODS", dict(methods.METHODS))
+
+    class Paraphrase(methods.Mode):
+        name, help = "toy-paraphrase", "the model paraphrases the reference; trained as reference + paraphrase"
+
+        def prompt(self, tokenizer, pair, t):
+            return prompts.chat(tokenizer, f"Say this another way: {pair.ref}", t.system)
+
+        def pieces(self, text, ref, separator):
+            return [(ref, REF), (separator + text.strip(), RAT)]
+
+    methods.register_mode(Paraphrase())
+    methods.register(methods.Method("toy", "reference + the model's paraphrase", methods.Rule(("toy-paraphrase",)),
+                                    generate=("toy-paraphrase",)))
+    recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
+    recipe.update(model=str(tiny_model_dir), methods=["base", "toy"], limit=8)
+    recipe["generate"] = {"max_tokens": 4}
+    recipe["finetune"].update(iters=1, batch_size=2, save_every=1)
+    recipe["eval"].update(suites=["advbench"], limit=2, max_tokens={"advbench": 4})
+    p = tmp_path / "toy.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    res = run(load_recipe(p), out, progress=False)
+    rows = [json.loads(line) for line in (out / "generate" / "toy-paraphrase.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {r["mode"] for r in rows} == {"toy-paraphrase"}
+    assert (out / "toy" / "train" / "adapters.safetensors").exists() and set(res["results"]) == {"base", "toy"}
+    assert "toy" in (out / "report" / "report.md").read_text()
+    assert all(st.status() == "done" for st in run(load_recipe(p), out, check=True)["plan"]
+               if st.kind in ("sample", "generate", "finetune", "report"))

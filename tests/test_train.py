@@ -14,6 +14,8 @@ import pytest
 
 from radis_mlx import examples as ex
 from radis_mlx import prompts
+from radis_mlx.methods import row_target
+from radis_mlx.records import Record
 from radis_mlx.data import Pair
 from radis_mlx.io import UserError
 
@@ -29,6 +31,10 @@ def _row(i, mode="rationale-continue", text=None, kept=True):
     return {"id": f"r{i}", "src": s, "ref": r, "src_lang": "de", "tgt_lang": "en", "mode": mode,
             "text": RATIONALE * (1 + i % 3) if text is None else text, "kept": kept, "reason": None,
             "n_tokens": 9, "finish": "stop"}
+
+
+def _target(row, tok, templates=prompts.Templates(), **kw):
+    return row_target(Record.from_row(row, "f", 1), tok, templates, **kw)
 
 
 def _write(path: Path, rows) -> Path:
@@ -65,7 +71,7 @@ def _seg_text(tok, ids, segs, s):
 
 def test_continuation_segments_keep_whitespace(tok):
     text = "  Both use the present tense.\n"
-    t = ex.row_target(_row(0, text=text), "f", 1, tok, prompts.Templates())
+    t = _target(_row(0, text=text), tok, prompts.Templates())
     assert t.pieces == [(PAIRS[0][1], ex.REF), (text, ex.RAT)]  # verbatim: leading spaces, trailing newline
     ids, segs = ex.tokenize_segments(tok, t.prompt, t.pieces, prompts.end_of_turn(tok))
     assert ids == prompts.encode(tok, t.prompt + PAIRS[0][1] + text + prompts.end_of_turn(tok))  # one tokenisation
@@ -78,22 +84,22 @@ def test_continuation_segments_keep_whitespace(tok):
 
 def test_explain_separator_and_modes(tok):
     T = prompts.Templates()
-    t = ex.row_target(_row(1, "rationale-explain", "  The verb moves.  "), "f", 1, tok, T)
+    t = _target(_row(1, "rationale-explain", "  The verb moves.  "), tok, T)
     assert t.pieces[1] == ("\n\nThe verb moves.", ex.RAT)
-    t = ex.row_target(_row(1, "rationale-explain", "The verb moves."), "f", 1, tok, T, separator=" || ")
+    t = _target(_row(1, "rationale-explain", "The verb moves."), tok, T, separator=" || ")
     assert t.pieces[1] == (" || The verb moves.", ex.RAT)
     # Rejected rationale: reference only. seqkd/sdft: own output when kept, else the reference.
-    assert ex.row_target(_row(2, kept=False), "f", 1, tok, T).pieces == [(PAIRS[2][1], ex.REF)]
-    assert ex.row_target(_row(2, "seqkd", " I have no time. "), "f", 1, tok, T).pieces == [("I have no time.", ex.REF)]
-    assert ex.row_target(_row(2, "sdft", "x", kept=False), "f", 1, tok, T).pieces == [(PAIRS[2][1], ex.REF)]
+    assert _target(_row(2, kept=False), tok, T).pieces == [(PAIRS[2][1], ex.REF)]
+    assert _target(_row(2, "seqkd", " I have no time. "), tok, T).pieces == [("I have no time.", ex.REF)]
+    assert _target(_row(2, "sdft", "x", kept=False), tok, T).pieces == [(PAIRS[2][1], ex.REF)]
     rep = {"id": "q", "mode": "replay", "instruction": "Say hi.", "text": " Hi! ", "kept": True}
-    t = ex.row_target(rep, "f", 1, tok, T)
+    t = _target(rep, tok, T)
     assert t.prompt == prompts.chat(tok, "Say hi.") and t.pieces == [("Hi!", ex.REF)]
-    assert ex.row_target({**rep, "kept": False}, "f", 1, tok, T) is None
+    assert _target({**rep, "kept": False}, tok, T) is None
     # Train prompts are exactly the translation prompts eval uses.
     p = Pair(PAIRS[1][0], PAIRS[1][1], "de", "en", "x")
     assert t.prompt != prompts.translation_prompt(tok, p)
-    assert ex.row_target(_row(1), "f", 1, tok, T).prompt == prompts.translation_prompt(tok, p)
+    assert _target(_row(1), tok, T).prompt == prompts.translation_prompt(tok, p)
 
 
 def test_straddling_token_goes_to_the_reference(tok):
@@ -114,7 +120,7 @@ def test_truncation_policy(tok):
     assert cut and t2 == [0, 1, 2, 3, 4, 5, 6, 7, 11] and s2 == [0, 0, 0, 0, 1, 1, 1, 2, 3]
     assert ex.fit_length(toks, segs, 7) is None  # the rationale can't absorb it: drop, never cut the prompt
     st = ex.BuildStats()
-    targets = [ex.row_target(_row(i), "f", 1, tok, prompts.Templates()) for i in range(3)]
+    targets = [_target(_row(i), tok, prompts.Templates()) for i in range(3)]
     full = ex.build_examples(tok, targets, None)
     limit = len(full[0]) - 3
     got = ex.build_examples(tok, targets, limit, stats=st)

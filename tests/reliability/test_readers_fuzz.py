@@ -257,14 +257,10 @@ def tokenizer(tiny_model_dir):
 @given(ent=ENTROPY, method=st.sampled_from(["radis", "sft", "seqkd", "mix"]))
 def test_fuzz_generate_jsonl_for_finetune(tdir, tokenizer, ent, method):
     """What finetune reads from generate's output: targets, or one clean error naming file:line."""
-    from radis_mlx import examples as ex
-    from radis_mlx import prompts
+    from radis_mlx import methods, prompts
 
-    rules = {"radis": dict(modes=ex.RADIS_MODES), "seqkd": dict(modes=("seqkd",)),
-             "sft": dict(modes=("rationale-continue", "rationale-explain", "seqkd", "sdft"), ref_only=True),
-             "mix": dict(modes=None, plain=("pairs", "instructions"))}[method]
     f = _write(tdir, "rationales.jsonl", jsonl_file(Entropy(ent), GEN_LINES))
-    targets = _call(ex.load_targets, f, tokenizer, prompts.Templates(), **rules)
+    targets = _call(methods.load_targets, f, tokenizer, prompts.Templates(), methods.get(method).data)
     if targets is not None:
         for t in targets:
             assert isinstance(t.prompt, str) and t.prompt and t.pieces

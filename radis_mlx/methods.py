@@ -1,0 +1,290 @@
+"""The method registry: every training method and every generate mode, each declared once.
+
+A generate mode (``Mode``) says what prompt the generate stage shows the model, how its output
+is cleaned, and how one generated row becomes a training target (prompt + segmented answer):
+one small class per mode, as mlx-lm's ``tuner/datasets.py`` has one class per data format.
+
+A method (``Method``) says which mode(s) make its data, which files finetune accepts as its
+data, and what extra data it mixes in at what share of each epoch. ``generate``, ``finetune``,
+``run`` and the CLI help all read these tables, so adding a method is one ``register`` call
+(plus a ``register_mode`` when it needs a new kind of generated text). A mode registered at
+run time (in a notebook or a test) is known to this process only: generate's worker processes
+(on the CPU, 64+ rows) import this module afresh, so there pass ``workers=1``, or register it in
+a module they import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import prompts
+from .data import Pair, load_pairs
+from .examples import REF, RAT, BuildStats, Target
+from .io import DataError, UserError, iter_jsonl
+
+
+# ---------------------------------------------------------------- generate modes
+
+class Mode:
+    """A kind of generated text. Subclasses set ``name`` and override what differs."""
+    name = ""
+    help = ""
+    reads = "pairs"  # the input rows: "pairs" (translation) or "instructions"
+    rationale = False  # the text explains the reference (kept after it), not a new answer
+    trims_unfinished = True  # apply --unfinished to outputs that hit max_tokens
+
+    def prompt(self, tokenizer, pair: Pair, t: prompts.Templates) -> str:
+        return prompts.translation_prompt(tokenizer, pair, t)
+
+    def clean(self, text: str) -> str:
+        return text
+
+    def rejected(self, text: str) -> str | None:
+        """A mode's own filter: the reason to reject ``text``, or None."""
+        return None
+
+    def pieces(self, text: str, ref: str, separator: str) -> list[tuple[str, int]]:
+        """The answer of a kept row with non-empty text, as (text, segment) pieces."""
+        return [(text.strip(), REF)]
+
+
+class RationaleContinue(Mode):
+    name, rationale = "rationale-continue", True
+    help = "the turn is prefilled with the reference; the model's continuation is the rationale"
+
+    def prompt(self, tokenizer, pair, t):
+        return prompts.translation_prompt(tokenizer, pair, t, prefill=pair.ref)
+
+    def pieces(self, text, ref, separator):
+        return [(ref, REF), (text, RAT)]  # stored verbatim after the prefilled reference
+
+
+class RationaleExplain(Mode):
+    name, rationale = "rationale-explain", True
+    help = "a user turn shows source + reference and asks for an explanation"
+
+    def prompt(self, tokenizer, pair, t):
+        return prompts.explain_prompt(tokenizer, pair, t)
+
+    def pieces(self, text, ref, separator):
+        return [(ref, REF), (separator + text.strip(), RAT)]
+
+
+class SeqKD(Mode):
+    name, trims_unfinished = "seqkd", False  # a cut translation is cut at its end anyway
+    help = "the model's own translation replaces the reference (self-SeqKD)"
+
+    def clean(self, text):
+        return prompts.cut_translation(text)[0]
+
+
+class SDFT(Mode):
+    name = "sdft"
+    help = "the model rewrites the reference in its own words (SDFT); rejected rewrites keep it"
+
+    def prompt(self, tokenizer, pair, t):
+        return prompts.sdft_prompt(tokenizer, pair, t)
+
+    def rejected(self, text):
+        return "sdft-banned" if prompts.sdft_rejected(text) else None
+
+
+class Replay(Mode):
+    name, reads = "replay", "instructions"
+    help = "the model's own answers to general instructions (TransLLM's recovery KD)"
+
+
+MODES: dict[str, Mode] = {}
+
+
+def register_mode(mode: Mode) -> Mode:
+    MODES[mode.name] = mode
+    return mode
+
+
+for _m in (RationaleContinue(), RationaleExplain(), SeqKD(), SDFT(), Replay()):
+    register_mode(_m)
+
+
+# ---------------------------------------------------------------- methods
+
+@dataclass(frozen=True)
+class Rule:
+    """The files a finetune input accepts: generate rows of ``modes`` (None: any mode), or plain
+    files of the kinds in ``plain`` ("pairs", "instructions"). ``ref_only`` trains translation
+    rows on the reference alone."""
+    modes: tuple | None = ()
+    plain: tuple = ()
+    ref_only: bool = False
+
+
+@dataclass(frozen=True)
+class Extra:
+    """A second dataset mixed into every epoch: the finetune setting naming it, what it accepts,
+    whether the method needs it, and its default share of each epoch."""
+    setting: str = "replay_data"
+    rule: Rule = Rule(modes=("replay",), plain=("instructions",))
+    required: bool = False
+    ratio: float = 0.25
+
+
+GENERATED = "generated"  # in Method.inputs: the file the method's generate stage wrote
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    help: str
+    data: Rule | None = None  # what finetune's `data` accepts; None: nothing is trained (base)
+    generate: tuple = ()  # the modes `run` may generate for it; the first is the default
+    generate_from: str = "train_data"  # the recipe's data the generate stage reads
+    # Where `run` takes each finetune input from: a recipe key, or GENERATED.
+    inputs: dict = field(default_factory=lambda: {"data": GENERATED})
+    extra: Extra = Extra()
+
+    @property
+    def trains(self) -> bool:
+        return self.data is not None
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    for m in method.generate:
+        get_mode(m)
+    METHODS[method.name] = method
+    return method
+
+
+def _lookup(table: dict, kind: str, name, where: str):
+    """Name -> entry, with one error message for every registry (as mlx-lm's _get_classes)."""
+    if isinstance(name, str) and name in table:
+        return table[name]
+    prefix = f"{where}: " if where else ""
+    raise UserError(f"{prefix}unknown {kind} {name!r} (choose from {', '.join(table)})")
+
+
+def get(name, where: str = "") -> Method:
+    return _lookup(METHODS, "method", name, where)
+
+
+def get_mode(name, where: str = "") -> Mode:
+    return _lookup(MODES, "mode", name, where)
+
+
+def trained() -> list[str]:
+    return [n for n, m in METHODS.items() if m.trains]
+
+
+def modes_help() -> str:
+    return " | ".join(MODES)
+
+
+def describe() -> str:
+    """The registry as text: what each method generates, trains on and mixes in (``radis-mlx methods``)."""
+    lines = []
+    for m in METHODS.values():
+        lines.append(f"{m.name:8s} {m.help}")
+        if not m.trains:
+            continue
+        rows = f"{', '.join(m.data.modes) if m.data.modes is not None else 'any'} rows"
+        rows += " (their references)" if m.data.ref_only else ""
+        reads = " or ".join([rows, *(f"plain {k}" for k in m.data.plain)])
+        mix = f"{m.extra.setting}, {m.extra.ratio:.0%} of each epoch" + ("" if m.extra.required else " (optional)")
+        lines.append(f"{'':8s} generate: {', '.join(m.generate) or '-'}; trains on: {reads}; mixes: {mix}")
+    lines.append("")
+    lines += [f"{name:19s} {mode.help}" for name, mode in MODES.items()]
+    return "\n".join(lines)
+
+
+TRANSLATION = tuple(n for n, m in MODES.items() if m.reads == "pairs")
+RADIS = tuple(n for n, m in MODES.items() if m.rationale)
+
+for _method in (
+    Method("base", "the model as it is (no training)", data=None, inputs={}),
+    Method("sft", "fine-tune on the references alone", Rule(TRANSLATION, ("pairs",), ref_only=True),
+           inputs={"data": "train_data"}),
+    Method("seqkd", "fine-tune on the model's own translations", Rule(("seqkd",)), generate=("seqkd",)),
+    Method("sdft", "fine-tune on the model's rewrites of the references", Rule(("sdft",)), generate=("sdft",)),
+    Method("replay", "references + the model's own answers to general instructions",
+           Rule(TRANSLATION, ("pairs",), ref_only=True), generate=("replay",), generate_from="replay_data",
+           inputs={"data": "train_data", "replay_data": GENERATED}, extra=Extra(required=True)),
+    Method("mix", "references + a second dataset (mix_data)", Rule(None, ("pairs", "instructions")),
+           inputs={"data": "train_data", "mix_data": "mix_data"},
+           extra=Extra("mix_data", Rule(None, ("pairs", "instructions")), required=True)),
+    # rationale-explain first: the mode the recipes and the paper's main results use.
+    Method("radis", "reference + the model's own rationale (RaDis)", Rule(RADIS),
+           generate=("rationale-explain", "rationale-continue")),
+):
+    register(_method)
+
+DEFAULT_METHOD = "radis"
+DEFAULT_MODE = get(DEFAULT_METHOD).generate[0]
+
+
+# ---------------------------------------------------------------- rows and files -> targets
+
+def row_target(rec, tokenizer, templates: prompts.Templates, ref_only: bool = False,
+               separator: str = "\n\n", stats: BuildStats | None = None) -> Target | None:
+    """The training target of one generated record (None: nothing to train on)."""
+    mode = get_mode(rec.mode)
+    if mode.reads == "instructions":
+        if not rec.kept or not rec.text.strip():
+            if stats:
+                stats.dropped_rejected += 1  # no reference to fall back on
+            return None
+        return Target(rec.id, prompts.chat(tokenizer, rec.instruction, templates.system), [(rec.text.strip(), REF)])
+    pair = rec.pair
+    prompt = prompts.translation_prompt(tokenizer, pair, templates)
+    if ref_only or not rec.kept or (mode.rationale and not rec.text.strip()):
+        if stats and not ref_only and mode.rationale:
+            stats.reference_only += 1
+        return Target(pair.id, prompt, [(pair.ref, REF)])
+    return Target(pair.id, prompt, mode.pieces(rec.text, pair.ref, separator))
+
+
+def load_targets(source, tokenizer, templates: prompts.Templates, rule: Rule, *, directions=None,
+                 separator="\n\n", stats: BuildStats | None = None, what="--data") -> list[Target]:
+    """Read ``source`` as ``rule`` allows: generate JSONL, or a plain file of an allowed kind
+    ("pairs": anything ``data.load_pairs`` reads; "instructions": rows with instruction + output)."""
+    from . import records
+    if not Path(source).exists() and "pairs" not in rule.plain:
+        raise UserError(f"{source}: file not found")
+    if records.is_record_file(source):
+        recs = records.read(source)
+        for line, r in recs:
+            if rule.modes is not None and r.mode not in rule.modes:
+                raise DataError(source, line, "mode", f"{what} expects {', '.join(rule.modes)} rows, got {r.mode!r}")
+        out = [row_target(r, tokenizer, templates, rule.ref_only, separator, stats) for _, r in recs]
+        if stats:
+            stats.rows += len(recs)
+        return [t for t in out if t is not None]
+    if "instructions" in rule.plain and records.first_row_has(source, "instruction"):
+        return _instruction_targets(source, tokenizer, templates, stats)
+    if "pairs" not in rule.plain:
+        raise UserError(f"{source}: {what} needs `radis-mlx generate` output with "
+                        f"{', '.join(rule.modes or MODES)} rows (rows with 'mode' and 'text')")
+    pairs = load_pairs(source, directions)
+    if stats:
+        stats.rows += len(pairs)
+    return [Target(p.id, prompts.translation_prompt(tokenizer, p, templates), [(p.ref, REF)]) for p in pairs]
+
+
+def _instruction_targets(source, tokenizer, templates, stats) -> list[Target]:
+    """Alpaca-style {"instruction", "output"} rows as replay data."""
+    from .records import str_field
+    out = []
+    for line, row in iter_jsonl(source):
+        instr = str_field(row, "instruction", source, line)
+        answer = row.get("output", row.get("answer"))
+        if not isinstance(answer, str) or not answer.strip():
+            raise DataError(source, line, "output", "missing or empty (replay rows need an answer)")
+        out.append(Target(str(row.get("id") or line), prompts.chat(tokenizer, instr, templates.system),
+                          [(answer.strip(), REF)]))
+    if stats:
+        stats.rows += len(out)
+    if not out:
+        raise UserError(f"{source}: no data rows")
+    return out
