@@ -172,7 +172,8 @@ def finetune(
     from .train import finetune as run, format_summary, load_config
     picked = [name for name, on in (("lora", lora), ("dora", dora), ("full", full)) if on]
     if len(picked) > 1 or (picked and fine_tune_type and fine_tune_type != picked[0]):
-        raise UserError(f"pick one fine-tune type (got {', '.join(picked + ([fine_tune_type] if fine_tune_type else []))})")
+        given = picked + ([fine_tune_type] if fine_tune_type else [])
+        raise UserError(f"pick one fine-tune type (got {', '.join(given)})")
     flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full", "picked", "run",
                                                              "format_summary", "load_config")}
     if picked:

@@ -172,7 +172,8 @@ def test_worker_processes_write_what_one_process_writes(tmp_path, tiny_model_dir
     two = GenerateConfig(**{**asdict(one), "out": str(tmp_path / "two.jsonl"), "workers": 2})
     s = generate(two, progress=False)
     assert Path(two.out).read_bytes() == Path(one.out).read_bytes()
-    assert s["runs"][-1]["workers"] == 2 and s["runs"][-1]["rows"] == sum(in_ratio(r["id"], 0.7, 0) for r in rows(Path(one.out)))
+    assert s["runs"][-1]["workers"] == 2
+    assert s["runs"][-1]["rows"] == sum(in_ratio(r["id"], 0.7, 0) for r in rows(Path(one.out)))
     assert {r["reason"] for r in rows(Path(two.out))} >= {"ratio"}  # skipped rows keep their fields too
     assert all(r["src"] and r["ref"] for r in rows(Path(two.out)))
 

@@ -64,15 +64,19 @@ def test_installed_wheel_finds_its_recipes(tmp_path):
     (site / "deps.pth").write_text("\n".join(_dependency_dirs()) + "\n")
     assert (env_dir / "bin" / "radis-mlx").exists()
 
-    # TODO: becomes `radis-mlx run demo --check` once `run` has --check (issue 14): the plan needs the
-    # recipe and the demo data from the installed package, and runs nothing.
-    check = ("import radis_mlx, radis_mlx.pipeline as p; r = p.load_recipe('demo'); "
-             "print(radis_mlx.__file__); print(p.find_recipe('demo')); print(r['train_data'])")
+    # The installed command plans the shipped demo (its recipe and data from the wheel) and runs nothing.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([env_dir / "bin" / "radis-mlx", "run", "demo", "--check", "--out", tmp_path / "demo"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    installed = site / "radis_mlx"
+    assert f"plan for {installed / 'recipes' / 'demo.yaml'}" in out.stdout  # not the checkout's
+    assert "finetune radis" in out.stdout and "[to do]" in out.stdout
+    assert not (tmp_path / "demo").exists()
+    check = ("import radis_mlx, radis_mlx.pipeline as p; print(radis_mlx.__file__); "
+             "print(p.load_recipe('demo')['train_data'])")
     out = subprocess.run([py, "-c", check], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
-    package, recipe, train_data = (Path(line) for line in out.stdout.split("\n")[:3])
-    installed = site / "radis_mlx"
-    assert package == installed / "__init__.py"  # not the checkout's
-    assert recipe == installed / "recipes" / "demo.yaml"
+    package, train_data = (Path(line) for line in out.stdout.split("\n")[:2])
+    assert package == installed / "__init__.py"
     assert Path(train_data).is_file() and installed in Path(train_data).parents

@@ -60,5 +60,5 @@ def test_settings_defaults_then_yaml_then_flags():
         settings.build(GenerateConfig, [("--set generate", {"bogus": 1})], {"data": "d", "out": "o"})
     with pytest.raises(UserError, match=r"^r\.yaml: generate\.max_tokens: expected int, got \{"):
         settings.build(GenerateConfig, [("r.yaml: generate", {"max_tokens": {"a": 1}})], {"data": "d", "out": "o"})
-    with pytest.raises(UserError, match=r"^r\.yaml: generate\.ratio: must be in \[0, 1\]") as e:
+    with pytest.raises(UserError, match=r"^r\.yaml: generate\.ratio: must be in \[0, 1\]"):
         settings.build(GenerateConfig, [("r.yaml: generate", {"ratio": 2})], {"data": "d", "out": "o"})
