@@ -1,7 +1,7 @@
 """Check radis-mlx's GGUF import against an independent reference: Hugging Face transformers.
 
 transformers has its own GGUF loader (it dequantizes with the `gguf` package, rebuilds the tokenizer
-from the metadata and runs its PyTorch model), written and tested apart from radis_mlx/gguf.py. So
+from the metadata and runs its PyTorch model), written and tested apart from radis_mlx/models/gguf.py. So
 the same GGUF file opened both ways must give the same token ids, the same logits (to float32
 rounding) and the same greedy tokens. Checked: (1) tokenizer ids, decode round trip and chat
 template on WMT22 sources (de, en, zh), code, JSON, emoji, mixed scripts and special tokens;
@@ -157,7 +157,7 @@ def first_diff(a, b):
 
 def compare(gguf: Path, work: Path, ref: dict, n_sent: int, n_new: int, weights_only: bool) -> dict:
     from radis_mlx import models
-    from radis_mlx.gguf import convert_gguf
+    from radis_mlx.models.gguf import convert_gguf
 
     t0 = time.time()
     # What a CPU user gets: the 'exact' conversion loaded as float32.

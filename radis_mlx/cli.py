@@ -34,7 +34,7 @@ def convert(gguf: Path = typer.Option(..., "--gguf", help="GGUF file (llama, qwe
                                                    "float32 | float16 | bfloat16"),
             overwrite: bool = typer.Option(False, help="replace an existing output directory")):
     """Convert a GGUF file into an mlx-lm model directory (mlx_lm.load / mlx_lm.generate open it)."""
-    from .gguf import convert_gguf, requantized_note
+    from .models.gguf import convert_gguf, requantized_note
     if dtype not in ("keep", "float32", "float16", "bfloat16"):
         raise UserError(f"--dtype {dtype}: choose keep, float32, float16 or bfloat16")
     if out.exists() and any(out.iterdir()) and not overwrite:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import edited_copy
-from radis_mlx import gguf, models
+from radis_mlx import models
+from radis_mlx.models import gguf
 from radis_mlx.io import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +186,7 @@ def test_adapters_for_another_model_are_a_clear_error(tiny_model_dir, tmp_path):
 def test_float32_dequantization_equals_mlx_in_float32(bits, group_size):
     """to_float32's own unpacking gives mx.dequantize's values computed in float32."""
     import mlx.core as mx
-    from radis_mlx.models import _dequantize_f32
+    from radis_mlx.models.loader import _dequantize_f32
     w = mx.random.normal((48, 128), key=mx.random.key(bits))
     q, scales, biases = mx.quantize(w, group_size=group_size, bits=bits)
     scales, biases = scales.astype(mx.float16), biases.astype(mx.float16)  # as stored in checkpoints

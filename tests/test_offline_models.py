@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from radis_mlx import models
+from radis_mlx.models import offline
 from radis_mlx.io import UserError
 from radis_mlx.models import OfflineModel, Part
 
@@ -78,7 +79,7 @@ def test_split_model_is_joined_once_and_checked(fake_split, home, monkeypatch):
     def no_join(*a):
         raise AssertionError("joined again")
     with monkeypatch.context() as m:
-        m.setattr(models, "_join", no_join)
+        m.setattr(offline, "_join", no_join)
         assert models.gguf_file("fake-split") == out  # trusted: same size and mtime as when checked
     assert out.stat().st_mtime_ns == stamp
 
@@ -87,8 +88,8 @@ def test_split_model_is_joined_once_and_checked(fake_split, home, monkeypatch):
 
 
 def test_racing_threads_join_once(fake_split, home, monkeypatch):
-    calls, real_join = [], models._join
-    monkeypatch.setattr(models, "_join", lambda *a: (calls.append(1), real_join(*a)))
+    calls, real_join = [], offline._join
+    monkeypatch.setattr(offline, "_join", lambda *a: (calls.append(1), real_join(*a)))
     got = []
     threads = [threading.Thread(target=lambda: got.append(models.gguf_file("fake-split"))) for _ in range(4)]
     for t in threads:
@@ -134,7 +135,7 @@ def test_missing_package_names_the_pip_command(monkeypatch, home):
 
 
 def test_resolve_converts_an_offline_model(fake_split, home, monkeypatch):
-    monkeypatch.setattr(models, "converted_dir", lambda p, variant: Path(f"/converted/{variant}") / Path(p).name)
+    monkeypatch.setattr(offline, "converted_dir", lambda p, variant: Path(f"/converted/{variant}") / Path(p).name)
     assert models.resolve("fake-split", "float32") == "/converted/exact/fake-split.gguf"
     assert models.resolve("fake-split", "keep") == "/converted/keep/fake-split.gguf"
 
@@ -177,7 +178,7 @@ def test_cli_models_runs_as_a_command():
 def test_real_split_model_joins_to_the_recorded_checksum(name, home):
     entry = models.REGISTRY[name]
     try:
-        models._part_files(entry)
+        offline._part_files(entry)
     except UserError as e:
         if os.environ.get("CI"):
             raise  # CI installs them (scripts/setup.sh)

@@ -21,7 +21,7 @@ from typing import Callable
 
 import mlx.core as mx
 
-from .io import UserError, atomic_write_json
+from ..io import UserError, atomic_write_json
 
 GROUP_SIZE = 32
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}

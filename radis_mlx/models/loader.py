@@ -1,0 +1,150 @@
+"""One loader for every stage: hub id, local mlx-lm dir, GGUF file, or an offline model's short name.
+
+On the CPU, quantized matmul is ~100x slower than float32 with OpenBLAS, so quantized
+models are dequantized to float32 at load unless asked otherwise; on Metal/CUDA they stay
+quantized (QLoRA, less memory).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..backend import resolve_dtype
+from ..io import UserError
+from . import offline
+from .offline import DEFAULT_MODEL, REGISTRY
+
+
+def resolve(model: str | None, dtype: str = "auto") -> str:
+    """Map the user's --model to something mlx_lm.load opens (a local dir or a hub id); a GGUF is
+    converted once, in the variant a load with ``dtype`` starts from (conversion_for)."""
+    if offline.offline_model(model) is not None:
+        return str(offline.converted_dir(offline.gguf_file(model), offline.conversion_for(dtype)))
+    if model.endswith(".gguf"):
+        if not Path(model).is_file():
+            raise UserError(f"{model}: GGUF file not found")
+        return str(offline.converted_dir(model, offline.conversion_for(dtype)))
+    p = Path(model).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise UserError(f"{model}: not an mlx-lm model directory (no config.json)")
+        return str(p)
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise UserError(f"{model}: no such model directory, not a Hugging Face id (owner/name), "
+                        f"and not an offline model ({', '.join(REGISTRY)})")
+    return model
+
+
+
+def model_bytes(path: str) -> int:
+    """About what one process holds for this model directory's weights on the CPU, where quantized
+    models become float32 at load; 0 for a hub id not on disk yet."""
+    p = Path(path)
+    if not (p / "config.json").exists():
+        return 0
+    size = sum(f.stat().st_size for f in p.glob("*.safetensors"))
+    bits = (json.loads((p / "config.json").read_text()).get("quantization") or {}).get("bits")
+    return size * (32 // bits if bits else 2)  # unquantized: counted as 16-bit weights made float32
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    name: str
+    path: str
+    adapter_path: str | None = None
+    dtype: str = "keep"
+    config: dict = field(default_factory=dict)
+
+
+def to_float32(model) -> None:
+    """Dequantize quantized layers and cast every float parameter to float32 (the fast CPU path)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_map, tree_unflatten
+    from mlx_lm.utils import dequantize_model
+
+    # mx.dequantize computes in the scales' dtype, and float16 arithmetic on the CPU is emulated:
+    # 3.5 s for the default 135M model. Unpacked here in float32 (the same values as mx.dequantize
+    # with float32 scales, without float16 rounding): 0.6 s. Other bit widths and modes, and
+    # mlx-lm's switch layers, go through mlx-lm's dequantize_model.
+    plain = []
+    for name, mod in model.named_modules():
+        if (isinstance(mod, (nn.QuantizedLinear, nn.QuantizedEmbedding)) and 32 % mod.bits == 0
+                and getattr(mod, "mode", "affine") == "affine" and mod.biases is not None):
+            w = _dequantize_f32(mod.weight, mod.scales, mod.biases, mod.group_size, mod.bits)
+            if isinstance(mod, nn.QuantizedLinear):
+                new = nn.Linear(w.shape[1], w.shape[0], bias="bias" in mod)
+                if "bias" in mod:
+                    new.bias = mod.bias
+            else:
+                new = nn.Embedding(*w.shape)
+            new.weight = w
+            plain.append((name, new))
+    if plain:
+        model.update_modules(tree_unflatten(plain))
+    dequantize_model(model)
+    model.update(tree_map(lambda p: p.astype(mx.float32) if mx.issubdtype(p.dtype, mx.floating) else p,
+                          model.parameters()))
+    mx.eval(model.parameters())
+
+
+def _dequantize_f32(w, scales, biases, group_size: int, bits: int):
+    """mx.dequantize's affine mode (bits dividing 32) computed in float32."""
+    import mlx.core as mx
+    q = (w[..., None] >> mx.arange(0, 32, bits, dtype=mx.uint32)) & ((1 << bits) - 1)
+    q = q.reshape(*w.shape[:-1], -1, group_size).astype(mx.float32)
+    f32 = (q * scales.astype(mx.float32)[..., None] + biases.astype(mx.float32)[..., None])
+    return f32.reshape(*w.shape[:-1], -1)
+
+
+def _hub_error(repo: str, e: Exception) -> str:
+    from huggingface_hub import constants
+    if constants.HF_HUB_OFFLINE:
+        return (f"{repo}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
+                "forbids downloading it")
+    first = " ".join(str(e).split())[:200]
+    return f"{repo}: cannot get it from the Hugging Face hub ({type(e).__name__}: {first})"
+
+
+def load(model: str | None = None, adapter_path: str | None = None, *, dtype: str = "auto",
+         trust_remote_code: bool = False) -> Loaded:
+    """Load a model + tokenizer. dtype: auto (float32 on CPU, as stored on GPU), keep, float32,
+    float16, bfloat16."""
+    import mlx.core as mx
+    from mlx_lm.tuner.utils import load_adapters
+    from mlx_lm.utils import load as mlx_load
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    path = resolve(model, dtype)
+    try:
+        m, tok, config = mlx_load(path, tokenizer_config={"trust_remote_code": trust_remote_code},
+                                  return_config=True, trust_remote_code=trust_remote_code)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError) as e:  # before FileNotFoundError
+        raise UserError(_hub_error(path, e)) from None
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"cannot load model {model or DEFAULT_MODEL}: {e}") from None
+    dtype = resolve_dtype(dtype)
+    if dtype == "float32":
+        to_float32(m)
+    elif dtype in ("float16", "bfloat16"):
+        from mlx.utils import tree_map
+        from mlx_lm.utils import dequantize_model
+        dequantize_model(m)
+        t = getattr(mx, dtype)
+        m.update(tree_map(lambda p: p.astype(t) if mx.issubdtype(p.dtype, mx.floating) else p, m.parameters()))
+    elif dtype != "keep":
+        raise UserError(f"unknown dtype {dtype!r} (auto, keep, float32, float16, bfloat16)")
+    if adapter_path:
+        if not (Path(adapter_path) / "adapter_config.json").exists():
+            raise UserError(f"{adapter_path}: no adapter_config.json (not an adapter directory)")
+        try:
+            m = load_adapters(m, str(adapter_path))
+        except (ValueError, KeyError) as e:  # adapters trained on another model (shapes or layer names)
+            first = " ".join(str(e).split())[:160]
+            raise UserError(f"{adapter_path}: these adapters do not fit {model or DEFAULT_MODEL} ({first})") from None
+    m.eval()
+    return Loaded(m, tok, model or DEFAULT_MODEL, path, adapter_path, dtype, config)
