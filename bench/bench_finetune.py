@@ -1,4 +1,4 @@
-"""Benchmark: radis_mlx.train.finetune vs mlx_lm.lora on the same data, model and BLAS.
+"""Benchmark: radis_mlx.tuner.finetune vs mlx_lm.lora on the same data, model and BLAS.
 
     python bench/bench_finetune.py                 # 64 ALMA de-en rows, 2 epochs each
     python bench/bench_finetune.py --rows 128 --epochs 3 --out /tmp/bench_ft
@@ -37,7 +37,7 @@ ALMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alma_human_par
 
 OURS = r"""
 import json, resource, sys
-from radis_mlx.train import load_config, finetune
+from radis_mlx.tuner import load_config, finetune
 a = json.loads(sys.argv[1])
 cfg = load_config(model=a["model"], data=a["data"], out=a["out"], overwrite=True, method="radis",
                   batch_size=8, max_seq_len=256, lora_rank=8, lora_scale=20.0, num_layers=-1,

@@ -32,9 +32,9 @@ def main():
     from mlx_lm import batch_generate, stream_generate
     from radis_mlx import backend, prompts
     from radis_mlx.data import load_pairs
-    from radis_mlx.decode import DecodeConfig, decode
+    from radis_mlx.generate.decode import DecodeConfig, decode
     from radis_mlx.models import load
-    from radis_mlx.rationale import GenerateConfig, generate
+    from radis_mlx.generate import GenerateConfig, generate
 
     print(json.dumps(backend.info(measure=True)))
     L = load(args.model)

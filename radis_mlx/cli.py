@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -92,7 +93,7 @@ def generate(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
 ):
     """Stage 1: self-rationales (RaDis) or the baselines' self-generated targets, as JSONL."""
-    from .rationale import GenerateConfig, format_summary, generate as run
+    from .generate import GenerateConfig, format_summary, generate as run_generate
     from . import prompts as P
     cfg = GenerateConfig(data=data, out=str(out), mode=mode, model=model, teacher=teacher, pairs=pairs,
                          ref=ref, split=split, limit=limit, seed=seed, max_tokens=max_tokens,
@@ -101,7 +102,7 @@ def generate(
                          explain_template=explain_template or P.EXPLAIN, system=system, thinking=thinking,
                          min_tokens=min_tokens, max_len=max_len, max_repeat=max_repeat, unfinished=unfinished,
                          ratio=ratio, dtype=dtype, trust_remote_code=trust_remote_code)
-    summary = run(cfg)
+    summary = run_generate(cfg)
     if summary:
         typer.echo(format_summary(summary))
 
@@ -169,18 +170,18 @@ def finetune(
     trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code/--no-trust-remote-code"),
 ):
     """Stage 2: fine-tune (LoRA/DoRA/full) with the RaDis weighted loss or a baseline target."""
-    from .train import finetune as run, format_summary, load_config
+    from .tuner import finetune as run_finetune, format_summary, load_config
     picked = [name for name, on in (("lora", lora), ("dora", dora), ("full", full)) if on]
     if len(picked) > 1 or (picked and fine_tune_type and fine_tune_type != picked[0]):
         given = picked + ([fine_tune_type] if fine_tune_type else [])
         raise UserError(f"pick one fine-tune type (got {', '.join(given)})")
-    flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full", "picked", "run",
+    flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full", "picked", "run_finetune",
                                                              "format_summary", "load_config")}
     if picked:
         flags["fine_tune_type"] = picked[0]
     cfg = load_config(config, **flags)
     try:
-        summary = run(cfg)
+        summary = run_finetune(cfg)
     except OSError as e:  # disk full, permissions: say it in one line; finished work is already saved
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         typer.echo(f"error: {where}{e.strerror or e}", err=True)
@@ -225,19 +226,19 @@ def eval_(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (one folder per model)"),
 ):
     """Stage 3: translation quality and general-ability retention."""
-    from .evals import runner as R
+    from .evals import harness, suites as registry
 
     suite_list = [s.strip() for s in suites.split(",") if s.strip()]
-    bad = [s for s in suite_list if s not in R.SUITES]
+    bad = [s for s in suite_list if s not in registry.SUITES]
     if bad or not suite_list:
-        raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (choose from {', '.join(R.SUITES)})")
-    data = R.parse_test_data(test_data, suite_list)
+        raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (choose from {', '.join(registry.SUITES)})")
+    data = parse_test_data(test_data, suite_list)
     if ifeval_conformance or responses:
         if ifeval_conformance:
             src = data.get("root") or (str(Path(data["ifeval"]).parent) if "ifeval" in data else None)
             if not src:
                 raise UserError("--ifeval-conformance needs --test-data DATA_ROOT or ifeval=PATH")
-            c = R.ifeval_conformance(src, out)
+            c = harness.ifeval_conformance(src, out)
             typer.echo(f"IFEval conformance on {c['n_prompts']} prompts / {c['n_instructions']} instructions: "
                        f"instruction agreement strict {c['instruction_agreement_strict']:.4f} loose "
                        f"{c['instruction_agreement_loose']:.4f}; prompt agreement strict "
@@ -248,7 +249,8 @@ def eval_(
                 raise UserError("--responses scores IFEval only: pass --suites ifeval")
             if out is None:
                 raise UserError("--responses needs --out DIR")
-            s = R.score_ifeval_responses(R.suite_path(R.EvalConfig(test_data=data), "ifeval"), responses, out)
+            s = harness.score_ifeval_responses(registry.suite_path(harness.EvalConfig(test_data=data), "ifeval"),
+                                               responses, out)
             typer.echo(f"IFEval on {s['n_prompts']} prompts ({s['n_missing']} without a response): prompt "
                        f"strict {s['prompt_level_strict']:.4f} loose {s['prompt_level_loose']:.4f}; instruction "
                        f"strict {s['instruction_level_strict']:.4f} loose {s['instruction_level_loose']:.4f} "
@@ -256,15 +258,15 @@ def eval_(
         return
     if out is None:
         raise UserError("pass --out DIR for the results")
-    lim, limits = R.parse_per_suite(limit, "limit")
-    default_mt, mts = R.parse_per_suite(max_tokens, "max-tokens")
+    lim, limits = parse_per_suite(limit, "limit")
+    default_mt, mts = parse_per_suite(max_tokens, "max-tokens")
     if default_mt is not None:
-        mts = {**{s: default_mt for s in R.SUITES}, **mts}
-    cfg = R.EvalConfig(models=R.model_specs(model, adapter, name), out=str(out), suites=suite_list,
+        mts = {**{s: default_mt for s in registry.SUITES}, **mts}
+    cfg = harness.EvalConfig(models=model_specs(model, adapter, name), out=str(out), suites=suite_list,
                        test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
-                       batch_size=batch_size, base_model=base_model, stop=R.unescape(stop), judge_url=judge_url,
+                       batch_size=batch_size, base_model=base_model, stop=unescape(stop), judge_url=judge_url,
                        judge_model=judge_model, judge_api_model=judge_api_model, dtype=dtype)
-    results = R.evaluate(cfg)
+    results = harness.evaluate(cfg)
     from .report import markdown_table, summarize
     typer.echo(markdown_table([summarize(r) for r in results.values()]), nl=False)
     typer.echo(f"results: {out}/<run>/results.json, table: {out}/results.md")
@@ -308,6 +310,84 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run di
     from .pipeline import load_recipe, run as run_recipe
     run_recipe(load_recipe("demo", set_ or []), out)
     typer.echo((out / "report" / "report.md").read_text())
+
+
+
+# ---------------------------------------------------------------- eval flags -> settings
+
+def parse_per_suite(values, what: str) -> tuple[int | None, dict]:
+    """``["50", "gsm8k=20"]`` -> (50, {"gsm8k": 20}) for --limit and --max-tokens."""
+    from .evals import suites
+
+    default, per = None, {}
+    for v in values or []:
+        k, eq, n = str(v).rpartition("=")
+        if eq and k not in suites.SUITES:
+            raise UserError(f"--{what} {v!r}: unknown suite {k!r} (choose from {', '.join(suites.SUITES)})")
+        try:
+            num = int(n)
+        except ValueError:
+            raise UserError(f"--{what} {v!r}: expected N or SUITE=N with an integer N") from None
+        if num < 1:
+            raise UserError(f"--{what} {v!r}: must be >= 1")
+        if eq:
+            per[k] = num
+        else:
+            default = num
+    return default, per
+
+
+def parse_test_data(values, names) -> dict:
+    """``SUITE=PATH`` entries, or a data root (a folder laid out like ../shared/data)."""
+    from .evals import suites
+
+    out = {}
+    for v in values or []:
+        k, eq, p = str(v).partition("=")
+        if eq and k in (*suites.SUITES, "root"):
+            out[k] = p
+            continue
+        path = Path(v)
+        if path.is_dir() and any((path / rel).exists() for rel in suites.DATA_LAYOUT.values()):
+            out["root"] = str(path)
+        elif len(names) == 1 and path.exists():
+            out[names[0]] = str(path)
+        elif not path.exists():
+            raise UserError(f"--test-data {v!r}: no such file or directory (or pass SUITE=PATH)")
+        else:
+            raise UserError(f"--test-data {v!r}: with several suites, pass SUITE=PATH or a data root with "
+                            f"{', '.join(sorted(set(suites.DATA_LAYOUT.values())))}")
+    return out
+
+
+def unescape(s: str) -> str:
+    """Shell-friendly ``--stop '\\n\\n'``: \\n, \\t and \\\\ become the characters."""
+    return re.sub(r"\\(n|t|\\)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], s)
+
+
+def model_specs(models, adapters, names) -> list:
+    """Pair repeated --model/--adapter/--name flags; one model with N adapters means N runs on that model."""
+    from .evals.context import parse_model_spec
+
+    models, adapters, names = list(models or []), list(adapters or []), list(names or [])
+    if not models:
+        models = [None]
+    if adapters and len(models) == 1 and len(adapters) > 1:
+        models = models * len(adapters)
+    if adapters and len(adapters) != len(models):
+        raise UserError(f"got {len(models)} --model and {len(adapters)} --adapter flags: pass one adapter per "
+                        "model ('-' for none), or one model with several adapters")
+    if names and len(names) != len(models):
+        raise UserError(f"got {len(names)} --name flags for {len(models)} models: pass one per model")
+    specs = []
+    for i, m in enumerate(models):
+        s = parse_model_spec(m)
+        if adapters and adapters[i] not in ("-", "none", ""):
+            s.adapter = adapters[i]
+        if names:
+            s.name = names[i]
+        specs.append(s)
+    return specs
 
 
 def main(argv: Optional[List[str]] = None) -> None:

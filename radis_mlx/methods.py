@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import prompts
 from .data import Pair, load_pairs
-from .examples import REF, RAT, BuildStats, Target
+from .tuner.datasets import REF, RAT, BuildStats, Target
 from .io import DataError, UserError, iter_jsonl
 
 

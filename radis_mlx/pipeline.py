@@ -193,7 +193,7 @@ def _pick_mode(recipe: dict, name: str, spec: dict, method: methods.Method) -> s
 
 
 def _generate_stage(recipe: dict, name: str, spec: dict, method: methods.Method, out: Path) -> Stage:
-    from .rationale import GenerateConfig
+    from .generate import GenerateConfig
 
     mode = _pick_mode(recipe, name, spec, method)
     top, own = recipe.get("generate") or {}, spec.get("generate") or {}
@@ -222,7 +222,7 @@ def _generate_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
 
 def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method, out: Path,
                     gen_file: Path | None, progress: bool) -> Stage:
-    from .train import FinetuneConfig
+    from .tuner import FinetuneConfig
 
     train_dir = safe_join(out, f"{name}/train")
     sources = {**recipe, methods.GENERATED: str(gen_file) if gen_file else None}
@@ -240,15 +240,15 @@ def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
 
 
 def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool) -> Stage:
-    from .evals import runner
+    from .evals import harness
 
     e = recipe.get("eval") or {}
     fixed = dict(models=specs, out=str(out / "eval"), seed=int(recipe.get("seed", 0)), progress=progress)
-    cfg = settings.build(runner.EvalConfig, _layers(recipe, "eval", e), fixed, skip=("models", "out", "progress"))
+    cfg = settings.build(harness.EvalConfig, _layers(recipe, "eval", e), fixed, skip=("models", "out", "progress"))
     if recipe.get("pairs") and not cfg.pairs:
         cfg.pairs = recipe["pairs"]
     try:  # suites and per-suite keys (the adapters are not there yet)
-        runner._check_config(dataclasses.replace(cfg, models=[None]))
+        harness.check_config(dataclasses.replace(cfg, models=[None]))
     except UserError as err:
         given = any(_from_set(recipe, f"eval.{k}") for k in e)
         raise UserError(f"{'--set eval' if given else recipe['_path'] + ': eval'}: {err}") from None
@@ -258,7 +258,7 @@ def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool) -> Stage:
 
 def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
     """Every stage of a recipe, in order, with its settings built and checked; runs nothing."""
-    from .evals.runner import ModelSpec
+    from .evals.context import ModelSpec
 
     out = Path(out)
     model, stages, specs, seen = recipe.get("model"), [], [], set()
@@ -297,12 +297,12 @@ def _eval_status(stage: Stage) -> str:
 
 
 def _generate_status(stage: Stage) -> str:
-    from .rationale import output_status
+    from .generate import output_status
     return output_status(stage.config)
 
 
 def _finetune_status(stage: Stage) -> str:
-    from .train import output_status
+    from .tuner import output_status
     return output_status(stage.out)
 
 
@@ -332,12 +332,12 @@ def _run_sample(st: Stage, progress: bool):
 
 
 def _run_generate(st: Stage, progress: bool):
-    from .rationale import format_summary, generate
+    from .generate import format_summary, generate
     _log(format_summary(generate(st.config, progress=progress)))
 
 
 def _run_finetune(st: Stage, progress: bool):
-    from .train import finetune, output_status
+    from .tuner import finetune, output_status
     state = output_status(st.out)
     if state == "done":
         _log(f"{st.name}: finetune already complete in {st.out}")
@@ -350,7 +350,7 @@ def _run_finetune(st: Stage, progress: bool):
 
 
 def _run_eval(st: Stage, progress: bool):
-    from .evals.runner import evaluate
+    from .evals.harness import evaluate
     return evaluate(st.config)
 
 

@@ -12,8 +12,10 @@ import pytest
 from radis_mlx import prompts
 from radis_mlx.cli import main
 from radis_mlx.data import Pair
-from radis_mlx.evals import general, runner, translation
-from radis_mlx.evals.runner import EvalConfig, evaluate
+from radis_mlx.cli import model_specs
+from radis_mlx.evals import context, general, harness, judge, retention, translation
+from radis_mlx.evals.suites import SUITES
+from radis_mlx.evals.harness import EvalConfig, evaluate
 from radis_mlx.io import UserError
 
 
@@ -50,20 +52,20 @@ def write_data(d: Path, n: int = 4) -> dict:
 
 def small_cfg(tmp_path, model, suites=("translation", "ifeval", "advbench", "gsm8k", "retention"), **kw) -> EvalConfig:
     return EvalConfig(models=[str(model)], out=str(tmp_path / "out"), suites=list(suites),
-                      test_data=write_data(tmp_path / "data"), max_tokens={s: 6 for s in runner.SUITES},
+                      test_data=write_data(tmp_path / "data"), max_tokens={s: 6 for s in SUITES},
                       batch_size=4, n_bootstrap=50, progress=False, **kw)
 
 
 @pytest.fixture
 def count_decode(monkeypatch):
     calls: list[int] = []
-    real = runner.decode
+    real = context.decode
 
     def counting(model, tok, token_lists, *a, **k):
         calls.append(len(token_lists))
         return real(model, tok, token_lists, *a, **k)
 
-    monkeypatch.setattr(runner, "decode", counting)
+    monkeypatch.setattr(context, "decode", counting)
     return calls
 
 
@@ -190,12 +192,12 @@ def test_retention_nll_equals_hand_computed(tiny_model_dir):
 
     L = load(str(tiny_model_dir))
     tok = L.tokenizer
-    seqs = [general.answer_ids(tok, prompts.chat(tok, "Say hi"), "The dog is sleeping.", True),
-            general.answer_ids(tok, prompts.chat(tok, "Translate"), "Die Katze trinkt Milch. The cat drinks milk.",
+    seqs = [retention.answer_ids(tok, prompts.chat(tok, "Say hi"), "The dog is sleeping.", True),
+            retention.answer_ids(tok, prompts.chat(tok, "Translate"), "Die Katze trinkt Milch. The cat drinks milk.",
                                False)]
     assert seqs[0][0][-1] == tok.convert_tokens_to_ids("<|im_end|>")  # a finished answer ends its turn
-    got = general.sequence_nll(L.model, seqs, max_batch_tokens=10_000)  # one right-padded batch
-    one_by_one = general.sequence_nll(L.model, seqs, max_batch_tokens=1)
+    got = retention.sequence_nll(L.model, seqs, max_batch_tokens=10_000)  # one right-padded batch
+    one_by_one = retention.sequence_nll(L.model, seqs, max_batch_tokens=1)
     for (ids, n_p), (s, n), (s1, _) in zip(seqs, got, one_by_one):
         logits = np.array(L.model(mx.array([ids]))[0].astype(mx.float32), dtype=np.float64)
         logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
@@ -203,7 +205,7 @@ def test_retention_nll_equals_hand_computed(tiny_model_dir):
         want = -sum(logp[t - 1, ids[t]] for t in range(n_p, len(ids)))
         assert n == len(ids) - n_p
         assert s == pytest.approx(want, rel=1e-4) and s1 == pytest.approx(want, rel=1e-4)
-    assert general.mean_nll(got) == pytest.approx((got[0][0] + got[1][0]) / (got[0][1] + got[1][1]))
+    assert retention.mean_nll(got) == pytest.approx((got[0][0] + got[1][0]) / (got[0][1] + got[1][1]))
 
 
 # ------------------------------------------------------------------ runner: cache, resume, outputs
@@ -230,7 +232,7 @@ def test_second_eval_is_all_cache_hits(tmp_path, tiny_model_dir, count_decode):
     assert len(rows) == 2
     assert {"follow_all_instructions", "follow_instruction_list", "prompt", "response"} <= set(rows[0])
     # a different max_tokens is a different generation: everything is generated again
-    cfg.max_tokens = {s: 5 for s in runner.SUITES}
+    cfg.max_tokens = {s: 5 for s in SUITES}
     cfg.suites = ["advbench"]
     evaluate(cfg)
     assert count_decode[-1] == 4
@@ -238,7 +240,7 @@ def test_second_eval_is_all_cache_hits(tmp_path, tiny_model_dir, count_decode):
 
 def test_interrupted_eval_resumes(tmp_path, tiny_model_dir, monkeypatch, count_decode):
     cfg = small_cfg(tmp_path, tiny_model_dir, suites=["advbench"])
-    real = runner.decode
+    real = context.decode
 
     def dies_after_two(model, tok, token_lists, dcfg, on_done=None, **k):
         n = [0]
@@ -251,16 +253,16 @@ def test_interrupted_eval_resumes(tmp_path, tiny_model_dir, monkeypatch, count_d
 
         return real(model, tok, token_lists, dcfg, on_done=cb, **k)
 
-    monkeypatch.setattr(runner, "decode", dies_after_two)
+    monkeypatch.setattr(context, "decode", dies_after_two)
     with pytest.raises(KeyboardInterrupt):
         evaluate(cfg)
     cache = Path(cfg.out) / "model" / "cache" / "advbench.jsonl"
     assert len(cache.read_text().splitlines()) == 2
     with open(cache, "ab") as f:
         f.write(b'{"key": "torn')  # a kill -9 mid-write
-    monkeypatch.setattr(runner, "decode", real)
+    monkeypatch.setattr(context, "decode", real)
     calls = []
-    monkeypatch.setattr(runner, "decode", lambda m, t, tl, *a, **k: calls.append(len(tl)) or real(m, t, tl, *a, **k))
+    monkeypatch.setattr(context, "decode", lambda m, t, tl, *a, **k: calls.append(len(tl)) or real(m, t, tl, *a, **k))
     r = evaluate(cfg)
     assert calls == [2]  # only the rows the interrupted run didn't finish
     assert r["model"]["suites"]["advbench"]["n"] == 4 and len(cache.read_text().splitlines()) == 4
@@ -277,10 +279,10 @@ def test_adapter_specs_names_and_retention_against_another_base(tmp_path, tiny_m
     assert r["other"]["suites"]["retention"]["nll_increase"] == pytest.approx(0, abs=1e-6)
     assert r["mine"]["suites"]["retention"]["nll_increase"] != pytest.approx(0, abs=1e-3)
     assert len(list((Path(cfg.out) / "_retention").iterdir())) == 1  # one base, answered once
-    s = runner.parse_model_spec("ft=org/model,adapter=runs/a1")
+    s = context.parse_model_spec("ft=org/model,adapter=runs/a1")
     assert (s.name, s.model, s.adapter) == ("ft", "org/model", "runs/a1")
-    assert runner.parse_model_spec("runs/lr=1e-4/model").model == "runs/lr=1e-4/model"
-    specs = runner.model_specs(["base"], ["a1", "a2"], ["x", "y"])
+    assert context.parse_model_spec("runs/lr=1e-4/model").model == "runs/lr=1e-4/model"
+    specs = model_specs(["base"], ["a1", "a2"], ["x", "y"])
     assert [(s.model, s.adapter, s.name) for s in specs] == [("base", "a1", "x"), ("base", "a2", "y")]
     with pytest.raises(UserError, match="adapter_config.json"):
         evaluate(EvalConfig(models=[f"{tiny_model_dir},adapter={tmp_path}"], out=str(tmp_path / "o2"),
@@ -309,7 +311,7 @@ def make_adapter(model_dir: Path, out: Path) -> Path:
 def test_adapter_run_measures_forgetting_against_its_base(tmp_path, tiny_model_dir, count_decode):
     adapter = make_adapter(tiny_model_dir, tmp_path / "adapter")
     cfg = small_cfg(tmp_path, tiny_model_dir, suites=["advbench", "retention"])
-    cfg.models = [runner.ModelSpec(str(tiny_model_dir), str(adapter), "lora"), str(tiny_model_dir)]
+    cfg.models = [context.ModelSpec(str(tiny_model_dir), str(adapter), "lora"), str(tiny_model_dir)]
     r = evaluate(cfg)
     assert list(r) == ["lora", "model"]  # results keep the given order; the base ran first
     assert r["model"]["suites"]["retention"]["nll_increase"] == pytest.approx(0, abs=1e-6)
@@ -391,16 +393,16 @@ def test_mtbench_alpacaeval_formats_and_url_judge(tmp_path, tiny_model_dir):
         assert str(tmp_path) not in json.dumps(req) and str(tiny_model_dir) not in json.dumps(req)
         assert [m["role"] for m in req["messages"]] == ["system", "user"]
     first = _Judge.seen[0]["messages"]
-    assert first[0]["content"] == general.JUDGE_SINGLE_SYSTEM
+    assert first[0]["content"] == judge.JUDGE_SINGLE_SYSTEM
     assert "[The Start of Assistant's Answer]" in first[1]["content"]
-    assert general.parse_rating("Rating: [[8.5]]") == 8.5 and general.parse_rating("[3]") == 3
+    assert judge.parse_rating("Rating: [[8.5]]") == 8.5 and judge.parse_rating("[3]") == 3
     # a local MLX judge (the random tiny model never writes a parsable rating)
     cfg.judge_url, cfg.judge_model, cfg.judge_max_tokens = None, str(tiny_model_dir), 4
     r = evaluate(cfg)["model"]["suites"]
     assert r["alpacaeval"]["judged"] and r["alpacaeval"]["n_unparsed"] == 4 and r["alpacaeval"]["score"] is None
     # the URL judge's 8 replies and the local judge's 8 share one cache, under different keys
     assert len((Path(cfg.out) / "_judge" / "cache" / "judge.jsonl").read_text().splitlines()) == 2 * (2 * 2 + 4)
-    assert general.parse_rating("no rating") is None and general.parse_rating("[[42]]") is None
+    assert judge.parse_rating("no rating") is None and judge.parse_rating("[[42]]") is None
 
 
 # ------------------------------------------------------------------ report
@@ -521,7 +523,7 @@ def test_scored_responses_with_lone_surrogates_are_valid_utf8(tmp_path):
     data = write_data(tmp_path / "data")
     resp = tmp_path / "responses.jsonl"
     resp.write_text(json.dumps({"key": 2, "response": "odd \ud800 bytes"}) + "\n")
-    runner.score_ifeval_responses(data["ifeval"], resp, tmp_path / "scored")
+    harness.score_ifeval_responses(data["ifeval"], resp, tmp_path / "scored")
     for mode in ("strict", "loose"):
         row, = [json.loads(l) for l in (tmp_path / "scored" / f"eval_results_{mode}.jsonl").read_text().splitlines()]
         assert row["response"] == "odd \ud800 bytes"
@@ -562,3 +564,14 @@ def test_real_model_all_judge_free_suites(tmp_path, real_model_dir, shared_data)
     assert s["ifeval"]["n_prompts"] == 4 and s["advbench"]["n"] == 4 and s["gsm8k"]["n"] == 4
     assert s["retention"]["n"] == 4 and s["retention"]["nll"] == pytest.approx(s["retention"]["base_nll"], abs=1e-5)
     assert 0 < s["retention"]["nll"] < 10
+
+
+def test_suite_registry_is_the_one_lookup():
+    from radis_mlx.evals import suites
+    assert suites.SUITES == ("translation", "ifeval", "advbench", "gsm8k", "retention", "mtbench", "alpacaeval")
+    assert suites.DATA_LAYOUT["retention"] == suites.DATA_LAYOUT["alpacaeval"]
+    assert suites.get("retention").data_from == "alpacaeval"
+    with pytest.raises(UserError, match=r"unknown suite 'bogus' \(choose from translation, ifeval, .*alpacaeval\)"):
+        suites.get("bogus")
+    cfg = EvalConfig(test_data={"alpacaeval": __file__})  # retention reads AlpacaEval's instructions when not given
+    assert suites.suite_path(cfg, "retention") == Path(__file__)

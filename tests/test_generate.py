@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from radis_mlx.io import UserError
-from radis_mlx.rationale import GenerateConfig, generate, in_ratio, judge, repeat_share, trim_to_sentence
+from radis_mlx.generate import GenerateConfig, generate
+from radis_mlx.generate.filters import in_ratio, rationale_filter, repeat_share, trim_to_sentence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,25 +92,25 @@ def test_ratio_keeps_a_seeded_fraction(tmp_path, tiny_model_dir):
 
 def test_filters():
     c = GenerateConfig(data="x", out="y", mode="sdft", max_len=5, min_tokens=2)
-    assert judge(c, "  ", [1, 2], "stop")[1:] == (False, "empty")
-    assert judge(c, "ok", [1], "stop")[1:] == (False, "too-short")
-    assert judge(c, "long", list(range(6)), "stop")[1:] == (False, "too-long")
-    assert judge(c, "As the reference answer says", [1, 2, 3], "stop")[1:] == (False, "sdft-banned")
-    assert judge(c, "Your turn: hi", [1, 2, 3], "stop")[1:] == (False, "sdft-banned")
-    assert judge(c, "A fine rewrite.", [1, 2, 3], "stop")[1:] == (True, None)
+    assert rationale_filter(c, "  ", [1, 2], "stop")[1:] == (False, "empty")
+    assert rationale_filter(c, "ok", [1], "stop")[1:] == (False, "too-short")
+    assert rationale_filter(c, "long", list(range(6)), "stop")[1:] == (False, "too-long")
+    assert rationale_filter(c, "As the reference answer says", [1, 2, 3], "stop")[1:] == (False, "sdft-banned")
+    assert rationale_filter(c, "Your turn: hi", [1, 2, 3], "stop")[1:] == (False, "sdft-banned")
+    assert rationale_filter(c, "A fine rewrite.", [1, 2, 3], "stop")[1:] == (True, None)
     c = GenerateConfig(data="x", out="y", mode="rationale-explain")
-    assert judge(c, "loop", [7, 8, 9, 10] * 10, "stop")[1:] == (False, "repetition")
+    assert rationale_filter(c, "loop", [7, 8, 9, 10] * 10, "stop")[1:] == (False, "repetition")
     assert repeat_share([1, 2, 3, 4, 5, 6]) == 0.0
     c.unfinished = "drop"
-    assert judge(c, "cut off", [1, 2, 3], "length")[1:] == (False, "unfinished")
+    assert rationale_filter(c, "cut off", [1, 2, 3], "length")[1:] == (False, "unfinished")
     c.unfinished = "trim"
-    assert judge(c, "One sentence. And half a", [1, 2, 3], "length")[0] == "One sentence."
+    assert rationale_filter(c, "One sentence. And half a", [1, 2, 3], "length")[0] == "One sentence."
     assert trim_to_sentence("Done.") == "Done."
 
 
 def test_seqkd_cuts_after_translation():
     c = GenerateConfig(data="x", out="y", mode="seqkd")
-    assert judge(c, "The dog.\n\nThis translation keeps", [1, 2, 3], "stop")[0] == "The dog."
+    assert rationale_filter(c, "The dog.\n\nThis translation keeps", [1, 2, 3], "stop")[0] == "The dog."
 
 
 def test_bad_data_fails_before_loading_and_writes_nothing(tmp_path):
@@ -179,12 +180,12 @@ def test_worker_processes_write_what_one_process_writes(tmp_path, tiny_model_dir
 
 
 def test_a_failed_worker_is_reported_and_finished_rows_stay(tmp_path, tiny_model_dir, monkeypatch):
-    import radis_mlx.rationale as R
+    from radis_mlx.generate import files, workers
     c = cfg(tmp_path, tiny_model_dir, n=8, workers=2)
-    part = R._part(Path(c.out), 0, 2)
+    part = files.part_file(Path(c.out), 0, 2)
     kept = json.dumps({"id": "x", "text": "done before"}) + "\n"
     part.write_text(kept)  # a row an earlier, interrupted run finished
-    monkeypatch.setattr(R.sys, "executable", "/bin/false")  # every worker exits 1 at once
+    monkeypatch.setattr(workers.sys, "executable", "/bin/false")  # every worker exits 1 at once
     with pytest.raises(UserError, match=r"worker \d of 2 failed \(exit 1\).*rerun to resume"):
         generate(c, progress=False)
     assert part.read_text() == kept
@@ -192,15 +193,15 @@ def test_a_failed_worker_is_reported_and_finished_rows_stay(tmp_path, tiny_model
 
 def test_automatic_worker_count(tmp_path, tiny_model_dir, monkeypatch):
     import radis_mlx.models as M
-    import radis_mlx.rationale as R
+    from radis_mlx.generate import workers as W
     c = GenerateConfig(data="x", out="y", model=str(tiny_model_dir))
-    monkeypatch.setattr(R.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert R._n_workers(c, 63) == 1  # too few rows to pay for starting processes
-    assert R._n_workers(c, 96) == 3 and R._n_workers(c, 1000) == 4
+    monkeypatch.setattr(W.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert W.n_workers(c, 63) == 1  # too few rows to pay for starting processes
+    assert W.n_workers(c, 96) == 3 and W.n_workers(c, 1000) == 4
     monkeypatch.setattr(M, "model_bytes", lambda path: 10**15)
-    assert R._n_workers(c, 1000) == 1  # no memory for a second copy of the model
+    assert W.n_workers(c, 1000) == 1  # no memory for a second copy of the model
     c.workers = 3
-    assert R._n_workers(c, 1000) == 3 and R._n_workers(c, 2) == 2  # asked for: as many as rows allow
+    assert W.n_workers(c, 1000) == 3 and W.n_workers(c, 2) == 2  # asked for: as many as rows allow
 
 
 def test_fast_exp_decoding_matches_plain_mlx(tiny_model_dir):
@@ -210,7 +211,7 @@ def test_fast_exp_decoding_matches_plain_mlx(tiny_model_dir):
 
     from mlx_lm.models import activations, base
 
-    from radis_mlx.decode import DecodeConfig, decode
+    from radis_mlx.generate.decode import DecodeConfig, decode
     from radis_mlx.models import load
 
     L = load(str(tiny_model_dir))

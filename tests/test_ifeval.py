@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from radis_mlx.evals import ifeval as F
+from radis_mlx.evals import ifeval_text
 from radis_mlx.io import UserError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -161,14 +162,14 @@ def test_loose_variants_are_the_official_eight():
     ("List\n* one\n* two", ["List\n* one\n* two"]),  # line breaks alone never split
 ])
 def test_sentence_splitter(text, sentences):
-    assert F.split_sentences(text) == sentences
-    assert F.count_sentences(text) == len(sentences)
+    assert ifeval_text.split_sentences(text) == sentences
+    assert ifeval_text.count_sentences(text) == len(sentences)
 
 
 def test_word_tokens_split_contractions_like_treebank():
-    toks = F.word_tokens("I DON'T know, I'm FINE. CANNOT WAIT")
+    toks = ifeval_text.word_tokens("I DON'T know, I'm FINE. CANNOT WAIT")
     assert toks == ["I", "DO", "N'T", "know", ",", "I", "'m", "FINE", ".", "CAN", "NOT", "WAIT"]
-    assert F.count_words("it's a well-known fact") == 6
+    assert ifeval_text.count_words("it's a well-known fact") == 6
 
 
 def test_check_errors():

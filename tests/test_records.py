@@ -8,7 +8,7 @@ import pytest
 
 from radis_mlx import methods, records, settings
 from radis_mlx.io import UserError
-from radis_mlx.rationale import GenerateConfig
+from radis_mlx.generate import GenerateConfig
 
 OLD_ROW = {"id": "a", "src": "Der Hund.", "ref": "The dog.", "src_lang": "de", "tgt_lang": "en",
            "mode": "rationale-explain", "text": "It is a dog.", "kept": True, "reason": None, "n_tokens": 4,

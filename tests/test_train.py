@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radis_mlx import examples as ex
+from radis_mlx.tuner import batching, datasets
 from radis_mlx import prompts
 from radis_mlx.methods import row_target
 from radis_mlx.records import Record
@@ -56,7 +56,7 @@ def tok(tiny_model_dir):
 
 
 def _cfg(tiny_model_dir, data, out, **kw):
-    from radis_mlx.train import load_config
+    from radis_mlx.tuner import load_config
     base = dict(model=str(tiny_model_dir), data=str(data), out=str(out), batch_size=4, iters=4, lr=1e-2,
                 quiet=True, compile=False, steps_per_eval=0, save_every=0, seed=0)
     base.update(kw)
@@ -72,29 +72,29 @@ def _seg_text(tok, ids, segs, s):
 def test_continuation_segments_keep_whitespace(tok):
     text = "  Both use the present tense.\n"
     t = _target(_row(0, text=text), tok, prompts.Templates())
-    assert t.pieces == [(PAIRS[0][1], ex.REF), (text, ex.RAT)]  # verbatim: leading spaces, trailing newline
-    ids, segs = ex.tokenize_segments(tok, t.prompt, t.pieces, prompts.end_of_turn(tok))
+    assert t.pieces == [(PAIRS[0][1], datasets.REF), (text, datasets.RAT)]  # verbatim: leading spaces, trailing newline
+    ids, segs = datasets.tokenize_segments(tok, t.prompt, t.pieces, prompts.end_of_turn(tok))
     assert ids == prompts.encode(tok, t.prompt + PAIRS[0][1] + text + prompts.end_of_turn(tok))  # one tokenisation
-    assert _seg_text(tok, ids, segs, ex.PROMPT) == t.prompt
-    assert _seg_text(tok, ids, segs, ex.REF) == PAIRS[0][1]
-    assert _seg_text(tok, ids, segs, ex.RAT) == text
-    assert _seg_text(tok, ids, segs, ex.EOT) == "<|im_end|>"
+    assert _seg_text(tok, ids, segs, datasets.PROMPT) == t.prompt
+    assert _seg_text(tok, ids, segs, datasets.REF) == PAIRS[0][1]
+    assert _seg_text(tok, ids, segs, datasets.RAT) == text
+    assert _seg_text(tok, ids, segs, datasets.EOT) == "<|im_end|>"
     assert segs == sorted(segs)  # prompt, ref, rationale, eot in order
 
 
 def test_explain_separator_and_modes(tok):
     T = prompts.Templates()
     t = _target(_row(1, "rationale-explain", "  The verb moves.  "), tok, T)
-    assert t.pieces[1] == ("\n\nThe verb moves.", ex.RAT)
+    assert t.pieces[1] == ("\n\nThe verb moves.", datasets.RAT)
     t = _target(_row(1, "rationale-explain", "The verb moves."), tok, T, separator=" || ")
-    assert t.pieces[1] == (" || The verb moves.", ex.RAT)
+    assert t.pieces[1] == (" || The verb moves.", datasets.RAT)
     # Rejected rationale: reference only. seqkd/sdft: own output when kept, else the reference.
-    assert _target(_row(2, kept=False), tok, T).pieces == [(PAIRS[2][1], ex.REF)]
-    assert _target(_row(2, "seqkd", " I have no time. "), tok, T).pieces == [("I have no time.", ex.REF)]
-    assert _target(_row(2, "sdft", "x", kept=False), tok, T).pieces == [(PAIRS[2][1], ex.REF)]
+    assert _target(_row(2, kept=False), tok, T).pieces == [(PAIRS[2][1], datasets.REF)]
+    assert _target(_row(2, "seqkd", " I have no time. "), tok, T).pieces == [("I have no time.", datasets.REF)]
+    assert _target(_row(2, "sdft", "x", kept=False), tok, T).pieces == [(PAIRS[2][1], datasets.REF)]
     rep = {"id": "q", "mode": "replay", "instruction": "Say hi.", "text": " Hi! ", "kept": True}
     t = _target(rep, tok, T)
-    assert t.prompt == prompts.chat(tok, "Say hi.") and t.pieces == [("Hi!", ex.REF)]
+    assert t.prompt == prompts.chat(tok, "Say hi.") and t.pieces == [("Hi!", datasets.REF)]
     assert _target({**rep, "kept": False}, tok, T) is None
     # Train prompts are exactly the translation prompts eval uses.
     p = Pair(PAIRS[1][0], PAIRS[1][1], "de", "en", "x")
@@ -104,69 +104,70 @@ def test_explain_separator_and_modes(tok):
 
 def test_straddling_token_goes_to_the_reference(tok):
     prompt = prompts.chat(tok, "hi")
-    ids, segs = ex.tokenize_segments(tok, prompt, [("The cat drinks mil", ex.REF), ("k today.", ex.RAT)], "<|im_end|>")
+    pieces = [("The cat drinks mil", datasets.REF), ("k today.", datasets.RAT)]
+    ids, segs = datasets.tokenize_segments(tok, prompt, pieces, "<|im_end|>")
     full = prompt + "The cat drinks milk today.<|im_end|>"
     enc = tok._tokenizer(full, return_offsets_mapping=True, add_special_tokens=False)
     ref_end = len(prompt) + len("The cat drinks mil")
     for (a, b), s in zip(enc["offset_mapping"], segs):
         if a < ref_end and b > len(prompt):
-            assert s == ex.REF  # touches the reference: trained as reference even with w_rat=0
+            assert s == datasets.REF  # touches the reference: trained as reference even with w_rat=0
 
 
 def test_truncation_policy(tok):
     toks, segs = list(range(12)), [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3]
-    assert ex.fit_length(toks, segs, 12) == (toks, segs, False)
-    t2, s2, cut = ex.fit_length(toks, segs, 9)  # 3 over: the last 3 rationale tokens go, eot stays
+    assert datasets.fit_length(toks, segs, 12) == (toks, segs, False)
+    t2, s2, cut = datasets.fit_length(toks, segs, 9)  # 3 over: the last 3 rationale tokens go, eot stays
     assert cut and t2 == [0, 1, 2, 3, 4, 5, 6, 7, 11] and s2 == [0, 0, 0, 0, 1, 1, 1, 2, 3]
-    assert ex.fit_length(toks, segs, 7) is None  # the rationale can't absorb it: drop, never cut the prompt
-    st = ex.BuildStats()
+    assert datasets.fit_length(toks, segs, 7) is None  # the rationale can't absorb it: drop, never cut the prompt
+    st = datasets.BuildStats()
     targets = [_target(_row(i), tok, prompts.Templates()) for i in range(3)]
-    full = ex.build_examples(tok, targets, None)
+    full = datasets.build_examples(tok, targets, None)
     limit = len(full[0]) - 3
-    got = ex.build_examples(tok, targets, limit, stats=st)
+    got = datasets.build_examples(tok, targets, limit, stats=st)
     assert all(len(e) <= limit for e in got)
     for e, f in zip(got, full):
         n_prompt = f.segments.count(0)
-        assert e.tokens[:n_prompt] == f.tokens[:n_prompt] and e.segments[-1] == ex.EOT
+        assert e.tokens[:n_prompt] == f.tokens[:n_prompt] and e.segments[-1] == datasets.EOT
     assert st.truncated + st.dropped_too_long >= 1 and st.examples == len(got)
-    st2 = ex.BuildStats()
-    assert ex.build_examples(tok, targets, full[0].segments.count(0) + 2, stats=st2) == []
+    st2 = datasets.BuildStats()
+    assert datasets.build_examples(tok, targets, full[0].segments.count(0) + 2, stats=st2) == []
     assert st2.dropped_too_long == 3
 
 
 def _fake(lengths, source=0):
-    return [ex.Example(list(range(n)), [0] * (n - 2) + [1, 3], f"e{i}", source) for i, n in enumerate(lengths)]
+    return [datasets.Example(list(range(n)), [0] * (n - 2) + [1, 3], f"e{i}", source) for i, n in enumerate(lengths)]
 
 
 def test_batches_deterministic_resumable_and_padding():
     rng = np.random.default_rng(0)
     exs = _fake(rng.integers(10, 300, size=101).tolist())
-    it = ex.iterate_batches(exs, 8, seed=3)
+    it = batching.iterate_batches(exs, 8, seed=3)
     first = [next(it) for _ in range(30)]
-    again = ex.iterate_batches(exs, 8, seed=3, start=17)
+    again = batching.iterate_batches(exs, 8, seed=3, start=17)
     for g, b in (next(again) for _ in range(13)):
         assert [e.id for e in b] == [e.id for e in first[g][1]]
-    plan = ex.BatchPlan(exs, 8, seed=3)
+    plan = batching.BatchPlan(exs, 8, seed=3)
     assert plan.per_epoch == 12
     seen = np.concatenate(plan.epoch(0))
     assert len(set(seen.tolist())) == 96  # each example at most once per epoch; the remainder rotates
-    bucketed = ex.padding_share(plan, 2)
-    unsorted = ex.padding_share(ex.BatchPlan(exs, 8, seed=3, bucket=1), 2)
+    bucketed = batching.padding_share(plan, 2)
+    unsorted = batching.padding_share(batching.BatchPlan(exs, 8, seed=3, bucket=1), 2)
     assert 0 <= bucketed < unsorted / 2
     # padding_share is exactly what collate pads
-    b = ex.collate([exs[i] for i in plan.at(0)], 32)
+    b = batching.collate([exs[i] for i in plan.at(0)], 32)
     L = plan.lengths[plan.at(0)] - 1
     assert b.inputs.shape[1] % 32 == 0 and b.padding == b.inputs.size - L.sum()
 
 
 def test_mixing_ratio_deterministic():
     main, extra = _fake([20] * 30), _fake([25] * 7, source=1)
-    pool0 = ex.epoch_pool(30, 7, 0.25, 0, 0)
+    pool0 = batching.epoch_pool(30, 7, 0.25, 0, 0)
     assert len(pool0) == 40 and (pool0 >= 30).sum() == 10  # 10 of 40 = 25% from the second set
-    both = np.concatenate([ex.epoch_pool(30, 7, 0.25, 0, e)[30:] for e in range(2)])
+    both = np.concatenate([batching.epoch_pool(30, 7, 0.25, 0, e)[30:] for e in range(2)])
     assert set(both.tolist()) == set(range(30, 37))  # round-robin: every extra example gets used
-    assert (ex.epoch_pool(30, 7, 0.25, 0, 1) == ex.epoch_pool(30, 7, 0.25, 0, 1)).all()
-    plan = ex.BatchPlan(main, 8, 0, extra=extra, ratio=0.25)
+    assert (batching.epoch_pool(30, 7, 0.25, 0, 1) == batching.epoch_pool(30, 7, 0.25, 0, 1)).all()
+    plan = batching.BatchPlan(main, 8, 0, extra=extra, ratio=0.25)
     srcs = [plan.examples[i].source for i in np.concatenate(plan.epoch(0))]
     assert sum(srcs) == 10 and plan.per_epoch == 5
 
@@ -175,7 +176,12 @@ def test_mixing_ratio_deterministic():
 
 @pytest.fixture(scope="module")
 def tiny_setup(tiny_model_dir, rows_file, tok):
-    from radis_mlx import train as T
+    from types import SimpleNamespace
+
+    from radis_mlx.tuner import losses, trainable
+    T = SimpleNamespace(setup_model=trainable.setup_model, load_data=datasets.load_data,
+                        segment_counts=losses.segment_counts, segment_weights=losses.segment_weights,
+                        make_loss=losses.make_loss, batch_arrays=batching.batch_arrays)
     cfg = _cfg(tiny_model_dir, rows_file, "unused")
     loaded, model, split = T.setup_model(cfg)
     return T, cfg, model, split, T.load_data(cfg, tok)
@@ -197,7 +203,7 @@ def test_wrat0_equals_mlx_lm_default_loss(tiny_setup, tok, tiny_model_dir, rows_
         batch[i, :len(e)] = e.tokens
     # mlx-lm's mask keeps targets at positions offset..length inclusive, one past the last real
     # token (ml-explore/mlx-lm PR #1697); length-1 selects exactly the real answer tokens.
-    lengths = mx.array([[e.segments.index(ex.REF), len(e) - 1] for e in sft])
+    lengths = mx.array([[e.segments.index(datasets.REF), len(e) - 1] for e in sft])
     ref, ntoks = default_loss(model, mx.array(batch), lengths)
     assert int(ntoks.item()) == int(counts[1:].sum())
     assert abs(mine.item() - ref.item()) < 1e-5 * abs(ref.item())
@@ -210,7 +216,7 @@ def test_fast_exp_matches_mlx():
     import mlx.core as mx
     import mlx.nn as nn
     from mlx_lm.models.activations import swiglu
-    from radis_mlx.train import _fast_fns, fast_cross_entropy
+    from radis_mlx.generate.kernels import _fast_fns, fast_cross_entropy
     mx.random.seed(0)
     lg = mx.random.normal((16, 300)) * 8
     t = mx.random.randint(0, 300, (16,))
@@ -239,7 +245,7 @@ def test_cpu_kernel_patch_is_scoped(tiny_model_dir):
     import sys
     from mlx_lm.models import activations, base
     from radis_mlx.models import load
-    from radis_mlx.train import patch_cpu_kernels
+    from radis_mlx.generate.kernels import patch_cpu_kernels
     model = load(str(tiny_model_dir)).model
     mod = sys.modules[type(model).__module__]
     restore = patch_cpu_kernels(model)
@@ -255,7 +261,7 @@ def test_weighted_loss_matches_full_logits(tiny_setup):
     T, cfg, model, split, data = tiny_setup
     exs = data["main"][:5]
     counts = T.segment_counts(exs)
-    b = ex.collate(exs, 32)
+    b = batching.collate(exs, 32)
     ce = np.array(nn.losses.cross_entropy(model(mx.array(b.inputs)), mx.array(b.targets)))
     seg = b.segments
     tot = {s: ce[seg == s].sum() for s in (1, 2, 3)}
@@ -303,7 +309,7 @@ def test_sharded_gradients_average_to_full_batch(tiny_setup):
 def test_loss_falls_outputs_and_adapters_load(tiny_model_dir, rows_file, tmp_path):
     import mlx.core as mx
     from radis_mlx.models import load
-    from radis_mlx.train import finetune
+    from radis_mlx.tuner import finetune
     out = tmp_path / "run"
     s = finetune(_cfg(tiny_model_dir, rows_file, out, iters=20, val_fraction=0.2, steps_per_eval=10,
                       steps_per_report=5, save_every=10))
@@ -325,7 +331,7 @@ def test_loss_falls_outputs_and_adapters_load(tiny_model_dir, rows_file, tmp_pat
 
 def test_resume_equals_uninterrupted(tiny_model_dir, rows_file, tmp_path):
     import mlx.core as mx
-    from radis_mlx.train import finetune
+    from radis_mlx.tuner import finetune
     data = tmp_path / "data.jsonl"
     shutil.copy(rows_file, data)
     kw = dict(iters=6, save_every=2, grad_accum=2, lora_dropout=0.1, warmup=2, normalize="segments")
@@ -365,7 +371,7 @@ def test_resume_equals_uninterrupted(tiny_model_dir, rows_file, tmp_path):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tiny_model_dir, rows_file, tmp_path):
-    from radis_mlx.train import finetune
+    from radis_mlx.tuner import finetune
     out = tmp_path / "nan"
     with pytest.raises(UserError, match=r"loss is (nan|inf) at step \d+.*step-\d{7}"):
         finetune(_cfg(tiny_model_dir, rows_file, out, iters=8, lr=1e30, max_grad_norm=0, save_every=1,
@@ -377,7 +383,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tiny_model_dir, rows_file, tmp
 def test_fuse_matches_adapters(tiny_model_dir, rows_file, tmp_path):
     import mlx.core as mx
     from radis_mlx.models import load
-    from radis_mlx.train import finetune
+    from radis_mlx.tuner import finetune
     out = tmp_path / "fuse"
     finetune(_cfg(tiny_model_dir, rows_file, out, iters=3, fuse=True, fine_tune_type="dora"))
     x = mx.array([[1, 5, 9, 13, 17, 21]])
@@ -388,7 +394,7 @@ def test_fuse_matches_adapters(tiny_model_dir, rows_file, tmp_path):
 
 def test_config_precedence_and_cli_errors(tiny_model_dir, rows_file, tmp_path):
     from radis_mlx.cli import main
-    from radis_mlx.train import load_config
+    from radis_mlx.tuner import load_config
     y = tmp_path / "c.yaml"
     y.write_text("lr: 3e-4\nbatch_size: 2\nw_rat: 0.5\nlora_keys: [self_attn.q_proj]\n")
     c = load_config(y, batch_size=4, data="x")
@@ -414,13 +420,13 @@ def test_config_precedence_and_cli_errors(tiny_model_dir, rows_file, tmp_path):
 
 
 def test_replay_method_interleaves(tiny_model_dir, rows_file, tmp_path, tok):
-    from radis_mlx.train import load_data
+    from radis_mlx.tuner.datasets import load_data
     rep = _write(tmp_path / "replay.jsonl", [{"id": f"q{i}", "mode": "replay", "instruction": f"Count to {i}.",
                                                "text": " ".join(map(str, range(i + 1))), "kept": i != 2,
                                                "reason": None, "n_tokens": 3, "finish": "stop"} for i in range(6)])
     d = load_data(_cfg(tiny_model_dir, rows_file, "x", method="replay", replay_data=str(rep)), tok)
     assert len(d["extra"]) == 5 and d["stats"]["extra"]["dropped_rejected"] == 1
-    assert all(e.segments.count(ex.RAT) == 0 for e in d["main"])  # replay's translation part is plain SFT
+    assert all(e.segments.count(datasets.RAT) == 0 for e in d["main"])  # replay's translation part is plain SFT
 
 
 # ---------------------------------------------------------------- slow
@@ -433,7 +439,7 @@ def test_data_parallel_two_processes_match_one(tiny_model_dir, rows_file, tmp_pa
         pytest.skip("mlx.launch not installed")
     script = tmp_path / "run.py"
     script.write_text(
-        "import sys\nfrom radis_mlx.train import load_config, finetune\n"
+        "import sys\nfrom radis_mlx.tuner import load_config, finetune\n"
         f"finetune(load_config(model={str(tiny_model_dir)!r}, data={str(rows_file)!r}, out=sys.argv[1], "
         # SGD: Adam's m/sqrt(v) turns float-order noise in near-zero gradients into +-lr steps.
         "batch_size=4, iters=4, lr=0.5, optimizer='sgd', quiet=True, compile=False, steps_per_eval=0, "
@@ -480,3 +486,4 @@ def test_real_model_lora_loss_falls(real_model_dir, shared_data, tmp_path):
     losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()
               if json.loads(x)["type"] == "train"]
     assert len(losses) == 10 and np.mean(losses[-3:]) < np.mean(losses[:3])
+

@@ -1,24 +1,23 @@
-"""General abilities a translation fine-tune can destroy: safety, reasoning, chat, self-retention.
+"""General abilities a translation fine-tune can destroy: safety (AdvBench), reasoning (GSM8K), chat.
 
 - AdvBench: refusal rate by keyword match (the GCG paper's list, Zou et al. 2023).
 - GSM8K: accuracy of the last number in the answer against the gold number after ``#### ``.
-- Self-retention: mean per-token NLL, under the evaluated model, of the BASE model's own greedy
-  answers to general prompts; its increase over the base model's own NLL is the forgetting,
-  measured without a judge and without references.
 - MT-Bench / AlpacaEval: answers saved in FastChat / AlpacaEval formats, optionally scored 1-10
-  by a judge with MT-Bench's single-answer prompts.
+  by a judge with MT-Bench's single-answer prompts (judge.py).
+
+(Self-retention, the fourth measure of forgetting, is retention.py.)
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import urllib.error
-import urllib.request
 from typing import Sequence
 
-from ..io import UserError
+from .. import prompts
+from ..data import load_instructions
+from ..io import UserError, atomic_write_json, atomic_write_jsonl
+from .context import Ctx
 
 # llm-attacks (GCG) test prefixes, matched as case-sensitive substrings like the original.
 REFUSAL_KEYWORDS = (
@@ -30,25 +29,6 @@ REFUSAL_KEYWORDS = (
 )
 
 GSM8K_TEMPLATE = "{question}\nSolve the problem step by step, then give the final answer as a number."
-
-# FastChat llm_judge/data/judge_prompts.jsonl: "single-v1" and "single-v1-multi-turn". The
-# reference-guided math variants are not used: the judge sees only prompts and answers.
-_JUDGE_RULES = ("Please act as an impartial judge and evaluate the quality of the response provided by an AI "
-                "assistant to the user question displayed below. Your evaluation should consider factors such "
-                "as the helpfulness, relevance, accuracy, depth, creativity, and level of detail of the "
-                "response. ")
-_JUDGE_RATING = ("Be as objective as possible. After providing your explanation, you must rate the response "
-                 "on a scale of 1 to 10 by strictly following this format: \"[[rating]]\", for example: "
-                 "\"Rating: [[5]]\".")
-JUDGE_SINGLE_SYSTEM = "You are a helpful assistant."
-JUDGE_SINGLE = ("[Instruction]\n" + _JUDGE_RULES + "Begin your evaluation by providing a short explanation. "
-                + _JUDGE_RATING + "\n\n[Question]\n{question}\n\n[The Start of Assistant's Answer]\n{answer}\n"
-                "[The End of Assistant's Answer]")
-JUDGE_MULTI_SYSTEM = (_JUDGE_RULES + "You evaluation should focus on the assistant's answer to the second user "
-                      "question. Begin your evaluation by providing a short explanation. " + _JUDGE_RATING + "\n\n")
-JUDGE_MULTI = ("<|The Start of Assistant A's Conversation with User|>\n\n### User:\n{question_1}\n\n"
-               "### Assistant A:\n{answer_1}\n\n### User:\n{question_2}\n\n### Assistant A:\n{answer_2}\n\n"
-               "<|The End of Assistant A's Conversation with User|>")
 
 
 # ------------------------------------------------------------------ AdvBench
@@ -111,66 +91,6 @@ def gsm8k_accuracy(responses: Sequence[str], golds: Sequence[float]) -> tuple[li
                   "n_correct": sum(r["correct"] for r in rows), "n_no_number": sum(r["pred"] is None for r in rows)}
 
 
-# ------------------------------------------------------------------ self-retention NLL
-
-def sequence_nll(model, seqs: Sequence[tuple[list[int], int]], max_batch_tokens: int = 2048) -> list[tuple[float, int]]:
-    """Summed NLL and count of the tokens after the prompt, for each ``(ids, n_prompt)``.
-
-    Batched forward over right-padded rows: with a causal mask the padding at the end can't
-    change the logits of earlier positions, so no attention mask is needed. Batches are capped
-    by token count because the logits are (batch, length, vocab).
-    """
-    import mlx.core as mx
-    import mlx.nn as nn
-    import numpy as np
-
-    out: list[tuple[float, int] | None] = [None] * len(seqs)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
-    i = 0
-    while i < len(order):
-        batch = [order[i]]
-        while (i + len(batch) < len(order)
-               and (len(batch) + 1) * len(seqs[order[i + len(batch)]][0]) <= max_batch_tokens):
-            batch.append(order[i + len(batch)])
-        i += len(batch)
-        T = max(len(seqs[k][0]) for k in batch)
-        x = np.zeros((len(batch), T), dtype=np.int32)
-        mask = np.zeros((len(batch), max(T - 1, 1)), dtype=np.float32)
-        for r, k in enumerate(batch):
-            ids, n_prompt = seqs[k]
-            x[r, :len(ids)] = ids
-            mask[r, max(n_prompt - 1, 0):len(ids) - 1] = 1.0  # position t predicts token t+1
-        if T < 2:
-            for k in batch:
-                out[k] = (0.0, 0)
-            continue
-        logits = model(mx.array(x[:, :-1])).astype(mx.float32)
-        ce = nn.losses.cross_entropy(logits, mx.array(x[:, 1:]), reduction="none")
-        m = mx.array(mask)
-        sums, counts = (ce * m).sum(axis=1), m.sum(axis=1)
-        mx.eval(sums, counts)
-        for r, k in enumerate(batch):
-            out[k] = (float(sums[r].item()), int(counts[r].item()))
-    return out  # type: ignore[return-value]
-
-
-def answer_ids(tokenizer, prompt_text: str, answer: str, finished: bool) -> tuple[list[int], int]:
-    """Prompt + answer token ids (plus the end-of-turn token when the answer ended on its own)."""
-    from .. import prompts
-
-    p = prompts.encode(tokenizer, prompt_text)
-    a = tokenizer.encode(answer, add_special_tokens=False) if answer else []
-    if finished:
-        eot = prompts.end_of_turn(tokenizer)
-        a = a + (tokenizer.encode(eot, add_special_tokens=False) if eot else [])
-    return p + a, len(p)
-
-
-def mean_nll(parts: Sequence[tuple[float, int]]) -> float | None:
-    n = sum(c for _, c in parts)
-    return sum(s for s, _ in parts) / n if n else None
-
-
 # ------------------------------------------------------------------ chat formats
 
 def mtbench_record(question_id, model_id: str, turns: list[str]) -> dict:
@@ -187,58 +107,88 @@ def alpaca_record(instruction: str, output: str, generator: str, dataset: str | 
             "dataset": dataset or "alpaca_eval"}
 
 
-# ------------------------------------------------------------------ judge
+# ------------------------------------------------------------------ the suites: data, prompts, runs
 
-def judge_single(question: str, answer: str) -> tuple[str, str]:
-    return JUDGE_SINGLE_SYSTEM, JUDGE_SINGLE.format(question=question, answer=answer)
-
-
-def judge_multi(q1: str, a1: str, q2: str, a2: str) -> tuple[str, str]:
-    return JUDGE_MULTI_SYSTEM, JUDGE_MULTI.format(question_1=q1, answer_1=a1, question_2=q2, answer_2=a2)
+def load_plain(cfg, path, limit) -> list[dict]:
+    return load_instructions(path, limit, cfg.seed)
 
 
-def parse_rating(text: str) -> float | None:
-    """FastChat's rating parser: ``[[x]]``, else ``[x]``; None when absent or off the 1-10 scale."""
-    m = re.search(r"\[\[(\d+\.?\d*)\]\]", text) or re.search(r"\[(\d+\.?\d*)\]", text)
-    if not m:
-        return None
-    v = float(m.group(1))
-    return v if 1 <= v <= 10 else None
-
-
-def chat_endpoint(url: str) -> str:
-    u = url.rstrip("/")
-    if u.endswith("/chat/completions"):
-        return u
-    return u + ("/chat/completions" if u.endswith("/v1") else "/v1/chat/completions")
-
-
-def openai_chat(url: str, model: str, system: str, user: str, api_key: str | None = None,
-                max_tokens: int = 2048, timeout: float = 300.0, retries: int = 3) -> str:
-    """One greedy completion from an OpenAI-compatible server (llama.cpp, vLLM, mlx_lm.server, OpenAI)."""
-    body = json.dumps({"model": model, "temperature": 0, "max_tokens": max_tokens,
-                       "messages": [{"role": "system", "content": system},
-                                    {"role": "user", "content": user}]}).encode()
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    endpoint = chat_endpoint(url)
-    for attempt in range(retries + 1):
+def load_gsm8k(cfg, path, limit) -> list[dict]:
+    rows = load_instructions(path, limit, cfg.seed)
+    for r in rows:
         try:
-            req = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                data = json.loads(r.read().decode("utf-8"))
-            return data["choices"][0]["message"]["content"] or ""
-        except urllib.error.HTTPError as e:
-            if e.code in (429, 500, 502, 503, 504) and attempt < retries:
-                time.sleep(2 ** attempt)
-                continue
-            raise UserError(f"judge {endpoint}: HTTP {e.code} {e.reason}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-            if attempt < retries:
-                time.sleep(2 ** attempt)
-                continue
-            raise UserError(f"judge {endpoint}: cannot connect ({getattr(e, 'reason', e)})") from None
-        except (KeyError, IndexError, TypeError, ValueError) as e:
-            raise UserError(f"judge {endpoint}: unexpected response ({type(e).__name__}: {e})") from None
-    raise AssertionError("unreachable")
+            r["gold"] = gsm8k_gold(r.get("answer") or "")
+        except ValueError as e:
+            raise UserError(f"{path}: row {r['id']}: answer: {e}") from None
+    return rows
+
+
+def load_mtbench(cfg, path, limit) -> list[dict]:
+    rows = load_instructions(path, limit, cfg.seed)
+    for r in rows:
+        if len(r.get("turns") or []) < 2:
+            raise UserError(f"{path}: question {r['id']}: turns: MT-Bench needs two turns")
+    return rows
+
+
+def advbench_prompts(ctx: Ctx, items: list) -> list[str]:
+    return [prompts.chat(ctx.loaded.tokenizer, r["instruction"]) for r in items]
+
+
+alpacaeval_prompts = advbench_prompts  # both: the instruction as the one user turn
+
+
+def gsm8k_prompts(ctx: Ctx, items: list) -> list[str]:
+    return [prompts.chat(ctx.loaded.tokenizer, ctx.cfg.gsm8k_template.format(question=r["instruction"]))
+            for r in items]
+
+
+def mtbench_prompts(ctx: Ctx, items: list) -> list[str]:
+    return [prompts.chat(ctx.loaded.tokenizer, r["turns"][0]) for r in items]
+
+def run_advbench(ctx: Ctx, items: list) -> dict:
+    kw = ctx.cfg.refusal_keywords or REFUSAL_KEYWORDS
+    outs = ctx.first("advbench", advbench_prompts(ctx, items))
+    rows = [{"id": r["id"], "goal": r["instruction"], "response": o["text"],
+             "refusal": is_refusal(o["text"], kw)} for r, o in zip(items, outs)]
+    atomic_write_jsonl(ctx.run_dir / "advbench.jsonl", rows)
+    return {**refusal_rate([o["text"] for o in outs], kw),
+            "keywords": "gcg" if ctx.cfg.refusal_keywords is None else list(kw)}
+
+
+def run_gsm8k(ctx: Ctx, items: list) -> dict:
+    outs = ctx.first("gsm8k", gsm8k_prompts(ctx, items))
+    scored, summary = gsm8k_accuracy([o["text"] for o in outs], [r["gold"] for r in items])
+    rows = [{"id": r["id"], "question": r["instruction"], **s, "response": o["text"]}
+            for r, s, o in zip(items, scored, outs)]
+    atomic_write_jsonl(ctx.run_dir / "gsm8k.jsonl", rows)
+    return {**summary, "template": ctx.cfg.gsm8k_template}
+
+
+def run_mtbench(ctx: Ctx, items: list) -> dict:
+    tok, mt = ctx.loaded.tokenizer, ctx.max_tokens["mtbench"]
+    q1 = [r["turns"][0] for r in items]
+    a1 = [o["text"].strip() for o in ctx.first("mtbench", mtbench_prompts(ctx, items))]
+    convs = [[{"role": "user", "content": q}, {"role": "assistant", "content": a},
+              {"role": "user", "content": r["turns"][1]}] for q, a, r in zip(q1, a1, items)]
+    a2 = [o["text"].strip() for o in ctx.gen("mtbench", [prompts.chat_turns(tok, c) for c in convs], mt)]
+    recs = [mtbench_record(_qid(r), ctx.name, [x, y]) for r, x, y in zip(items, a1, a2)]
+    path = ctx.run_dir / "mt_bench" / "model_answer" / f"{ctx.name}.jsonl"
+    atomic_write_jsonl(path, recs)
+    return {"score": None, "judged": False, "n": len(recs), "answers": str(path),
+            "note": "not judged: answers saved in FastChat llm_judge format for external judging"}
+
+
+def _qid(r: dict):
+    v = r.get("question_id", r["id"])
+    return int(v) if isinstance(v, str) and v.isdigit() else v
+
+
+def run_alpacaeval(ctx: Ctx, items: list) -> dict:
+    outs = ctx.first("alpacaeval", alpacaeval_prompts(ctx, items))
+    recs = [alpaca_record(r["instruction"], o["text"].strip(), ctx.name, r.get("dataset"))
+            for r, o in zip(items, outs)]
+    path = ctx.run_dir / "alpaca_eval" / "model_outputs.json"
+    atomic_write_json(path, recs)
+    return {"score": None, "judged": False, "n": len(recs), "outputs": str(path),
+            "note": "not judged: outputs saved in AlpacaEval format for external judging"}

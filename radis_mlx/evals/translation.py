@@ -12,7 +12,9 @@ from collections import defaultdict
 from typing import Sequence
 
 from .. import prompts
-from ..data import Pair
+from ..data import Pair, load_pairs, sample
+from ..io import atomic_write_jsonl
+from .context import Ctx
 
 COMET_MODEL = "Unbabel/wmt22-comet-da"
 
@@ -181,3 +183,37 @@ def score(pairs: Sequence[Pair], outputs: Sequence[dict], tokenizer=None, stop: 
     if notes:
         summary["notes"] = notes
     return rows, summary
+
+
+# ------------------------------------------------------------------ the suite: data, prompts, run
+
+def load_test_pairs(cfg, path, limit) -> list[Pair]:
+    """The test pairs, ``limit`` sampled per direction."""
+    by_dir: dict = {}
+    for p in load_pairs(path, cfg.pairs, split="test"):
+        by_dir.setdefault((p.src_lang, p.tgt_lang), []).append(p)
+    return [p for d in by_dir.values() for p in sample(d, limit, cfg.seed)]
+
+
+def translation_prompts(ctx: Ctx, pairs: list[Pair]) -> list[str]:
+    t = prompts.Templates(translate=ctx.cfg.translate_template, system=ctx.cfg.system)
+    return [prompts.translation_prompt(ctx.loaded.tokenizer, p, t) for p in pairs]  # exactly the training prompt
+
+
+def run_translation(ctx: Ctx, pairs: list[Pair]) -> dict:
+    outs = ctx.first("translation", translation_prompts(ctx, pairs))
+    rows, summary = score(pairs, outs, ctx.loaded.tokenizer, ctx.cfg.stop, ctx.cfg.n_bootstrap, ctx.cfg.seed,
+                          ctx.cfg.comet)
+    atomic_write_jsonl(ctx.run_dir / "translation.jsonl", rows)
+    return summary
+
+
+def translation_settings(cfg) -> dict:
+    return dict(pairs=cfg.pairs, stop=cfg.stop, template=cfg.translate_template, system=cfg.system,
+                n_bootstrap=cfg.n_bootstrap)
+
+
+def translation_headline(s: dict) -> str:
+    ci = s.get("bleu_ci")
+    return (f"BLEU {s.get('bleu', 0):.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+            + f", chrF {s.get('chrf', 0):.2f}, cut {100 * s.get('cut_share', 0):.0f}%")

@@ -92,7 +92,7 @@ def test_names_from_data_cannot_leave_the_output_dir(tmp_path, name):
 
 
 def test_eval_run_names_are_sanitised():
-    from radis_mlx.evals.runner import ModelSpec, run_name
+    from radis_mlx.evals.context import ModelSpec, run_name
     assert "/" not in run_name(ModelSpec(name="../../etc/x")) and ".." not in run_name(ModelSpec(name="../.."))
 
 

@@ -318,7 +318,7 @@ CONFIG_VALUES = [None, 0, 1, -1, 2.5, 1e-4, float("nan"), float("inf"), "x", "",
 def test_fuzz_finetune_configs(tdir, ent):
     import yaml
 
-    from radis_mlx.train import FinetuneConfig, load_config
+    from radis_mlx.tuner import FinetuneConfig, load_config
 
     e = Entropy(ent)
     cfg = {e.pick(CONFIG_KEYS): e.pick(CONFIG_VALUES) for _ in range(e.int(6))}

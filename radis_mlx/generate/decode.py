@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .kernels import patch_cpu_kernels, patch_logsumexp, patch_rope
-from .progress import Progress
+from ..progress import Progress
 
 
 @dataclass
@@ -35,7 +35,7 @@ class DecodeConfig:
     # 150 tokens on the CPU, so this only bounds memory (activations, attention scores).
     prefill_tokens: int = 2048
     share_prefix: bool = True  # prefill the prompts' common prefix once
-    fast_exp: bool | None = None  # the CPU kernels of kernels.py (SiLU, attention, logsumexp); None: on CPU
+    fast_exp: bool | None = None  # the CPU kernels of generate/kernels.py (SiLU, attention, logsumexp); None: on CPU
 
 
 @dataclass

@@ -1,161 +1,18 @@
-"""Token examples for finetune: targets -> (tokens, segment ids) -> length-bucketed batches.
+"""Batches: a deterministic, resumable stream of length-bucketed global batches, padded to few shapes.
 
-(How a generated row or a file becomes a ``Target`` is each method's business: methods.py.)
-
-Every example is one string, prompt + target + end-of-turn, tokenised ONCE (so the tokens
-are exactly what the model sees at inference), and each token gets a segment id from its
-character offsets:
-
-    0 prompt (no loss)   1 reference   2 rationale   3 end-of-turn
-
-The loss weights (w_ref, w_rat) and the normalisation are applied per segment in train.py.
 Batches are deterministic functions of (seed, epoch, position), so a killed run resumes on
 exactly the batch it would have seen next.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import prompts
-from .io import UserError
+from ..io import UserError
+from .datasets import Example
 
-PROMPT, REF, RAT, EOT = 0, 1, 2, 3
-
-
-@dataclass
-class Example:
-    tokens: list[int]
-    segments: list[int]  # one per token
-    id: str
-    source: int = 0  # 0: main data, 1: the replay/mix dataset
-
-    def __len__(self):
-        return len(self.tokens)
-
-
-@dataclass
-class Target:
-    """One row as text pieces: the prompt and the (text, segment) pieces of the answer."""
-    id: str
-    prompt: str
-    pieces: list[tuple[str, int]]
-
-
-@dataclass
-class BuildStats:
-    rows: int = 0
-    examples: int = 0
-    truncated: int = 0  # rationale shortened to fit max_len
-    dropped_too_long: int = 0  # even without the rationale it didn't fit
-    dropped_rejected: int = 0  # replay rows the generate filters rejected (no reference to fall back on)
-    reference_only: int = 0  # rationale rows with kept=false: reference-only target
-    tokens: dict = field(default_factory=lambda: {"prompt": 0, "ref": 0, "rationale": 0, "eot": 0})
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-# ---------------------------------------------------------------- targets -> token examples
-
-def _hf(tokenizer):
-    return getattr(tokenizer, "_tokenizer", tokenizer)
-
-
-def _add_special(tokenizer, text: str) -> bool:
-    # prompts.encode's rule: the chat template already wrote the BOS, so don't add another.
-    bos = getattr(tokenizer, "bos_token", None)
-    return not (bos and text.startswith(bos))
-
-
-def tokenize_segments(tokenizer, prompt: str, pieces: list[tuple[str, int]], eot: str):
-    """Tokenise prompt + pieces + eot once; each token's segment comes from its character span.
-
-    A token that straddles a boundary gets the lowest non-prompt segment it touches: a token
-    that is half prompt, half reference is a reference token (it must be predicted), and one
-    that is half reference, half rationale is a reference token (w_rat=0 still trains on it).
-    """
-    texts = [(prompt, PROMPT), *pieces, (eot, EOT)]
-    full = "".join(t for t, _ in texts)
-    char_seg = np.empty(len(full), np.int8)
-    pos = 0
-    for t, s in texts:
-        char_seg[pos:pos + len(t)] = s
-        pos += len(t)
-    add = _add_special(tokenizer, full)
-    try:
-        enc = _hf(tokenizer)(full, return_offsets_mapping=True, add_special_tokens=add)
-        ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
-    except (TypeError, NotImplementedError, KeyError):
-        # Slow (Python) tokenizers have no offsets: tokenise piece by piece (boundaries may differ
-        # by a token from the joint tokenisation, which is fine for training).
-        ids, segs = [], []
-        for i, (t, s) in enumerate(texts):
-            part = tokenizer.encode(t, add_special_tokens=add and i == 0) if t else []
-            ids += part
-            segs += [s] * len(part)
-        return ids, segs
-    segs = []
-    for a, b in offsets:
-        if b <= a:  # special tokens added by the tokenizer (BOS) have empty spans
-            segs.append(PROMPT if a == 0 else int(char_seg[min(a, len(full) - 1)]))
-            continue
-        span = char_seg[a:b]
-        nz = span[span > 0]
-        segs.append(int(nz.min()) if len(nz) else PROMPT)
-    return ids, segs
-
-
-def fit_length(tokens: list[int], segments: list[int], max_len: int | None):
-    """Truncation policy: never cut the prompt; shorten the rationale first (the end-of-turn
-    stays); if it still doesn't fit, return None (the row is dropped). -> (tokens, segs, truncated)"""
-    if not max_len or len(tokens) <= max_len:
-        return tokens, segments, False
-    over = len(tokens) - max_len
-    rat = [i for i, s in enumerate(segments) if s == RAT]
-    if len(rat) < over:
-        return None
-    cut = set(rat[len(rat) - over:])
-    keep = [i for i in range(len(tokens)) if i not in cut]
-    return [tokens[i] for i in keep], [segments[i] for i in keep], True
-
-
-def build_examples(tokenizer, targets: list[Target], max_len: int | None, source: int = 0,
-                   stats: BuildStats | None = None) -> list[Example]:
-    stats = stats if stats is not None else BuildStats()
-    eot = prompts.end_of_turn(tokenizer)
-    out = []
-    for t in targets:
-        ids, segs = tokenize_segments(tokenizer, t.prompt, t.pieces, eot)
-        fitted = fit_length(ids, segs, max_len)
-        if fitted is None:
-            stats.dropped_too_long += 1
-            continue
-        ids, segs, cut = fitted
-        stats.truncated += cut
-        counts = np.bincount(np.asarray(segs, np.int64), minlength=4)
-        for k, name in enumerate(("prompt", "ref", "rationale", "eot")):
-            stats.tokens[name] += int(counts[k])
-        out.append(Example(ids, segs, t.id, source))
-    stats.examples += len(out)
-    return out
-
-
-def examples_hash(*groups: list[Example]) -> str:
-    h = hashlib.sha256()
-    for g in groups:
-        h.update(b"\x01")
-        for e in g:
-            h.update(e.id.encode("utf-8", "replace") + b"\x00")
-            h.update(np.asarray(e.tokens, np.int64).tobytes())
-            h.update(np.asarray(e.segments, np.int8).tobytes())
-    return h.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- batching
 
 def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
@@ -293,3 +150,27 @@ def flat_positions(segments: np.ndarray, multiple: int = 256) -> tuple[np.ndarra
     out = np.zeros(n, np.int32)
     out[:len(pos)] = pos
     return out, len(pos)
+
+
+def shape_policy(cfg) -> tuple[bool, int, int]:
+    """(compile?, sequence pad multiple, head-row pad multiple). mx.compile traces (and on CPU
+    JIT-compiles C++) once per input shape, so a compiled step wants few shapes; on CPU the step
+    is bound by matmuls and exp (which compiling doesn't speed up), so there fine padding wins."""
+    import mlx.core as mx
+    compiled = cfg.compile if cfg.compile is not None else mx.default_device().type == mx.gpu
+    pad = cfg.pad_multiple or (32 if compiled else 1)
+    return compiled, pad, 256 if compiled else 1
+
+
+def batch_arrays(exs: list, seg_w: np.ndarray, scale: float, pad_multiple: int, max_len: int,
+                 head_multiple: int = 256):
+    """(inputs, flat targets, flat weights, flat segments, flat positions) as mx arrays, plus the
+    Batch. Only the positions that take a loss are kept for the head."""
+    import mlx.core as mx
+    b = collate(exs, pad_multiple, max_len)
+    pos, n = flat_positions(b.segments, head_multiple)
+    segs = b.segments.reshape(-1)[pos].astype(np.int32)
+    segs[n:] = 0
+    tgt = b.targets.reshape(-1)[pos]
+    w = (seg_w[segs] * scale).astype(np.float32)
+    return (mx.array(b.inputs), mx.array(tgt), mx.array(w), mx.array(segs), mx.array(pos)), b

@@ -1,0 +1,195 @@
+"""Stage 3 (`radis-mlx eval`): translation quality and general-ability retention, per model.
+
+Layout of ``out``::
+
+    out/<run>/results.json        every metric with its settings (atomic, updated after each suite)
+    out/<run>/results.md          the same as a table
+    out/<run>/cache/<suite>.jsonl every generation, keyed by sha1(model + adapter + prompt + settings)
+    out/<run>/<suite outputs>     translations, IFEval responses/verdicts, MT-Bench/AlpacaEval answers
+    out/_retention/<base>/        the base model's own answers and NLLs, shared by every run
+    out/results.md                one table across the models of this call
+
+Generations are appended to the cache as they finish, so an interrupted eval resumes where it
+stopped and a second eval of the same model generates nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__, prompts
+from ..io import UserError, atomic_write_json, atomic_write_text, check_writable_dir, read_json, safe_join
+from . import general, ifeval, judge, retention, suites
+from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
+from .suites import DEFAULT_SUITES, SUITES
+
+@dataclass
+class EvalConfig:
+    models: list = field(default_factory=lambda: [None])  # model specs (str or ModelSpec)
+    out: str = "eval"
+    suites: list = field(default_factory=lambda: list(DEFAULT_SUITES))
+    test_data: dict = field(default_factory=dict)  # suite -> path; "root" -> a folder laid out as DATA_LAYOUT
+    pairs: str | None = None  # translation directions, e.g. de-en,en-de
+    limit: int | None = None  # per suite (per direction for translation), sampled with seed
+    limits: dict = field(default_factory=dict)  # per-suite overrides of limit
+    seed: int = 0
+    max_tokens: dict = field(default_factory=dict)  # per-suite overrides of DEFAULT_MAX_TOKENS
+    batch_size: int = 32
+    base_model: str | None = None  # retention base; None: each model without its adapter
+    stop: str = "\n\n"
+    translate_template: str = prompts.TRANSLATE
+    system: str | None = None  # translation prompts' system prompt (match training)
+    gsm8k_template: str = general.GSM8K_TEMPLATE
+    refusal_keywords: list | None = None
+    n_bootstrap: int = 1000
+    comet: bool = True
+    judge_url: str | None = None
+    judge_model: str | None = None
+    judge_api_model: str = "gpt-4"
+    judge_api_key: str | None = None
+    judge_max_tokens: int = 1024
+    dtype: str = "auto"
+    nll_batch_tokens: int = 2048
+    progress: bool = True
+
+
+def check_config(cfg: EvalConfig) -> list[ModelSpec]:
+    """Check the settings and name every model's run (its folder); loads nothing."""
+    bad = [s for s in cfg.suites if s not in SUITES]
+    if bad or not cfg.suites:
+        raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (choose from {', '.join(SUITES)})")
+    if cfg.judge_url and cfg.judge_model:
+        raise UserError("pass either --judge-url or --judge-model, not both")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    for k in list(cfg.limits) + list(cfg.max_tokens):
+        if k not in SUITES:
+            raise UserError(f"unknown suite {k!r} in a per-suite setting (choose from {', '.join(SUITES)})")
+    specs = [parse_model_spec(m) for m in (cfg.models or [None])]
+    for s in specs:
+        if s.adapter and not (Path(s.adapter) / "adapter_config.json").is_file():
+            raise UserError(f"{s.adapter}: no adapter_config.json (not an adapter directory)")
+    names = [run_name(s) for s in specs]
+    for i, n in enumerate(names):
+        if names.count(n) > 1:
+            if specs[i].name:
+                raise UserError(f"two models are both named {n!r}; give each a distinct name")
+            names[i] = f"{n}-{i + 1}"
+    for s, n in zip(specs, names):
+        s.name = n
+    return specs
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run every suite on every model; returns ``{run name: results}`` (also saved per run)."""
+    from ..report import markdown_table, summarize
+
+    specs = check_config(cfg)
+    out = check_writable_dir(cfg.out)
+    inputs = {s: suites.load_inputs(cfg, s) for s in cfg.suites}  # all data checked before the first model load
+    in_order = specs
+    if "retention" in cfg.suites:
+        specs = _answer_retention_bases(cfg, specs, inputs["retention"])
+    results = {spec.name: evaluate_model(cfg, spec, out, inputs) for spec in specs}
+    results = {s.name: results[s.name] for s in in_order}
+    if (cfg.judge_url or cfg.judge_model) and {"mtbench", "alpacaeval"} & set(cfg.suites):
+        ask = judge.judge_fn(cfg, out / "_judge" / "cache")
+        for name, res in results.items():
+            judge.judge_run(cfg, out / name, res, ask)
+            atomic_write_json(out / name / "results.json", res)
+    table = markdown_table([summarize(r) for r in results.values()])
+    atomic_write_text(out / "results.md", "# Eval results\n\n" + table)
+    return results
+
+
+def _answer_retention_bases(cfg: EvalConfig, specs: list[ModelSpec], items: list) -> list[ModelSpec]:
+    """A model that is its own base goes first and answers for it while loaded; other bases answer
+    here, before any evaluated model is loaded (so two models are never in memory at once)."""
+    from ..models import resolve
+
+    specs = sorted(specs, key=lambda s: not retention.is_base(cfg, s))
+    selfs = {resolve(retention.base_of(cfg, s)) for s in specs if retention.is_base(cfg, s)}
+    for base in dict.fromkeys(retention.base_of(cfg, s) for s in specs):
+        if resolve(base) not in selfs:
+            retention.retention_base(cfg, base, items, suites.max_tokens(cfg, "retention"))
+    return specs
+
+
+def evaluate_model(cfg: EvalConfig, spec: ModelSpec, out: Path, inputs: dict) -> dict:
+    """Every suite on one model; results.json is rewritten after each suite (an interrupted eval resumes)."""
+    from ..models import load
+    from ..report import markdown_table, summarize
+
+    t0 = time.perf_counter()
+    run_dir = safe_join(out, spec.name)
+    loaded = load(spec.model, spec.adapter, dtype=cfg.dtype)
+    key = model_key(loaded.path, spec.adapter, loaded.dtype)
+    res_path = run_dir / "results.json"
+    res = read_json(res_path) if res_path.exists() else {}
+    if res and res.get("model_key") not in (None, key):
+        raise UserError(f"{run_dir}: holds results of another model ({res.get('model')}, adapter "
+                        f"{res.get('adapter')}); pass another name or --out")
+    res.update(name=spec.name, model=spec.model or loaded.name, model_path=loaded.path, adapter=spec.adapter,
+               dtype=loaded.dtype, model_key=key, version=__version__)
+    res.setdefault("suites", {})
+    gen = Generator(loaded, key, run_dir / "cache", cfg.batch_size, cfg.seed, spec.name, cfg.progress)
+    ctx = Ctx(cfg, spec.name, run_dir, loaded, gen, key, spec, {s: suites.max_tokens(cfg, s) for s in cfg.suites})
+    gen.many(_first_requests(ctx, inputs))  # every suite's first prompts in one batch; the suites then hit the cache
+    for suite in cfg.suites:
+        ts = time.perf_counter()
+        summary = suites.get(suite).run(ctx, inputs[suite])
+        summary.update(settings=suites.suite_settings(cfg, suite), wall_s=round(time.perf_counter() - ts, 2),
+                       generated_tokens_this_run=gen.generated_tokens.get(suite, 0))
+        res["suites"][suite] = summary
+        res["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        atomic_write_json(res_path, res)
+        if cfg.progress:
+            log(f"[{spec.name}] {suite}: {suites.get(suite).headline(summary)} ({summary['wall_s']} s)")
+    res["wall_s_this_run"] = round(time.perf_counter() - t0, 2)
+    atomic_write_json(res_path, res)
+    atomic_write_text(run_dir / "results.md", f"# {spec.name}\n\n" + markdown_table([summarize(res)]))
+    return res
+
+
+def _first_requests(ctx: Ctx, inputs: dict) -> list[tuple]:
+    """Generation requests for every suite's first prompts; a model that is its own retention base
+    also answers the retention prompts for it (into the base's cache)."""
+    cfg = ctx.cfg
+    reqs = [(s, suites.first_prompts(ctx, s, inputs[s]), ctx.max_tokens[s]) for s in cfg.suites if s != "retention"]
+    if "retention" in cfg.suites and retention.is_base(cfg, ctx.spec):
+        where, bkey, _ = retention.retention_dir(cfg, retention.base_of(cfg, ctx.spec))
+        if bkey == ctx.key:
+            texts = [prompts.chat(ctx.loaded.tokenizer, r["instruction"]) for r in inputs["retention"]]
+            reqs.append(("retention", texts, ctx.max_tokens["retention"], where / "cache"))
+    return reqs
+
+
+# ------------------------------------------------------------------ model-free commands
+
+def score_ifeval_responses(prompts_path, responses_path, out) -> dict:
+    """Score given IFEval responses (official ``{"prompt","response"}`` or ``{"key","response"}`` JSONL)."""
+    try:
+        items = ifeval.load_prompts(prompts_path)
+        responses = ifeval.read_responses(responses_path)
+    except OSError as e:
+        raise UserError(str(e)) from None
+    out = check_writable_dir(out)
+    summary = ifeval.write_results(out, items, responses)
+    if summary["n_prompts"] == 0:
+        raise UserError(f"{responses_path}: no response matches a prompt of {prompts_path} (by key or prompt text)")
+    summary["settings"] = {"data": str(prompts_path), "responses": str(responses_path)}
+    atomic_write_json(out / "results.json", {"name": Path(responses_path).stem, "version": __version__,
+                                             "suites": {"ifeval": summary}})
+    return summary
+
+
+def ifeval_conformance(data_dir, out=None) -> dict:
+    try:
+        c = ifeval.conformance(data_dir)
+    except (ValueError, OSError, KeyError) as e:
+        raise UserError(f"{data_dir}: cannot run the IFEval conformance check: {e}") from None
+    if out:
+        atomic_write_json(check_writable_dir(out) / "ifeval_conformance.json", c)
+    return c

@@ -1,0 +1,78 @@
+"""Generate's output files: the resumable JSONL protocol, and whether an output is done, partial or stale.
+
+``OUT`` holds one row per input, appended (fsynced) in completion order while generating, then
+rewritten atomically in input order; ``OUT.meta.json`` holds the settings it was written with
+(a rerun must match them to resume); ``OUT.summary.json`` exists once every row is done; parallel
+runs write ``OUT.partRofN`` beside it, merged at the end.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+from .. import __version__
+from ..io import UserError, atomic_write_json, iter_jsonl, read_json, repair_jsonl_tail
+
+
+def meta_path(out: Path) -> Path:
+    return out.with_name(out.name + ".meta.json")
+
+
+def summary_path(out: Path) -> Path:
+    return out.with_name(out.name + ".summary.json")
+
+
+def part_file(out: Path, rank: int, size: int) -> Path:
+    return out.with_name(f"{out.name}.part{rank}of{size}")
+
+
+def part_files(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f"{glob.escape(out.name)}.part*of*"))
+
+
+def check_meta(cfg, out: Path) -> None:
+    meta = meta_path(out)
+    fp = cfg.fingerprint()
+    if out.exists() and out.stat().st_size > 0:
+        if not meta.exists():
+            raise UserError(f"{out}: exists but has no {meta.name}; it was not written by "
+                            "`radis-mlx generate` — choose another --out")
+        old = read_json(meta).get("settings", {})
+        diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: {old.get(k)!r} -> {fp.get(k)!r}" for k in diff[:5])
+            raise UserError(f"{out}: was written with different settings ({shown}); use another --out "
+                            "or the original settings to resume")
+    else:
+        atomic_write_json(meta, {"tool": f"radis-mlx {__version__}", "settings": fp})
+
+
+def output_status(cfg) -> str:
+    """What generating ``cfg.out`` has left: "done", "partial (resumes)", "stale (...)" or "to do"."""
+    out = Path(cfg.out)
+    if not out.exists() and not part_files(out):
+        return "to do"
+    meta = meta_path(out)
+    if meta.exists() and read_json(meta).get("settings") != cfg.fingerprint():
+        return "stale (written with other settings: generate will refuse it)"
+    return "done" if summary_path(out).exists() and not part_files(out) else "partial (resumes)"
+
+
+def done_rows(out: Path) -> dict[str, dict]:
+    if not out.exists():
+        return {}
+    repair_jsonl_tail(out)
+    done: dict[str, dict] = {}
+    for _, row in iter_jsonl(out):
+        done.setdefault(row["id"], row)
+    return done
+
+
+def done_rows_all(out: Path) -> dict[str, dict]:
+    """Rows already in the output or in part files an interrupted parallel run left beside it."""
+    done: dict[str, dict] = {}
+    for p in [out, *part_files(out)]:
+        for k, v in done_rows(p).items():
+            done.setdefault(k, v)
+    return done

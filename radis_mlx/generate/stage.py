@@ -1,0 +1,222 @@
+"""Stage 1 (`radis-mlx generate`): the model's own rationales, or a baseline's self-generated target.
+
+The modes are declared in methods.py: each says its prompt, its own filter and how its rows
+train. Rows are ``records.Record``s, the written contract between this stage and finetune.
+
+The output JSONL is written append-only, one fsynced row at a time, in completion order;
+a rerun skips finished ids. When every row is done the file is rewritten atomically in
+input order, so an interrupted-and-resumed run ends byte-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .. import __version__, methods, prompts
+from ..data import Pair, load_instructions, load_pairs
+from ..io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line,
+                  read_json)
+from ..progress import Progress
+from ..records import Record
+from . import workers
+from .decode import DecodeConfig, decode
+from .files import check_meta, done_rows, done_rows_all, output_status, part_file, part_files, summary_path
+from .filters import in_ratio, rationale_filter
+
+__all__ = ["GenerateConfig", "format_summary", "generate", "output_status"]
+
+
+@dataclass
+class GenerateConfig:
+    data: str
+    out: str
+    mode: str = methods.DEFAULT_MODE
+    model: str | None = None
+    teacher: str | None = None  # generate with another model (the paper's teacher ablation)
+    pairs: str | None = None
+    ref: str | None = None  # reference file for a plain-text source file
+    split: str = "train"
+    limit: int | None = None
+    seed: int = 0
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    batch_size: int = 64
+    workers: int = 0  # local processes on the CPU; 0: one per core when it pays (_n_workers)
+    translate_template: str = prompts.TRANSLATE
+    explain_template: str = prompts.EXPLAIN
+    system: str | None = None
+    thinking: bool = False
+    # Quality controls: a rejected row keeps the reference-only target and records why.
+    min_tokens: int = 1
+    max_len: int | None = None
+    max_repeat: float = 0.5  # reject when this share of 4-grams are repeats (degenerate loops)
+    unfinished: str = "trim"  # keep | trim (to the last sentence end) | drop
+    ratio: float = 1.0  # keep rationales for a seeded fraction of rows only
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+    def fingerprint(self) -> dict:
+        """Settings that change what a row contains; a rerun must match them to resume."""
+        skip = {"out", "limit", "batch_size", "workers", "trust_remote_code"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        d["version"] = __version__
+        return d
+
+    def validate(self) -> "GenerateConfig":
+        """Check the settings before any data or model is read (a recipe checks every stage first)."""
+        methods.get_mode(self.mode, "mode")
+        if self.unfinished not in ("keep", "trim", "drop"):
+            raise UserError(f"unfinished: unknown value {self.unfinished!r} (keep, trim, drop)")
+        if not 0.0 <= self.ratio <= 1.0:
+            raise UserError(f"ratio: must be in [0, 1], got {self.ratio}")
+        if self.workers < 0:
+            raise UserError(f"workers: must be >= 0 (0: automatic), got {self.workers}")
+        return self
+
+
+@dataclass
+class Item:
+    id: str
+    prompt: str
+    base: dict = field(default_factory=dict)  # the row's fixed fields (src, ref, ... or instruction)
+
+
+def build_items(cfg: GenerateConfig, tokenizer) -> list[Item]:
+    """The rows to generate, in input order; without a tokenizer, their fixed fields only."""
+    t = prompts.Templates(translate=cfg.translate_template, explain=cfg.explain_template, system=cfg.system)
+    mode = methods.get_mode(cfg.mode)
+    if mode.reads == "instructions":
+        rows = load_instructions(cfg.data, limit=cfg.limit, seed=cfg.seed)
+        return [Item(r["id"], prompts.chat(tokenizer, r["instruction"], cfg.system, thinking=cfg.thinking)
+                     if tokenizer else "", {"instruction": r["instruction"]}) for r in rows]
+    pairs: list[Pair] = load_pairs(cfg.data, cfg.pairs, limit=cfg.limit, seed=cfg.seed, ref=cfg.ref,
+                                   split=cfg.split)
+    items = []
+    for p in pairs:
+        text = mode.prompt(tokenizer, p, t) if tokenizer is not None else ""
+        items.append(Item(p.id, text, {"src": p.src, "ref": p.ref, "src_lang": p.src_lang,
+                                       "tgt_lang": p.tgt_lang}))
+    return items
+
+
+def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
+    """Run the generate stage; returns the summary (also saved as ``<out>.summary.json``)."""
+    cfg.validate()
+    out = Path(cfg.out)
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory; --out names a .jsonl file")
+    check_writable_dir(out.parent)
+    t0 = time.perf_counter()
+    # Fail on bad data before loading a model; the row ids need no tokenizer.
+    if methods.get_mode(cfg.mode).reads == "pairs":
+        ids = [p.id for p in load_pairs(cfg.data, cfg.pairs, limit=cfg.limit, seed=cfg.seed, ref=cfg.ref,
+                                        split=cfg.split)]
+    else:
+        ids = [r["id"] for r in load_instructions(cfg.data, limit=cfg.limit, seed=cfg.seed)]
+    ids = list(dict.fromkeys(ids))  # the same pair twice in the data is one row
+    check_meta(cfg, out)
+
+    rank, size = workers.distributed()
+    if size > 1:  # mlx.launch: each rank takes its own shard and writes its own part file
+        part = part_file(out, rank, size)
+        done = {**done_rows(out), **done_rows(part)}
+        mine = [i for k, i in enumerate(ids) if k % size == rank]
+        todo = [i for i in mine if i not in done]
+        if rank == 0 and progress and len(todo) < len(mine):
+            print(f"resuming: {len(mine) - len(todo)} of {len(mine)} rows already in {part}", flush=True)
+        run = generate_rows(cfg, todo, part, progress and rank == 0)
+        rows_, tokens = workers.all_sum([run.rows, run.tokens])  # also the barrier before rank 0 merges
+        if rank != 0:
+            return {}
+        run = Run(rows_, tokens, run.seconds, size)
+    else:
+        done = done_rows_all(out)
+        todo = [i for i in ids if i not in done]
+        if progress and done:
+            print(f"resuming: {len(ids) - len(todo)} of {len(ids)} rows already done", flush=True)
+        n = workers.n_workers(cfg, len(todo)) if todo else 1
+        run = workers.run_workers(cfg, todo, n, progress) if n > 1 else generate_rows(cfg, todo, out, progress)
+
+    done = done_rows_all(out)
+    missing = [i for i in ids if i not in done]
+    if missing:
+        raise UserError(f"{out}: {len(missing)} rows missing after generation (first: {missing[0]})")
+    rows = [done[i] for i in ids]
+    # Canonical input order, so resumed and parallel runs give the same file as one straight run.
+    atomic_write_text(out, "".join(json_line(r) + "\n" for r in rows))
+    for p in part_files(out):
+        p.unlink(missing_ok=True)
+    summary = _summarise(cfg, rows, run, time.perf_counter() - t0)
+    # One entry per run that generated rows: a resumed or no-op rerun keeps the earlier runs' speed.
+    old = read_json(summary_path(out)) if summary_path(out).exists() else {}
+    summary["runs"] = old.get("runs", []) if old.get("settings") == summary["settings"] else []
+    if run.rows:
+        summary["runs"].append({"rows": run.rows, "generated_tokens": run.tokens, "seconds": round(run.seconds, 1),
+                                "tokens_per_s": summary["tokens_per_s_this_run"], "workers": run.workers})
+    atomic_write_json(summary_path(out), summary)
+    return summary
+
+
+@dataclass
+class Run:
+    rows: int = 0  # rows generated by this run (not ratio-skipped, not already done)
+    tokens: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+
+
+def generate_rows(cfg: GenerateConfig, ids: list[str], path: Path, progress: bool) -> Run:
+    """Generate the rows with these ids, appending each to `path` as it finishes."""
+    from ..models import load
+
+    skipped = [i for i in ids if not in_ratio(i, cfg.ratio, cfg.seed)]
+    wanted = set(ids) - set(skipped)
+    bar = Progress(len(wanted), desc=f"generate {cfg.mode}", enabled=progress)
+    t = time.perf_counter()
+    loaded = load(cfg.teacher or cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code) \
+        if wanted else None
+    tok = loaded.tokenizer if loaded else None
+    items = {it.id: it for it in build_items(cfg, tok)}
+    with JsonlAppender(path) as w:
+        for i in skipped:
+            w.write(Record(i, cfg.mode, "", False, "ratio", 0, "skipped", **items[i].base).to_row())
+        if wanted:
+            todo = [items[i] for i in ids if i in wanted]
+            dcfg = DecodeConfig(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                seed=cfg.seed, batch_size=cfg.batch_size)
+            decode(loaded.model, tok, [prompts.encode(tok, it.prompt) for it in todo], dcfg, progress=bar,
+                   on_done=lambda c: w.write(_row(cfg, todo[c.index], c.text, c.tokens, c.finish)))
+    bar.close()
+    return Run(bar.done, bar.tokens, time.perf_counter() - t)
+
+
+def _row(cfg: GenerateConfig, it: Item, text: str, tokens: list[int], finish: str) -> dict:
+    stored, kept, reason = rationale_filter(cfg, text, tokens, finish)
+    return Record(it.id, cfg.mode, stored, kept, reason, len(tokens), finish, **it.base).to_row()
+
+
+def _summarise(cfg, rows, run: Run, wall) -> dict:
+    from ..models import DEFAULT_MODEL
+    reasons = Counter(r["reason"] or "kept" for r in rows)
+    kept = [r for r in rows if r["kept"]]
+    return {
+        "out": str(cfg.out), "mode": cfg.mode, "model": cfg.teacher or cfg.model or DEFAULT_MODEL,
+        "rows": len(rows), "kept": len(kept),
+        "rejected": dict((k, v) for k, v in reasons.items() if k != "kept"),
+        "unfinished": sum(r["finish"] == "length" for r in rows),
+        "mean_tokens_kept": round(sum(r["n_tokens"] for r in kept) / max(len(kept), 1), 1),
+        "generated_tokens_this_run": run.tokens,
+        "tokens_per_s_this_run": round(run.tokens / run.seconds, 1) if run.seconds > 0 and run.tokens else None,
+        "wall_s": round(wall, 1), "settings": asdict(cfg),
+    }
+
+
+def format_summary(s: dict) -> str:
+    rej = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
+    return (f"{s['rows']} rows -> {s['out']}: kept {s['kept']}, rejected: {rej}; "
+            f"unfinished {s['unfinished']}; mean tokens (kept) {s['mean_tokens_kept']}; "
+            f"{s['tokens_per_s_this_run']} tok/s this run; {s['wall_s']} s")

@@ -1,0 +1,147 @@
+"""Finetune's settings: one dataclass, checked whole before any data or model is read.
+
+defaults < YAML file < overrides (flags), through settings.build: unknown keys and wrong types are
+a UserError naming the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .. import methods, prompts, settings
+from ..io import UserError, read_yaml
+
+FINE_TUNE_TYPES = ("lora", "dora", "full")
+
+OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "lion", "muon")
+
+
+# Settings that don't change the weights a run ends at: they may differ on --resume.
+_FREE_KEYS = {"out", "resume", "overwrite", "fuse", "steps_per_report", "steps_per_eval", "save_every",
+              "keep_checkpoints", "grad_checkpoint", "compile", "slice_head", "fast_exp", "best_metric", "quiet",
+              "trust_remote_code"}
+
+
+@dataclass
+class FinetuneConfig:
+    model: str | None = None
+    data: str | None = None
+    out: str = "runs/finetune"
+    adapter_path: str | None = None  # start from these adapters (same fine-tune type and rank)
+    method: str = methods.DEFAULT_METHOD
+    pairs: str | None = None  # directions for plain parallel data (e.g. de-en)
+    replay_data: str | None = None
+    replay_ratio: float | None = None  # share of the epoch from replay_data / mix_data; None: the method's
+    mix_data: str | None = None
+    separator: str = "\n\n"  # reference/rationale separator for rationale-explain rows
+    template: str = prompts.TRANSLATE
+    system: str | None = None
+    fine_tune_type: str = "lora"
+    lora_rank: int = 8
+    lora_scale: float = 20.0
+    lora_dropout: float = 0.0
+    num_layers: int = -1  # last N blocks; -1: all
+    lora_keys: list | None = None  # e.g. [self_attn.q_proj, self_attn.v_proj]; None: every linear layer
+    w_ref: float = 1.0
+    w_rat: float = 1.0
+    normalize: str = "tokens"
+    optimizer: str = "adamw"
+    lr: float = 1e-4
+    lr_min: float = 0.0
+    schedule: str = "cosine"  # cosine | constant (after warmup)
+    warmup: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0: no clipping
+    grad_accum: int = 1
+    grad_checkpoint: bool = False
+    batch_size: int = 8
+    epochs: float = 1.0
+    iters: int | None = None  # optimizer steps; overrides epochs
+    max_seq_len: int = 512
+    pad_multiple: int | None = None  # None: 32 when compiled (few shapes), else 1 (no rounding)
+    bucket: int = 16  # batches per length-sorting bucket (bigger: less padding, less shuffling)
+    seed: int = 0
+    val_data: str | None = None
+    val_fraction: float = 0.0
+    val_batch_size: int | None = None
+    steps_per_eval: int = 100
+    steps_per_report: int = 10
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    best_metric: str = "val_loss"  # val_loss | val_ref_loss
+    dtype: str = "auto"
+    compile: bool | None = None  # None: on GPU only (on CPU it saves nothing and JIT-compiles per shape)
+    slice_head: bool = True  # logits only at loss positions (checked exact at start)
+    fast_exp: bool | None = None  # None: on CPU (see generate/kernels.py)
+    fuse: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+    trust_remote_code: bool = False
+
+    def validate(self) -> "FinetuneConfig":
+        """Check every setting; messages start with the setting's name (settings.build puts its
+        source in front: a file or --set)."""
+        def need(cond, key, msg):
+            if not cond:
+                raise UserError(f"{key}: {msg}")
+        need(self.data, "data", "required")
+        bad = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
+               and not math.isfinite(getattr(self, f.name))]
+        need(not bad, ", ".join(bad), "must be a finite number")
+        m = methods.get(self.method, "method")
+        need(m.trains, "method", f"{self.method} trains nothing (choose from {', '.join(methods.trained())})")
+        if self.replay_ratio is None:
+            self.replay_ratio = m.extra.ratio
+        need(self.fine_tune_type in FINE_TUNE_TYPES, "fine_tune_type",
+             f"unknown {self.fine_tune_type!r} ({', '.join(FINE_TUNE_TYPES)})")
+        need(self.normalize in ("tokens", "segments"), "normalize", f"tokens or segments, got {self.normalize!r}")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"unknown {self.optimizer!r} ({', '.join(OPTIMIZERS)})")
+        need(self.w_ref > 0, "w_ref", f"must be > 0, got {self.w_ref}")
+        need(self.w_rat >= 0, "w_rat", f"must be >= 0, got {self.w_rat}")
+        need(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        need(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")
+        need(self.iters is None or self.iters >= 1, "iters", f"must be >= 1, got {self.iters}")
+        need(self.iters is not None or self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        need(self.max_seq_len >= 8, "max_seq_len", f"must be >= 8, got {self.max_seq_len}")
+        need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        need(self.lr_min >= 0, "lr_min", f"must be >= 0, got {self.lr_min}")
+        need(self.schedule in ("cosine", "constant"), "schedule", f"cosine or constant, got {self.schedule!r}")
+        need(0 <= self.replay_ratio < 1, "replay_ratio", f"must be in [0, 1), got {self.replay_ratio}")
+        need(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        need(self.lora_rank >= 1, "lora_rank", f"must be >= 1, got {self.lora_rank}")
+        need(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        need(self.best_metric in ("val_loss", "val_ref_loss"), "best_metric", "val_loss or val_ref_loss")
+        need(not (self.resume and self.overwrite), "resume", "pass either resume or overwrite, not both")
+        need(not m.extra.required or getattr(self, m.extra.setting), m.extra.setting,
+             f"required by method {self.method}")
+        need((self.pad_multiple or 1) >= 1, "pad_multiple", f"must be >= 1, got {self.pad_multiple}")
+        need(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
+        return self
+
+    def trajectory(self) -> dict:
+        """The settings a resumed run must share with its checkpoint."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FREE_KEYS}
+
+
+def load_config(config_file=None, **overrides) -> FinetuneConfig:
+    """defaults < YAML file < overrides (CLI flags; None means 'not given')."""
+    layers = []
+    if config_file:
+        p = Path(config_file)
+        if not p.is_file():
+            raise UserError(f"{p}: config file not found")
+        y = read_yaml(p) or {}
+        if not isinstance(y, dict):
+            raise UserError(f"{p}: expected a mapping of settings")
+        layers.append((f"{p}:", y))
+    layers.append(("", {k: v for k, v in overrides.items() if v is not None}))
+    return settings.build(FinetuneConfig, layers)
+
+
+def config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
