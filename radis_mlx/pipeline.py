@@ -259,6 +259,7 @@ def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool) -> Stage:
 def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
     """Every stage of a recipe, in order, with its settings built and checked; runs nothing."""
     from .evals.context import ModelSpec
+    from .evals.harness import run_dirs
 
     out = Path(out)
     model, stages, specs, seen = recipe.get("model"), [], [], set()
@@ -283,17 +284,18 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
         stages.append(ft)
         specs.append(ModelSpec(model=model, adapter=str(ft.out), name=name))
     stages.append(_eval_stage(recipe, specs, out, progress))
-    stages.append(Stage("report", "report", out / "report", [out / "eval" / s.name for s in specs], "report"))
+    stages.append(Stage("report", "report", out / "report", run_dirs(stages[-1].config), "report"))
     return stages
 
 
 def _report_status(stage: Stage) -> str:
-    return "done" if (stage.out / "report.md").exists() else "to do"
+    from .report import output_status
+    return output_status(stage.out)
 
 
 def _eval_status(stage: Stage) -> str:
-    have = sum((stage.out / s.name / "results.json").exists() for s in stage.config.models)
-    return "to do" if not have else f"{have} of {len(stage.config.models)} models have results (resumes)"
+    from .evals.harness import output_status
+    return output_status(stage.config)
 
 
 def _generate_status(stage: Stage) -> str:
@@ -306,6 +308,7 @@ def _finetune_status(stage: Stage) -> str:
     return output_status(stage.out)
 
 
+# Each stage answers for its own files: the pipeline asks, and never looks inside them.
 STATUS = {"sample": lambda st: "done" if st.out.exists() else "to do", "generate": _generate_status,
           "finetune": _finetune_status, "eval": _eval_status, "report": _report_status}
 
@@ -337,15 +340,13 @@ def _run_generate(st: Stage, progress: bool):
 
 
 def _run_finetune(st: Stage, progress: bool):
-    from .tuner import finetune, output_status
-    state = output_status(st.out)
-    if state == "done":
+    from .tuner import finetune, restart_settings
+    restart = restart_settings(st.out)
+    if restart is None:
         _log(f"{st.name}: finetune already complete in {st.out}")
         return
-    resume = state.startswith("partial")
-    # A run that died before its first checkpoint starts over.
-    cfg = dataclasses.replace(st.config, resume=resume, overwrite=st.out.exists() and not resume).validate()
-    _log(f"{st.name}: finetune {cfg.method} -> {st.out}" + (" (resuming)" if resume else ""))
+    cfg = dataclasses.replace(st.config, **restart).validate()
+    _log(f"{st.name}: finetune {cfg.method} -> {st.out}" + (" (resuming)" if cfg.resume else ""))
     finetune(cfg)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .io import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .tuner.checkpoint import training_cost
 
 GENERAL_PARTS = (("ifeval", "prompt_level_strict", "n_prompts"), ("advbench", "refusal_rate", "n"),
                  ("gsm8k", "accuracy", "n"))
@@ -66,24 +67,9 @@ def summarize(res: dict) -> dict:
     for suite in ("mtbench", "alpacaeval"):
         if suite in s:  # answers saved but no judge: say so instead of leaving a blank
             row[suite] = s[suite]["score"] if s[suite].get("score") is not None else "not judged"
-    row.update(_training_cost(res.get("adapter")))
+    cost = training_cost(res.get("adapter"))  # the finetune stage says what its run cost
+    row.update({f"train_{k}": v for k, v in cost.items()})
     return row
-
-
-def _training_cost(adapter) -> dict:
-    """Tokens processed (non-pad positions, forward + backward) and wall time of the run that trained
-    the adapters, from its summary.json; left out when the run was resumed, as its totals would be partial."""
-    f = Path(adapter) / "summary.json" if adapter else None
-    if f is None or not f.is_file():
-        return {}
-    try:
-        s = read_json(f)
-    except UserError:
-        return {}
-    if not isinstance(s, dict) or s.get("steps_this_run") != s.get("steps"):
-        return {}
-    return {k: s[v] for k, v in (("train_tokens", "tokens_this_run"), ("train_wall_s", "wall_s"))
-            if isinstance(s.get(v), (int, float))}
 
 
 SEED_SUFFIX = re.compile(r"^(.+)-s(\d+)$")  # sft-s0, sft-s1: one method trained with two seeds
@@ -204,6 +190,10 @@ def plot(rows: Sequence[dict], path, translation_key: str) -> None:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def output_status(out) -> str:
+    return "done" if (Path(out) / "report.md").exists() else "to do"
 
 
 def report(run_dirs: Sequence, out) -> dict:

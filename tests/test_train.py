@@ -487,3 +487,18 @@ def test_real_model_lora_loss_falls(real_model_dir, shared_data, tmp_path):
               if json.loads(x)["type"] == "train"]
     assert len(losses) == 10 and np.mean(losses[-3:]) < np.mean(losses[:3])
 
+
+def test_the_tuner_says_how_a_run_goes_on(tmp_path):
+    """The pipeline asks the tuner (restart_settings) instead of reading a run's files itself."""
+    from radis_mlx.tuner import output_status, restart_settings
+    out = tmp_path / "run"
+    assert restart_settings(out) == {"resume": False, "overwrite": False} and output_status(out) == "to do"
+    (out / "checkpoints").mkdir(parents=True)  # died before its first checkpoint: starts over
+    assert restart_settings(out) == {"resume": False, "overwrite": True}
+    for suffix in (".json", ".adapters.safetensors", ".optimizer.safetensors"):
+        (out / "checkpoints" / f"step-0000004{suffix}").write_text("{}")
+    assert restart_settings(out) == {"resume": True, "overwrite": False}
+    assert output_status(out) == "partial (resumes at step 4)"
+    (out / "adapters.safetensors").write_text("")
+    (out / "summary.json").write_text("{}")
+    assert restart_settings(out) is None and output_status(out) == "done"

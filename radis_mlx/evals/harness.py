@@ -67,10 +67,15 @@ def check_config(cfg: EvalConfig) -> list[ModelSpec]:
     for k in list(cfg.limits) + list(cfg.max_tokens):
         if k not in SUITES:
             raise UserError(f"unknown suite {k!r} in a per-suite setting (choose from {', '.join(SUITES)})")
-    specs = [parse_model_spec(m) for m in (cfg.models or [None])]
-    for s in specs:
+    for s in map(parse_model_spec, cfg.models or [None]):
         if s.adapter and not (Path(s.adapter) / "adapter_config.json").is_file():
             raise UserError(f"{s.adapter}: no adapter_config.json (not an adapter directory)")
+    return name_runs(cfg)
+
+
+def name_runs(cfg: EvalConfig) -> list[ModelSpec]:
+    """The models to evaluate, each with its run's name (its folder under ``out``)."""
+    specs = [parse_model_spec(m) for m in (cfg.models or [None])]
     names = [run_name(s) for s in specs]
     for i, n in enumerate(names):
         if names.count(n) > 1:
@@ -80,6 +85,17 @@ def check_config(cfg: EvalConfig) -> list[ModelSpec]:
     for s, n in zip(specs, names):
         s.name = n
     return specs
+
+def run_dirs(cfg: EvalConfig) -> list[Path]:
+    """Where each model's results go: what a report reads."""
+    return [Path(cfg.out) / s.name for s in name_runs(cfg)]
+
+
+def output_status(cfg: EvalConfig) -> str:
+    """How far an eval into ``cfg.out`` got: "to do", or how many models have results (it resumes)."""
+    dirs = run_dirs(cfg)
+    have = sum((d / "results.json").exists() for d in dirs)
+    return "to do" if not have else f"{have} of {len(dirs)} models have results (resumes)"
 
 
 def evaluate(cfg: EvalConfig) -> dict:

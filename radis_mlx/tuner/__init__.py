@@ -9,7 +9,8 @@ methods, so an eager import here would be circular.
 """
 
 _EXPORTS = {"FinetuneConfig": "config", "load_config": "config", "finetune": "loop", "format_summary": "metrics",
-            "output_status": "checkpoint"}
+            "output_status": "checkpoint", "restart_settings": "checkpoint",
+            "training_cost": "checkpoint"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -88,10 +88,36 @@ def load_checkpoint(out: Path, step: int, model, optimizer) -> dict:
 def output_status(out) -> str:
     """What a run in ``out`` has left: "done", "partial (...)" (resumes from a checkpoint) or "to do"."""
     out = Path(out)
-    if (out / "adapters.safetensors").exists() and (out / "summary.json").exists():
+    if restart_settings(out) is None:
         return "done"
     steps = list_checkpoints(out)
     return f"partial (resumes at step {steps[-1]})" if steps else "to do"
+
+
+def restart_settings(out) -> dict | None:
+    """How a finetune into ``out`` goes on: None when it is complete, else the resume / overwrite
+    settings (a run that died before its first checkpoint starts over)."""
+    out = Path(out)
+    if (out / "adapters.safetensors").exists() and (out / "summary.json").exists():
+        return None
+    resume = bool(list_checkpoints(out))
+    return {"resume": resume, "overwrite": out.exists() and not resume}
+
+
+def training_cost(run_dir) -> dict:
+    """Tokens processed (non-pad positions, forward + backward) and wall time of the run that trained
+    the adapters in ``run_dir``; {} when unknown, or when the run was resumed (its totals would be partial)."""
+    f = Path(run_dir) / "summary.json" if run_dir else None
+    if f is None or not f.is_file():
+        return {}
+    try:
+        s = read_json(f)
+    except UserError:
+        return {}
+    if not isinstance(s, dict) or s.get("steps_this_run") != s.get("steps"):
+        return {}
+    return {k: s[v] for k, v in (("tokens", "tokens_this_run"), ("wall_s", "wall_s"))
+            if isinstance(s.get(v), (int, float))}
 
 
 def prepare_out(out: Path, cfg):
