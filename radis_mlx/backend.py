@@ -57,7 +57,7 @@ def loaded_blas() -> str:
 
 
 # OpenBLAS builds older than the CPU (Debian 12 ships 0.3.21) fail to recognise new x86 models and fall
-# back to the SSE3 "Prescott" kernels: 65 against 297 GFLOP/s on the dev box's AVX-512 Xeon. Name the
+# back to the SSE3 "Prescott" kernels, several times slower (BENCHMARKS.md, "OpenBLAS kernels"). Name the
 # kernel family from the CPU's own flags instead, unless the user chose one.
 _CORETYPES = (("SkylakeX", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}), ("Haswell", {"avx2", "fma"}))
 
@@ -93,11 +93,10 @@ def needs_openblas() -> bool:
 
 # MLX's CPU allocator hands every buffer back to malloc, and glibc serves large blocks from fresh
 # mmaps that it unmaps on free, so each big op output (a KV cache copy, a batch's activations) first
-# page-faults its memory in: ~0.6 s per GB on the dev box, 4x the copy itself. Blocks up to 32 MB
-# (glibc's cap) come from the heap instead, and the heap keeps freed memory for the next op.
-# The price: resident memory stays at its peak until the process ends. hugetlb=1 asks for
-# transparent huge pages (glibc >= 2.35; older ones ignore it): 512x fewer faults, and a fresh
-# 22 MB cache buffer took 4 ms instead of 13 on the dev box.
+# page-faults its memory in, several times the cost of the copy itself. Blocks up to 32 MB (glibc's
+# cap) come from the heap instead, and the heap keeps freed memory for the next op. The price:
+# resident memory stays at its peak until the process ends. hugetlb=1 asks for transparent huge
+# pages (glibc >= 2.35; older ones ignore it): 512x fewer faults. Measurements: BENCHMARKS.md.
 _MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=68719476736:"
                     "glibc.malloc.hugetlb=1")
 

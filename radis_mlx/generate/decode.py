@@ -245,7 +245,7 @@ def _prefill_rows(model, rows, prefix, budget: int, room: int):
         if prefix_cache:
             for c, p in zip(cache, prefix_cache):
                 # Sized to the group (mlx-lm's cache grows in steps of 256 positions): on a fresh
-                # process every byte here is first-touched memory, which was slow on the dev box.
+                # process every byte here is first-touched memory, which is slow on the CPU (BENCHMARKS.md).
                 c.keys, c.values = (
                     mx.concatenate([mx.broadcast_to(a[..., :n, :], (len(g), a.shape[1], n, a.shape[3])),
                                     mx.zeros((len(g), a.shape[1], t, a.shape[3]), a.dtype)], axis=2)
