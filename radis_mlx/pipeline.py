@@ -12,8 +12,6 @@ de-en set shipped with radis-mlx), or ``{hub: ID, local: REL}``: the hub id, or 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -194,6 +192,7 @@ def _pick_mode(recipe: dict, name: str, spec: dict, method: methods.Method) -> s
 
 def _generate_stage(recipe: dict, name: str, spec: dict, method: methods.Method, out: Path) -> Stage:
     from .generate import GenerateConfig
+    from .generate.files import output_for
 
     mode = _pick_mode(recipe, name, spec, method)
     top, own = recipe.get("generate") or {}, spec.get("generate") or {}
@@ -201,11 +200,7 @@ def _generate_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
     data = recipe.get(method.generate_from)
     if not data:
         raise UserError(f"{recipe['_path']}: {method.generate_from} is needed for method {name}")
-    # Methods that share generate settings share one file; one with its own (a ratio, a teacher)
-    # gets a file of its own, as generate refuses to mix settings in one file.
-    tag = "-" + hashlib.sha1(json.dumps(g, sort_keys=True, default=str).encode()).hexdigest()[:8] \
-        if g != {**top, "mode": mode} else ""
-    gen_file = safe_join(out, f"generate/{mode}{tag}.jsonl")
+    gen_file = output_for(out / "generate", g, {**top, "mode": mode})  # generate names its own files
     from_train = method.generate_from == "train_data"
     fixed = dict(data=data, out=str(gen_file), model=recipe.get("model"), seed=int(recipe.get("seed", 0)),
                  mode=mode, pairs=recipe.get("pairs") if from_train else None)

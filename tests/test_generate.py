@@ -246,3 +246,15 @@ def test_mlx_launch_two_ranks_write_what_one_process_writes(tmp_path, tiny_model
     assert not list(tmp_path.glob("two.jsonl.part*"))
     run = json.loads((tmp_path / "two.jsonl.summary.json").read_text())["runs"][-1]
     assert run["workers"] == 2 and run["rows"] == 12  # both ranks' rows, counted on rank 0
+
+
+def test_generate_names_its_files_for_a_run(tmp_path):
+    """One file per mode for the run's shared settings; a method's own settings get their own file, named
+    by their hash (the names existing run directories were written with, so they still resume)."""
+    from radis_mlx.generate.files import output_for
+    common = {"mode": "rationale-explain", "max_tokens": 48}
+    assert output_for(tmp_path, dict(common), common) == tmp_path.resolve() / "rationale-explain.jsonl"
+    own = {**common, "ratio": 0.5}
+    assert output_for(tmp_path, own, common).name == "rationale-explain-982e2a54.jsonl"
+    with pytest.raises(UserError, match="refusing path"):
+        output_for(tmp_path, {"mode": "../../x"}, {})

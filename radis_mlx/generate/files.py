@@ -9,10 +9,22 @@ runs write ``OUT.partRofN`` beside it, merged at the end.
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 from pathlib import Path
 
 from .. import __version__
-from ..io import UserError, atomic_write_json, iter_jsonl, read_json, repair_jsonl_tail
+from ..io import UserError, atomic_write_json, iter_jsonl, read_json, repair_jsonl_tail, safe_join
+
+
+def output_for(folder, settings: dict, common: dict) -> Path:
+    """Where generating with ``settings`` (its mode included) writes in a run's ``folder``: MODE.jsonl,
+    shared by every method that generates with the run's ``common`` settings; a method with settings of
+    its own (a ratio, a teacher) gets a file of its own, named by their hash, as generate refuses to mix
+    settings in one file."""
+    tag = "-" + hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8] \
+        if settings != common else ""
+    return safe_join(folder, f"{settings['mode']}{tag}.jsonl")
 
 
 def meta_path(out: Path) -> Path:
