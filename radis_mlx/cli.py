@@ -181,11 +181,7 @@ def finetune(
         flags["fine_tune_type"] = picked[0]
     cfg = load_config(config, **flags)
     try:
-        summary = run_finetune(cfg)
-    except OSError as e:  # disk full, permissions: say it in one line; finished work is already saved
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        typer.echo(f"error: {where}{e.strerror or e}", err=True)
-        sys.exit(2)
+        summary = run_finetune(cfg)  # an OSError (disk full, permissions) is main's one line
     except KeyboardInterrupt:
         typer.echo(f"interrupted: rerun with --resume --out {cfg.out} to continue from the last checkpoint",
                    err=True)
@@ -234,28 +230,7 @@ def eval_(
         raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (choose from {', '.join(registry.SUITES)})")
     data = parse_test_data(test_data, suite_list)
     if ifeval_conformance or responses:
-        if ifeval_conformance:
-            src = data.get("root") or (str(Path(data["ifeval"]).parent) if "ifeval" in data else None)
-            if not src:
-                raise UserError("--ifeval-conformance needs --test-data DATA_ROOT or ifeval=PATH")
-            c = harness.ifeval_conformance(src, out)
-            typer.echo(f"IFEval conformance on {c['n_prompts']} prompts / {c['n_instructions']} instructions: "
-                       f"instruction agreement strict {c['instruction_agreement_strict']:.4f} loose "
-                       f"{c['instruction_agreement_loose']:.4f}; prompt agreement strict "
-                       f"{c['prompt_agreement_strict']:.4f} loose {c['prompt_agreement_loose']:.4f}; "
-                       f"{len(c['disagreements'])} differing verdicts")
-        if responses:
-            if suite_list != ["ifeval"]:
-                raise UserError("--responses scores IFEval only: pass --suites ifeval")
-            if out is None:
-                raise UserError("--responses needs --out DIR")
-            s = harness.score_ifeval_responses(registry.suite_path(harness.EvalConfig(test_data=data), "ifeval"),
-                                               responses, out)
-            typer.echo(f"IFEval on {s['n_prompts']} prompts ({s['n_missing']} without a response): prompt "
-                       f"strict {s['prompt_level_strict']:.4f} loose {s['prompt_level_loose']:.4f}; instruction "
-                       f"strict {s['instruction_level_strict']:.4f} loose {s['instruction_level_loose']:.4f} "
-                       f"-> {out}/eval_results_strict.jsonl, eval_results_loose.jsonl")
-        return
+        return _ifeval_only(data, suite_list, ifeval_conformance, responses, out)
     if out is None:
         raise UserError("pass --out DIR for the results")
     lim, limits = parse_per_suite(limit, "limit")
@@ -263,13 +238,40 @@ def eval_(
     if default_mt is not None:
         mts = {**{s: default_mt for s in registry.SUITES}, **mts}
     cfg = harness.EvalConfig(models=model_specs(model, adapter, name), out=str(out), suites=suite_list,
-                       test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
-                       batch_size=batch_size, base_model=base_model, stop=unescape(stop), judge_url=judge_url,
-                       judge_model=judge_model, judge_api_model=judge_api_model, dtype=dtype)
+                             test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
+                             batch_size=batch_size, base_model=base_model, stop=unescape(stop), judge_url=judge_url,
+                             judge_model=judge_model, judge_api_model=judge_api_model, dtype=dtype)
     results = harness.evaluate(cfg)
     from .report import markdown_table, summarize
     typer.echo(markdown_table([summarize(r) for r in results.values()]), nl=False)
     typer.echo(f"results: {out}/<run>/results.json, table: {out}/results.md")
+
+
+def _ifeval_only(data: dict, suite_list: list, conformance: bool, responses, out) -> None:
+    """eval --ifeval-conformance / --responses: IFEval's checker without a model."""
+    from .evals import harness, suites as registry
+
+    if conformance:
+        src = data.get("root") or (str(Path(data["ifeval"]).parent) if "ifeval" in data else None)
+        if not src:
+            raise UserError("--ifeval-conformance needs --test-data DATA_ROOT or ifeval=PATH")
+        c = harness.ifeval_conformance(src, out)
+        typer.echo(f"IFEval conformance on {c['n_prompts']} prompts / {c['n_instructions']} instructions: "
+                   f"instruction agreement strict {c['instruction_agreement_strict']:.4f} loose "
+                   f"{c['instruction_agreement_loose']:.4f}; prompt agreement strict "
+                   f"{c['prompt_agreement_strict']:.4f} loose {c['prompt_agreement_loose']:.4f}; "
+                   f"{len(c['disagreements'])} differing verdicts")
+    if responses:
+        if suite_list != ["ifeval"]:
+            raise UserError("--responses scores IFEval only: pass --suites ifeval")
+        if out is None:
+            raise UserError("--responses needs --out DIR")
+        s = harness.score_ifeval_responses(registry.suite_path(harness.EvalConfig(test_data=data), "ifeval"),
+                                           responses, out)
+        typer.echo(f"IFEval on {s['n_prompts']} prompts ({s['n_missing']} without a response): prompt "
+                   f"strict {s['prompt_level_strict']:.4f} loose {s['prompt_level_loose']:.4f}; instruction "
+                   f"strict {s['instruction_level_strict']:.4f} loose {s['instruction_level_loose']:.4f} "
+                   f"-> {out}/eval_results_strict.jsonl, eval_results_loose.jsonl")
 
 
 @app.command()
