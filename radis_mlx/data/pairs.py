@@ -1,24 +1,17 @@
-"""Readers for the data stage: translation pairs and instruction prompts.
-
-Every reader either returns clean, validated rows or raises a UserError/DataError that
-names the file, the line (or ``[i]``, the 0-based element of a one-line JSON array)
-and the field, so a bad row deep in a file costs the user one look, not a debug session.
-"""
+"""Translation pairs: ALMA JSON/JSONL, WMT plain-text folders, src/ref JSONL, plain source + reference
+files, Hugging Face datasets; language directions and their names."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import itertools
-import json
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
-from radis_mlx.io import DataError, UserError, iter_jsonl
+from ..io import DataError, UserError
+from .rows import array_rows, check_encodable, jsonl_rows, read_text, row_id, sample, string_field, text_lines
 
 LANG_NAMES: dict[str, str] = {
     "en": "English", "de": "German", "cs": "Czech", "ru": "Russian", "zh": "Chinese",
@@ -37,13 +30,16 @@ LANG_NAMES: dict[str, str] = {
     "kk": "Kazakh", "ka": "Georgian", "hy": "Armenian", "iu": "Inuktitut",
 }
 
-_INSTRUCTION_FIELDS = ("instruction", "prompt", "question", "goal")
-_ID_FIELDS = ("question_id", "key", "id")
+
 # Matches the WMT layout: sources/<prefix>.<s>-<t>.src.<s> and references/<prefix>.<s>-<t>.ref.<label>.<t>.
 _WMT_SRC = re.compile(r"^(?P<prefix>.+)\.(?P<s>[a-z]+)-(?P<t>[a-z]+)\.src\.(?P=s)$")
+
 _ALMA_NAME = re.compile(r"^(?P<split>[^.]+)\.(?P<s>[a-z]+)-(?P<t>[a-z]+)\.jsonl?$")
+
 _NAME_DIRECTION = re.compile(r"\.(?P<s>[a-z]+)-(?P<t>[a-z]+)\.jsonl?$")
+
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
+
 _FILE_SUFFIXES = (".json", ".jsonl", ".txt", ".csv", ".tsv")
 
 
@@ -112,143 +108,14 @@ def _fmt_dirs(dirs) -> str:
     return ",".join(f"{s}-{t}" for s, t in dirs)
 
 
-def sample(items: list, limit: int | None, seed: int) -> list:
-    if limit is None or limit >= len(items):
-        return list(items)
-    if limit < 0:
-        raise UserError(f"limit must be >= 0, got {limit}")
-    # Sorted indices keep file order, so a sample of a document-ordered test set stays readable.
-    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in keep]
-
-
-# ---------------------------------------------------------------- low-level reading
-
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        # io.read_json reports no line here; the line is what the user needs to find the byte.
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(path, line, None, f"not UTF-8 ({e.reason} at byte {e.start} of the file)") from None
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[Any, dict]]:
-    last = 0
-    try:
-        for last, row in iter_jsonl(path):
-            yield last, row
-    except (RecursionError, ValueError) as e:
-        # iter_jsonl catches only JSONDecodeError; deep nesting and huge ints escape it.
-        raise DataError(path, None, None, f"invalid JSON after line {last}: {type(e).__name__}: {e}") from None
-
-
-def _array_rows(path: Path, text: str) -> Iterator[tuple[Any, dict]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(path, e.lineno, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
-    except (RecursionError, ValueError) as e:
-        raise DataError(path, None, None, f"invalid JSON: {type(e).__name__}: {e}") from None
-    if not isinstance(data, list):
-        raise DataError(path, 1, None, f"expected a JSON array, got {type(data).__name__}")
-    lines = _element_lines(text, len(data))
-    for i, obj in enumerate(data):
-        where = lines[i] if lines else f"[{i}]"
-        if not isinstance(obj, dict):
-            raise DataError(path, where, None, f"expected a JSON object, got {type(obj).__name__}")
-        yield where, obj
-
-
-def _element_lines(text: str, n: int) -> list[int] | None:
-    """Start line of each array element, or None when elements share lines (then ``[i]`` is clearer)."""
-    newlines = text.strip().count("\n")
-    if n == 0 or newlines == 0 or newlines < n - 1:
-        return None
-    dec, ws = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
-    pos = ws.match(text, ws.match(text).end() + 1).end()  # just past '['
-    starts = []
-    while len(starts) < n:
-        starts.append(pos)
-        _, pos = dec.raw_decode(text, pos)
-        pos = ws.match(text, pos).end() + 1  # past ','
-        pos = ws.match(text, pos).end()
-    lines, line, prev = [], 1, 0
-    for s in starts:
-        line += text.count("\n", prev, s)
-        prev = s
-        if lines and lines[-1] == line:
-            return None
-        lines.append(line)
-    return lines
-
-
-def _text_lines(path: Path) -> list[str]:
-    text = _read_text(path)
-    if text.endswith("\n"):
-        text = text[:-1]
-    # split("\n"), not splitlines(): U+2028 and friends inside a segment must not break alignment.
-    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")] if text else []
-    if not lines:
-        raise UserError(f"{path}: no data rows")
-    for i, ln in enumerate(lines, 1):
-        if not ln.strip():
-            raise DataError(path, i, None, "empty line")
-    return lines
-
-
-def _string(obj: dict, key: str, path, where, field: str | None = None) -> str:
-    field = field or key
-    if key not in obj:
-        raise DataError(path, where, field, f"missing (row has: {_keys(obj)})")
-    v = obj[key]
-    if not isinstance(v, str):
-        raise DataError(path, where, field, f"expected a string, got {type(v).__name__}")
-    if not v.strip():
-        raise DataError(path, where, field, "empty")
-    _encodable(v, path, where, field)
-    return v
-
-
-def _encodable(v: str, path, where, field) -> None:
-    # json.loads turns a "\ud800" escape into a lone surrogate that later crashes every UTF-8 writer.
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise DataError(path, where, field, f"not encodable as UTF-8 ({e.reason} at character {e.start})") from None
-
-
-def _keys(obj: dict) -> str:
-    # Keys come from the data: escape them so the message stays one line, and cap the length.
-    shown = ", ".join(json.dumps(str(k), ensure_ascii=False)[1:-1][:40] for k in list(obj)[:8])
-    return (shown + (", ..." if len(obj) > 8 else "")) or "nothing"
-
-
 def _lang(obj: dict, key: str, path, where) -> str:
-    code = _string(obj, key, path, where)
+    code = string_field(obj, key, path, where)
     try:
         lang_name(code)
     except UserError as e:
         raise DataError(path, where, key, str(e)) from None
     return code
 
-
-def _row_id(row: dict, keys: Iterable[str], path, where) -> str | None:
-    for k in keys:
-        v = row.get(k)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, str) and not v.strip()):
-            raise DataError(path, where, k, f"expected a non-empty string or integer id, got {v!r:.40}")
-        _encodable(str(v), path, where, k)
-        return str(v)
-    return None
-
-
-# ---------------------------------------------------------------- pairs
 
 def _rows_to_pairs(label, rows: Iterable[tuple[Any, dict]], dirs, default_dirs) -> list[Pair]:
     rows = iter(rows)
@@ -278,8 +145,8 @@ def _alma_pairs(label, rows, dirs) -> list[Pair]:
             what = "missing" if tr is None else f"expected an object, got {type(tr).__name__}"
             raise DataError(label, where, "translation", what)
         for s, t in dirs:
-            src = _string(tr, s, label, where, f"translation.{s}")
-            ref = _string(tr, t, label, where, f"translation.{t}")
+            src = string_field(tr, s, label, where, f"translation.{s}")
+            ref = string_field(tr, t, label, where, f"translation.{t}")
             by_dir[(s, t)].append(Pair(src, ref, s, t, pair_id(src, ref, s, t)))
     # Direction-major, so both directions of one file come out as two readable blocks.
     return [p for d in dirs for p in by_dir[d]]
@@ -288,7 +155,7 @@ def _alma_pairs(label, rows, dirs) -> list[Pair]:
 def _src_ref_pairs(label, rows, dirs) -> list[Pair]:
     out = []
     for where, row in rows:
-        src, ref = _string(row, "src", label, where), _string(row, "ref", label, where)
+        src, ref = string_field(row, "src", label, where), string_field(row, "ref", label, where)
         s, t = _lang(row, "src_lang", label, where), _lang(row, "tgt_lang", label, where)
         refs: tuple[str, ...] = ()
         if row.get("refs") is not None:
@@ -296,10 +163,10 @@ def _src_ref_pairs(label, rows, dirs) -> list[Pair]:
             if not isinstance(r, list) or not r or not all(isinstance(x, str) and x.strip() for x in r):
                 raise DataError(label, where, "refs", "expected a non-empty list of non-empty strings")
             for i, x in enumerate(r):
-                _encodable(x, label, where, f"refs[{i}]")
+                check_encodable(x, label, where, f"refs[{i}]")
             refs = tuple(r) if ref in r else (ref, *r)
             refs = () if refs == (ref,) else refs
-        rid = _row_id(row, ("id",), label, where) or pair_id(src, ref, s, t)
+        rid = row_id(row, ("id",), label, where) or pair_id(src, ref, s, t)
         if dirs is None or (s, t) in dirs:
             out.append(Pair(src, ref, s, t, rid, refs))
     if not out:
@@ -308,10 +175,10 @@ def _src_ref_pairs(label, rows, dirs) -> list[Pair]:
 
 
 def _plain_pairs(src: Path, refs: list[Path], s: str, t: str) -> list[Pair]:
-    src_lines = _text_lines(src)
+    src_lines = text_lines(src)
     ref_lines = []
     for r in refs:
-        lines = _text_lines(r)
+        lines = text_lines(r)
         if len(lines) != len(src_lines):
             raise UserError(f"line counts differ: {src} has {len(src_lines)} lines, {r} has {len(lines)}")
         ref_lines.append(lines)
@@ -393,16 +260,16 @@ def _load_alma_dir(root: Path, dirs, split: str) -> list[Pair]:
 
 
 def _load_file(path: Path, dirs) -> list[Pair]:
-    text = _read_text(path)
+    text = read_text(path)
     head = text.lstrip()[:1]
     if not head:
         raise UserError(f"{path}: no data rows")
     m = _NAME_DIRECTION.search(path.name)
     default = _known_direction(m["s"], m["t"]) if m else None
     if head == "[":
-        return _rows_to_pairs(path, _array_rows(path, text), dirs, default)
+        return _rows_to_pairs(path, array_rows(path, text), dirs, default)
     if head == "{":
-        return _rows_to_pairs(path, _jsonl_rows(path), dirs, default)
+        return _rows_to_pairs(path, jsonl_rows(path), dirs, default)
     w = _WMT_SRC.match(path.name)
     if w and (path.parent.parent / "references").is_dir():
         s, t = w["s"], w["t"]
@@ -466,65 +333,3 @@ def load_pairs(source, directions=None, limit=None, seed=0, ref=None, split="tra
     else:
         raise UserError(f"{p}: file not found")
     return sample(pairs, limit, seed)
-
-
-# ---------------------------------------------------------------- instructions
-
-def _instruction_row(row: dict, path, where) -> dict:
-    for key in _INSTRUCTION_FIELDS:
-        if key in row:
-            text = _string(row, key, path, where)
-            break
-    else:
-        if "turns" not in row:
-            raise DataError(path, where, "instruction",
-                            f"missing (expected one of {', '.join(_INSTRUCTION_FIELDS)}, turns)")
-        turns = row["turns"]
-        if not isinstance(turns, list) or not turns or not all(isinstance(x, str) and x.strip() for x in turns):
-            raise DataError(path, where, "turns", "expected a non-empty list of non-empty strings")
-        for i, x in enumerate(turns):
-            _encodable(x, path, where, f"turns[{i}]")
-        text = turns[0]
-    rid = _row_id(row, _ID_FIELDS, path, where) or hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-    return {"id": rid, "instruction": text, **{k: v for k, v in row.items() if k not in ("id", "instruction")}}
-
-
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
-    try:
-        header = next(reader, None)
-        if header is None:
-            return
-        if not set(header) & {"goal", "instruction", "prompt", "question"}:
-            has = _keys(dict.fromkeys(header))
-            raise DataError(path, 1, None, f"CSV header needs a goal, instruction or prompt column (has: {has})")
-        start = reader.line_num + 1
-        for rec in reader:
-            if rec:
-                if len(rec) != len(header):
-                    raise DataError(path, start, None, f"expected {len(header)} fields, got {len(rec)}")
-                yield start, dict(zip(header, rec))
-            start = reader.line_num + 1
-    except csv.Error as e:
-        raise DataError(path, reader.line_num, None, f"bad CSV: {e}") from None
-
-
-def load_instructions(source, limit=None, seed=0) -> list[dict]:
-    path = Path(source)
-    if path.suffix.lower() == ".csv":
-        rows = _csv_rows(path)
-    else:
-        text = _read_text(path)
-        head = text.lstrip()[:1]
-        if head == "[":
-            rows = _array_rows(path, text)
-        elif head == "{":
-            rows = _jsonl_rows(path)
-        elif not head:
-            rows = iter(())
-        else:
-            raise UserError(f"{path}: not JSON Lines, a JSON array or a .csv file (starts with {head!r})")
-    out = [_instruction_row(row, path, where) for where, row in rows]
-    if not out:
-        raise UserError(f"{path}: no data rows")
-    return sample(out, limit, seed)
