@@ -118,20 +118,7 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
                 if pending:
                     continue
                 break
-            n_new = 0
-            for r in responses:
-                if r.uid in zombies:
-                    if r.finish_reason is not None:
-                        zombies.discard(r.uid)
-                elif r.token in eos:  # the end-of-turn token itself is not text
-                    finish(r.uid, "stop")
-                    if r.finish_reason is None:
-                        zombies.add(r.uid)
-                else:
-                    live[r.uid].append(r.token)
-                    n_new += 1
-                    if r.finish_reason is not None:
-                        finish(r.uid, "length")
+            n_new = _take(responses, live, zombies, eos, finish)
             if progress:
                 progress.update(0, tokens=n_new)
     finally:
@@ -140,6 +127,26 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
             if restore:
                 restore()
     return results  # type: ignore[return-value]
+
+
+def _take(responses, live: dict, zombies: set, eos: set, finish) -> int:
+    """One decoding step's tokens: appended to their rows, rows that end their turn or reach their limit
+    finished; a row that ended its turn stays a zombie until the generator drops it. -> new tokens."""
+    n_new = 0
+    for r in responses:
+        if r.uid in zombies:
+            if r.finish_reason is not None:
+                zombies.discard(r.uid)
+        elif r.token in eos:  # the end-of-turn token itself is not text
+            finish(r.uid, "stop")
+            if r.finish_reason is None:
+                zombies.add(r.uid)
+        else:
+            live[r.uid].append(r.token)
+            n_new += 1
+            if r.finish_reason is not None:
+                finish(r.uid, "length")
+    return n_new
 
 
 def _plain_kv_caches(model) -> bool:
