@@ -292,40 +292,54 @@ def patch_cpu_kernels(model, inference: bool = False):
             setattr(mod, name, fn)
     was_training = model.training
     model.eval()
-    x, y = mx.array([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]), mx.array([[13]])
+    ok = _swap_holds(model, mod, swaps, restore)
+    model.train(was_training)
+    if not ok:
+        restore()
+        return None
+    return restore
 
-    def outputs():  # cache-free; prefill in two chunks then a decoding step; the same for a batch
-        out = [model(x)]
-        try:
-            from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
-            cache = make_prompt_cache(model)
-            out += [model(x[:, :8], cache=cache), model(x[:, 8:], cache=cache), model(y, cache=cache)]
-            if all(type(c) is KVCache for c in cache):
-                # What BatchGenerator does: right-padded prefill, then decoding with left padding.
-                cache = [BatchKVCache([0, 0]) for _ in cache]
-                for c in cache:
-                    c.prepare(lengths=[9, 12], right_padding=[3, 0])
-                xb = mx.concatenate([mx.pad(x[:, :9], [(0, 0), (0, 3)]), x])
-                logits = model(xb, cache=cache)
-                for c in cache:
-                    c.finalize()
-                out += [logits[:1, :9], logits[1:], model(mx.concatenate([y, y]), cache=cache)]
-        except Exception:  # a model without the usual caches: the checks that ran still hold
-            pass
-        return out
+
+def _probe(model) -> list:
+    """The model's logits cache-free; prefilled in two chunks then a decoding step; the same for a batch
+    as BatchGenerator runs it (right-padded prefill, then decoding with left padding)."""
+    import mlx.core as mx
+    x, y = mx.array([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]), mx.array([[13]])
+    out = [model(x)]
+    try:
+        from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
+        cache = make_prompt_cache(model)
+        out += [model(x[:, :8], cache=cache), model(x[:, 8:], cache=cache), model(y, cache=cache)]
+        if all(type(c) is KVCache for c in cache):
+            cache = [BatchKVCache([0, 0]) for _ in cache]
+            for c in cache:
+                c.prepare(lengths=[9, 12], right_padding=[3, 0])
+            xb = mx.concatenate([mx.pad(x[:, :9], [(0, 0), (0, 3)]), x])
+            logits = model(xb, cache=cache)
+            for c in cache:
+                c.finalize()
+            out += [logits[:1, :9], logits[1:], model(mx.concatenate([y, y]), cache=cache)]
+    except Exception:  # a model without the usual caches: the checks that ran still hold
+        pass
+    return out
+
+
+def _swap_holds(model, mod, swaps: dict, restore) -> bool:
+    """Whether the swapped kernels give this model's logits (float32 rounding aside)."""
+    import mlx.core as mx
 
     def agree() -> bool:
         restore()
-        refs = outputs()
+        refs = _probe(model)
         for name, fn in swaps.items():
             setattr(mod, name, fn)
         # Float32 rounding differences grow through the layers: compare on the logits' scale.
         return all(mx.abs(o - r).max().item() <= 5e-4 * max(1.0, mx.abs(r).max().item())
-                   for o, r in zip(outputs(), refs))
+                   for o, r in zip(_probe(model), refs))
 
-    # Every layer runs the same code, so three of them show whether the swap holds: the checks'
-    # dozen forward passes through all 30 layers of the default model took 1.7 s, paid by every
-    # process. Models that do not run on a cut layer list get the full check.
+    # Every layer runs the same code, so three of them show whether the swap holds, at a fraction of
+    # the cost of a dozen passes through every layer in every process (BENCHMARKS.md, "kernel check on
+    # 3 layers"). Models that do not run on a cut layer list get the full check.
     ok = None
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
@@ -337,10 +351,4 @@ def patch_cpu_kernels(model, inference: bool = False):
             ok = None
         finally:
             inner.layers = layers
-    if ok is None:
-        ok = agree()
-    model.train(was_training)
-    if not ok:
-        restore()
-        return None
-    return restore
+    return agree() if ok is None else ok
