@@ -17,6 +17,7 @@ from gguf.quants import dequantize  # noqa: E402
 from radis_mlx import models  # noqa: E402
 from radis_mlx.models import gguf  # noqa: E402
 from radis_mlx.io import UserError  # noqa: E402
+from radis_mlx.models.tokenizer import build_tokenizer  # noqa: E402
 
 TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
          "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
@@ -333,7 +334,7 @@ def test_a_sentencepiece_tokenizer_is_refused_before_any_work(tmp_path, monkeypa
     path, _ = llama_file(tmp_path, "Q4_K")
     meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["<unk>", "a"]}
     with pytest.raises(UserError, match="unsupported GGUF tokenizer model SentencePiece"):
-        gguf.build_tokenizer(meta, path)
+        build_tokenizer(meta, path)
     # The whole conversion refuses it before dequantizing anything.
     real_read = gguf._open_reader
     monkeypatch.setattr(gguf, "_open_reader", lambda p: (real_read(p)[0], {**real_read(p)[1], **meta}))
