@@ -91,9 +91,13 @@ def main():
         for fn in (loop, batch, lambda: ours(True), lambda: ours(False), lambda: stage(1), lambda: stage(0)):
             fn()
 
-    base_loop, base_batch = max(res["loop (mlx_lm stream_generate per row)"]), max(res["mlx_lm.batch_generate"])
     print(f"\n{len(toks)} rows, {args.max_tokens} new tokens at most, {ap_rep} repeats; best (mean) tok/s; "
           "ratios of the best runs\n")
+    print_table(res, peak)
+
+
+def print_table(res: dict[str, list[float]], peak: dict[str, float]) -> None:
+    base_loop, base_batch = max(res["loop (mlx_lm stream_generate per row)"]), max(res["mlx_lm.batch_generate"])
     print("| method | tokens/s best (mean) | vs loop | vs batch_generate | MLX peak GB (in this process) |\n"
           "|---|---:|---:|---:|---:|")
     for k, v in res.items():
