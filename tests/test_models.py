@@ -194,3 +194,15 @@ def test_float32_dequantization_equals_mlx_in_float32(bits, group_size):
     got = _dequantize_f32(q, scales, biases, group_size, bits)
     assert got.dtype == mx.float32 and mx.array_equal(got, ref).item()
     assert mx.abs(got - w).max().item() < 2 ** (2 - bits) * 3  # and it is the matrix that was quantized
+
+
+def test_model_bytes_counts_float32_weights_once(tiny_model_dir, tmp_path):
+    """What a worker process holds: every element as float32, whether the file stores float32 (a
+    converted K-quant model) or float16."""
+    import mlx.core as mx
+    weights = mx.load(str(tiny_model_dir / "model.safetensors"))
+    n = sum(v.size for v in weights.values())
+    assert models.model_bytes(str(tiny_model_dir)) == 4 * n
+    half = edited_copy(tiny_model_dir, tmp_path / "half", "config.json")
+    mx.save_safetensors(str(half / "model.safetensors"), {k: v.astype(mx.float16) for k, v in weights.items()})
+    assert models.model_bytes(str(half)) == 4 * n

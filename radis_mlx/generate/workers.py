@@ -32,7 +32,7 @@ def n_workers(cfg, n_rows: int) -> int:
     enough to pay for starting it (loading the model again: a few seconds) and memory for a model
     per process. On a GPU, one process."""
     from ..models import model_bytes, resolve
-    path = resolve(cfg.teacher or cfg.model)  # a bad --model fails here, not in every worker
+    path = resolve(cfg.teacher or cfg.model, cfg.dtype)  # a bad --model fails here, not in every worker
     if cfg.workers:
         return max(1, min(cfg.workers, n_rows))
     import mlx.core as mx

@@ -8,6 +8,7 @@ quantized (QLoRA, less memory).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,9 +45,18 @@ def model_bytes(path: str) -> int:
     p = Path(path)
     if not (p / "config.json").exists():
         return 0
-    size = sum(f.stat().st_size for f in p.glob("*.safetensors"))
+    files = sorted(p.glob("*.safetensors"))
     bits = (json.loads((p / "config.json").read_text()).get("quantization") or {}).get("bits")
-    return size * (32 // bits if bits else 2)  # unquantized: counted as 16-bit weights made float32
+    if bits:
+        return sum(f.stat().st_size for f in files) * 32 // bits
+    # Unquantized: every element as float32, whatever the file stores (a converted K-quant model is
+    # float32 on disk already; counting it as 16-bit weights doubled it and cost a worker process).
+    from safetensors import safe_open
+    n = 0
+    for f in files:
+        with safe_open(str(f), framework="numpy") as st:  # reads the header only
+            n += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
+    return 4 * n
 
 
 @dataclass
