@@ -7,6 +7,7 @@ import pytest
 
 from radis_mlx.evals import ifeval as F
 from radis_mlx.evals import ifeval_text
+from radis_mlx.evals.ifeval_conformance import conformance
 from radis_mlx.io import UserError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -267,7 +268,7 @@ def conf():
     if not IFEVAL.is_dir():
         pytest.skip(f"IFEval data not found at {IFEVAL}")
     pytest.importorskip("langdetect")
-    return F.conformance(DATA)
+    return conformance(DATA)
 
 
 def test_real_prompts_load():

@@ -23,6 +23,7 @@ from .. import __version__, prompts
 from ..io import UserError, atomic_write_json, atomic_write_text, check_writable_dir, read_json, safe_join
 from . import general, ifeval, judge, retention, suites
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
+from .ifeval_conformance import conformance as ifeval_conformance_check
 from .suites import DEFAULT_SUITES, SUITES
 
 @dataclass
@@ -203,7 +204,7 @@ def score_ifeval_responses(prompts_path, responses_path, out) -> dict:
 
 def ifeval_conformance(data_dir, out=None) -> dict:
     try:
-        c = ifeval.conformance(data_dir)
+        c = ifeval_conformance_check(data_dir)
     except (ValueError, OSError, KeyError) as e:
         raise UserError(f"{data_dir}: cannot run the IFEval conformance check: {e}") from None
     if out:
