@@ -179,6 +179,26 @@ def test_worker_processes_write_what_one_process_writes(tmp_path, tiny_model_dir
     assert all(r["src"] and r["ref"] for r in rows(Path(two.out)))
 
 
+def test_a_one_process_rerun_clears_what_a_killed_parallel_run_left(tmp_path, tiny_model_dir):
+    """A kill -9 leaves part files and worker logs; the rerun may need fewer (or no) workers, and
+    must still merge the parts and leave only the output, its meta and its summary."""
+    from radis_mlx.generate import files
+    c = cfg(tmp_path, tiny_model_dir, n=6, workers=1)
+    generate(c, progress=False)
+    straight = Path(c.out).read_bytes()
+    lines = straight.splitlines(keepends=True)
+    for f in tmp_path.glob("out.jsonl*"):
+        f.unlink()
+    files.part_file(Path(c.out), 0, 2).write_bytes(b"".join(lines[0::2]))
+    files.part_file(Path(c.out), 1, 2).write_bytes(b"".join(lines[1:4:2]))  # one row still to do
+    for r in range(2):
+        files.worker_log(Path(c.out), r).write_text("loading model\n")
+    generate(c, progress=False)
+    assert Path(c.out).read_bytes() == straight
+    assert sorted(f.name for f in tmp_path.glob("out.jsonl*")) == \
+        ["out.jsonl", "out.jsonl.meta.json", "out.jsonl.summary.json"]
+
+
 def test_a_failed_worker_is_reported_and_finished_rows_stay(tmp_path, tiny_model_dir, monkeypatch):
     from radis_mlx.generate import files, workers
     c = cfg(tmp_path, tiny_model_dir, n=8, workers=2)

@@ -43,6 +43,16 @@ def part_files(out: Path) -> list[Path]:
     return sorted(out.parent.glob(f"{glob.escape(out.name)}.part*of*"))
 
 
+def worker_log(out: Path, rank: int) -> Path:
+    return out.with_name(f"{out.name}.worker{rank}.log")
+
+
+def leftovers(out: Path) -> list[Path]:
+    """Part files and worker logs beside ``out``: a killed parallel run leaves them, and a rerun that
+    needs fewer (or no) worker processes must still clear them once the output is whole."""
+    return part_files(out) + sorted(out.parent.glob(f"{glob.escape(out.name)}.worker*.log"))
+
+
 def check_meta(cfg, out: Path) -> None:
     meta = meta_path(out)
     fp = cfg.fingerprint()

@@ -23,7 +23,7 @@ from ..progress import Progress
 from ..records import Record
 from . import workers
 from .decode import DecodeConfig, decode
-from .files import check_meta, done_rows, done_rows_all, output_status, part_file, part_files, summary_path
+from .files import check_meta, done_rows, done_rows_all, leftovers, output_status, part_file, summary_path
 from .filters import in_ratio, rationale_filter
 
 __all__ = ["GenerateConfig", "format_summary", "generate", "output_status"]
@@ -148,7 +148,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     rows = [done[i] for i in ids]
     # Canonical input order, so resumed and parallel runs give the same file as one straight run.
     atomic_write_text(out, "".join(json_line(r) + "\n" for r in rows))
-    for p in part_files(out):
+    for p in leftovers(out):
         p.unlink(missing_ok=True)
     summary = _summarise(cfg, rows, run, time.perf_counter() - t0)
     # One entry per run that generated rows: a resumed or no-op rerun keeps the earlier runs' speed.

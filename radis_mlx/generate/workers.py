@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..io import UserError
 from ..progress import Progress
-from .files import part_file
+from .files import part_file, worker_log
 from .filters import in_ratio
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def run_workers(cfg, ids: list[str], n: int, progress: bool) -> "Run":
     procs, tails, logs = [], [], []
     try:
         for r in range(n):
-            part, log = part_file(out, r, n), out.with_name(f"{out.name}.worker{r}.log")
+            part, log = part_file(out, r, n), worker_log(out, r)
             tails.append(_Tail(part))
             logs.append(log)
             with open(log, "wb") as f:
@@ -100,8 +100,6 @@ def run_workers(cfg, ids: list[str], n: int, progress: bool) -> "Run":
                 p.kill()
                 p.wait()
         bar.close()
-    for log in logs:
-        log.unlink(missing_ok=True)
     from .stage import Run
     return Run(bar.done, bar.tokens, time.perf_counter() - t, n)
 
