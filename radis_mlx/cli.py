@@ -293,12 +293,16 @@ def run(recipe: str = typer.Argument(..., help="recipe YAML (or a name in recipe
         set_: Optional[List[str]] = typer.Option(None, "--set", help="override a recipe key: key.sub=value"),
         data_root: Optional[str] = typer.Option(None, help="read the recipe's data from local copies under "
                                                 "this folder (e.g. ../shared/data) instead of the hub"),
+        only: Optional[str] = typer.Option(None, help="run only these of the recipe's methods: names or "
+                                           "patterns, comma-separated (e.g. 'base,*-s0': every first seed)"),
         quiet: bool = typer.Option(False, help="no progress lines"),
         check: bool = typer.Option(False, "--check", help="check every setting and print the plan (stages, "
                                    "their files, what is done) without running anything")):
     """Run a recipe: generate -> finetune -> eval -> report for every method; resumes where it stopped."""
-    from .pipeline import format_plan, load_recipe, run as run_recipe
+    from .pipeline import format_plan, load_recipe, only_methods, run as run_recipe
     r = load_recipe(recipe, set_ or [], data_root)
+    if only:
+        r = only_methods(r, only)
     out = out or Path("runs") / str(r.get("name") or Path(recipe).stem)
     res = run_recipe(r, out, progress=not quiet, check=check)
     if check:

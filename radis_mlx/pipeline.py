@@ -23,6 +23,7 @@ from .io import UserError, atomic_write_text, atomic_write_json, check_writable_
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 # Shipped inside the package, so a wheel install finds them too (pip always installs a real directory).
 RECIPES = resources.files(__package__) / "recipes"
+GENERAL_KEYS = ("replay_data", "mix_data")  # general instructions that methods train on
 _TOP_KEYS = {"name", "model", "seed", "train_data", "pairs", "limit", "generate", "finetune", "eval",
              "methods", "replay_data", "mix_data", "description"}
 
@@ -115,7 +116,16 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
         for key in ("generate", "finetune"):
             _mapping(spec.get(key), where(f"methods.{m}.{key}"))
         r["methods"][str(m)] = spec
-    for key in ("train_data", "replay_data", "mix_data"):
+    r["_subset"] = {}
+    for key in GENERAL_KEYS:  # {hub, local, limit}: a seeded subset, the retention test items left out
+        v = r.get(key)
+        if isinstance(v, dict) and "limit" in v:
+            lim = v["limit"]
+            if not isinstance(lim, int) or isinstance(lim, bool) or lim < 1:
+                raise UserError(f"{where(key + '.limit')}: expected a whole number >= 1, got {lim!r:.60}")
+            r["_subset"][key] = lim
+            r[key] = {k: x for k, x in v.items() if k != "limit"}
+    for key in ("train_data", *GENERAL_KEYS):
         if r.get(key) is not None:
             r[key] = resolve_data(r[key], data_root, where(key))
     td = _mapping(r["eval"].get("test_data"), where("eval.test_data"))
@@ -123,8 +133,24 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     return r
 
 
+def only_methods(recipe: dict, patterns: str) -> dict:
+    """The recipe with only the methods that match ``patterns`` ("base,*-s0"), in the recipe's order:
+    a long study runs its first seeds first, and the full run later reuses every finished stage."""
+    from fnmatch import fnmatchcase
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    for p in pats:
+        if not any(fnmatchcase(m, p) for m in recipe["methods"]):
+            raise UserError(f"--only {p}: matches none of the recipe's methods ({', '.join(recipe['methods'])})")
+    keep = {m: spec for m, spec in recipe["methods"].items() if any(fnmatchcase(m, p) for p in pats)}
+    return {**recipe, "methods": keep}
+
+
 def resolve_data(v, data_root: str | None, where: str) -> str:
     if isinstance(v, dict):
+        extra = sorted(set(map(str, v)) - {"hub", "local"})
+        if extra:
+            raise UserError(f"{where}: unknown key(s) {', '.join(extra)} (known: hub, local"
+                            + (", limit)" if where.endswith(GENERAL_KEYS) else ")"))
         if not all(isinstance(v.get(k), (str, type(None))) for k in ("hub", "local")):
             raise UserError(f"{where}: hub and local are strings")
         if data_root and v.get("local"):
@@ -149,7 +175,7 @@ def resolve_data(v, data_root: str | None, where: str) -> str:
 class Stage:
     """One step of a run: what it does (``kind``), for which method, where it writes, and its
     stage settings, built (and so checked) before any stage runs."""
-    kind: str  # sample | generate | finetune | eval | report
+    kind: str  # sample | subset | generate | finetune | eval | report
     name: str  # the recipe's method name (or the stage's own)
     out: Path
     config: object = None
@@ -264,6 +290,8 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
         path = out / "data" / "train.jsonl"
         stages.append(Stage("sample", "data", path, dict(recipe), f"sample {recipe['limit']} pairs"))
         recipe = {**recipe, "train_data": str(path), "limit": None}
+    if any(m.trains for m in picked.values()):
+        recipe = _general_subsets(recipe, picked, out, progress, stages)
     for name, spec in recipe["methods"].items():
         method = picked[name]
         if not method.trains:
@@ -281,6 +309,53 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
     stages.append(_eval_stage(recipe, specs, out, progress))
     stages.append(Stage("report", "report", out / "report", run_dirs(stages[-1].config), "report"))
     return stages
+
+
+def _uses(method: methods.Method, key: str) -> bool:
+    return method.generate_from == key or key in method.inputs.values()
+
+
+def _retention_ids(recipe: dict, out: Path, progress: bool) -> dict[str, str]:
+    """The retention test's instructions (id -> text), as the eval stage will sample them."""
+    from .evals import suites
+    cfg = _eval_stage(recipe, [], out, progress).config
+    if "retention" not in cfg.suites:
+        return {}
+    return {r["id"]: r["instruction"] for r in suites.load_inputs(cfg, "retention")}
+
+
+def check_disjoint(path, held_out: dict[str, str], where: str) -> None:
+    """Instructions a method trains on must not be retention test items: the NLL of the base
+    model's own answers would then measure memory of the training data, not forgetting."""
+    from .data import load_instructions
+    both = [r for r in load_instructions(path) if r["id"] in held_out]
+    if both:
+        raise UserError(f"{where}: {path} holds {len(both)} instruction(s) of the retention test (first: id "
+                        f"{both[0]['id']}, {both[0]['instruction'][:60]!r}); give `limit` to sample a disjoint "
+                        "subset, or another file")
+
+
+def _general_subsets(recipe: dict, picked: dict, out: Path, progress: bool, stages: list) -> dict:
+    """Replay/mix data: a seeded subset (recipe ``{..., limit: N}``) that leaves the retention test
+    items out, or a whole file checked to hold none of them."""
+    used = [k for k in GENERAL_KEYS if recipe.get(k) and any(_uses(m, k) for m in picked.values())]
+    if not used:
+        return recipe
+    held_out = _retention_ids(recipe, out, progress)
+    recipe = dict(recipe)
+    for key in used:
+        limit = (recipe.get("_subset") or {}).get(key)
+        if limit is None:
+            if held_out and Path(recipe[key]).exists():
+                check_disjoint(recipe[key], held_out, _where(recipe, key))
+            continue
+        path = out / "data" / f"{key}.jsonl"
+        cfg = dict(source=recipe[key], limit=limit, seed=int(recipe.get("seed", 0)), held_out=held_out,
+                   where=_where(recipe, key))
+        stages.append(Stage("subset", key, path, cfg, f"sample {limit} {key} instructions"
+                            + (f" ({len(held_out)} retention items left out)" if held_out else "")))
+        recipe[key] = str(path)
+    return recipe
 
 
 def _report_status(stage: Stage) -> str:
@@ -305,6 +380,7 @@ def _finetune_status(stage: Stage) -> str:
 
 # Each stage answers for its own files: the pipeline asks, and never looks inside them.
 STATUS = {"sample": lambda st: "done" if st.out.exists() else "to do", "generate": _generate_status,
+          "subset": lambda st: "done" if st.out.exists() else "to do",
           "finetune": _finetune_status, "eval": _eval_status, "report": _report_status}
 
 
@@ -327,6 +403,21 @@ def _run_sample(st: Stage, progress: bool):
         st.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(st.out, "".join(json_line({"id": p.id, "src": p.src, "ref": p.ref, "src_lang": p.src_lang,
                                                      "tgt_lang": p.tgt_lang}) + "\n" for p in pairs))
+
+
+def _run_subset(st: Stage, progress: bool):
+    from .data import load_instructions, sample
+    from .io import json_line
+
+    c = st.config
+    if not st.out.exists():
+        rows = [r for r in load_instructions(c["source"]) if r["id"] not in c["held_out"]]
+        if len(rows) < c["limit"]:
+            raise UserError(f"{c['where']}: {c['source']} has {len(rows)} instructions besides the retention "
+                            f"test's, fewer than limit {c['limit']}")
+        st.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(st.out, "".join(json_line(r) + "\n" for r in sample(rows, c["limit"], c["seed"])))
+    check_disjoint(st.out, c["held_out"], c["where"])  # also a file left by an earlier run
 
 
 def _run_generate(st: Stage, progress: bool):
@@ -355,7 +446,7 @@ def _run_report(st: Stage, progress: bool):
     return report(st.config, st.out)
 
 
-RUN = {"sample": _run_sample, "generate": _run_generate, "finetune": _run_finetune, "eval": _run_eval,
+RUN = {"sample": _run_sample, "subset": _run_subset, "generate": _run_generate, "finetune": _run_finetune, "eval": _run_eval,
        "report": _run_report}
 
 

@@ -288,7 +288,11 @@ def _looks_like_hf(source: str) -> bool:
 
 
 def _load_hf(source: str, dirs, split: str) -> list[Pair]:
-    name, _, config = source.partition(":")
+    """NAME, NAME:CONFIG or NAME:CONFIG:SPLIT (the split overrides the caller's, e.g. a dev set
+    read where a test split is expected)."""
+    name, _, rest = source.partition(":")
+    config, _, own_split = rest.partition(":")
+    split = own_split or split
     if not config:
         if not dirs:
             raise UserError(f"{source}: pass --pairs (e.g. de-en) or a config as {name}:de-en")
