@@ -288,6 +288,8 @@ def test_hf_dataset_via_monkeypatched_load_dataset(monkeypatch, tmp_path):
     assert [p.src for p in pairs] == ["a", "c", "e"]
     pairs = load_pairs("owner/name", "en-de,de-en", split="test", limit=4, seed=0)
     assert calls[-1] == ("owner/name", "en-de", "test") and len(pairs) == 4
+    load_pairs("haoranxu/ALMA-Human-Parallel:de-en:validation", split="test")  # a dev split where test is read
+    assert calls[-1] == ("haoranxu/ALMA-Human-Parallel", "de-en", "validation")
     raises(UserError, "owner/name: pass --pairs", load_pairs, "owner/name")
 
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_list([tr("a", "")]))

@@ -184,3 +184,54 @@ def test_a_method_registered_in_a_test_runs_through_run(tmp_path, tiny_model_dir
     assert "toy" in (out / "report" / "report.md").read_text()
     assert all(st.status() == "done" for st in run(load_recipe(p), out, check=True)["plan"]
                if st.kind in ("sample", "generate", "finetune", "report"))
+
+
+# ---------------------------------------------------------------- general data stays out of the retention test
+
+def _general_recipe(tmp_path, replay):
+    general = tmp_path / "general.jsonl"
+    general.write_text("".join(json.dumps({"instruction": f"Name a colour, {i}.", "output": f"Blue {i}."}) + "\n"
+                               for i in range(12)))
+    recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
+    recipe.update(methods=["base", "replay", "mix"], replay_data=replay, mix_data=replay)
+    recipe["eval"].update(suites=["retention"], test_data={"retention": str(general)}, limits={"retention": 5})
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    return p, general
+
+
+def test_replay_and_mix_never_train_on_retention_test_items(tmp_path):
+    from radis_mlx.data import load_instructions
+    from radis_mlx.pipeline import RUN, plan
+
+    p, general = _general_recipe(tmp_path, None)
+    p.write_text(p.read_text().replace("replay_data: null", f"replay_data: {general}"))
+    with pytest.raises(UserError, match=rf"{p}: replay_data: .*holds 5 instruction\(s\) of the retention test"):
+        plan(load_recipe(p), tmp_path / "run", progress=False)  # a whole file: refused before any work
+    p, general = _general_recipe(tmp_path, {"local": "general.jsonl", "limit": 7})
+    stages = plan(load_recipe(p, data_root=str(tmp_path)), tmp_path / "run", progress=False)
+    subsets = [st for st in stages if st.kind == "subset"]
+    assert [st.name for st in subsets] == ["replay_data", "mix_data"]
+    for st in subsets:
+        RUN["subset"](st, False)
+    held_out = {r["id"] for r in load_instructions(general, 5, 0)}  # what the eval stage samples
+    for st in subsets:
+        ids = [json.loads(line)["id"] for line in st.out.read_text().splitlines()]
+        assert len(ids) == 7 and not set(ids) & held_out
+    assert all(json.loads(line)["output"] for line in subsets[1].out.read_text().splitlines())  # mix keeps answers
+    p, _ = _general_recipe(tmp_path, {"local": "general.jsonl", "limit": 8})  # 12 - 5 left: too few
+    with pytest.raises(UserError, match="has 7 instructions besides the retention test's, fewer than limit 8"):
+        RUN["subset"]([st for st in plan(load_recipe(p, data_root=str(tmp_path)), tmp_path / "run2", False)
+                       if st.kind == "subset"][0], False)
+
+
+def test_only_runs_the_matching_methods(tmp_path, capsys):
+    from radis_mlx.cli import main
+    out = tmp_path / "run"
+    main(["run", "demo", "--out", str(out), "--check", "--only", "base,*-s0",
+          "--set", "methods={base: {}, sft-s0: {method: sft}, sft-s1: {method: sft}, radis-s0: {method: radis}}"])
+    text = capsys.readouterr().out
+    assert "eval: base, sft-s0, radis-s0 on" in text and "sft-s1" not in text
+    with pytest.raises(SystemExit):
+        main(["run", "demo", "--out", str(out), "--check", "--only", "nope"])
+    assert "--only nope: matches none" in capsys.readouterr().err

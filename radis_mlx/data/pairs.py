@@ -38,7 +38,7 @@ _ALMA_NAME = re.compile(r"^(?P<split>[^.]+)\.(?P<s>[a-z]+)-(?P<t>[a-z]+)\.jsonl?
 
 _NAME_DIRECTION = re.compile(r"\.(?P<s>[a-z]+)-(?P<t>[a-z]+)\.jsonl?$")
 
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+){0,2}$")  # NAME[:CONFIG[:SPLIT]]
 
 _FILE_SUFFIXES = (".json", ".jsonl", ".txt", ".csv", ".tsv")
 
