@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
+from . import significance
 from .io import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from .tuner.checkpoint import training_cost
 
@@ -150,6 +151,7 @@ def load_runs(paths: Sequence) -> list[dict]:
         if not isinstance(res, dict) or "suites" not in res:
             raise UserError(f"{f}: not an eval results.json (no 'suites')")
         res.setdefault("name", f.parent.name)
+        res["run_dir"] = str(f.parent)  # where its per-item files are (the significance tests read them)
         runs.append(res)
     return runs
 
@@ -196,7 +198,7 @@ def output_status(out) -> str:
     return "done" if (Path(out) / "report.md").exists() else "to do"
 
 
-def report(run_dirs: Sequence, out) -> dict:
+def report(run_dirs: Sequence, out, n_resamples: int = 10000) -> dict:
     runs = load_runs(run_dirs)
     if not runs:
         raise UserError("no runs given")
@@ -223,9 +225,18 @@ def report(run_dirs: Sequence, out) -> dict:
         md += ["## By method", "", "Mean ± sample standard deviation over the seeds (runs named METHOD-sN); "
                "a single-seed method keeps its bootstrap interval.", "",
                markdown_table([{**m, "name": f"{m['name']} (n={m['seeds']})"} for m in methods]), ""]
+    groups: dict[str, list] = {}
+    for res, row in zip(runs, rows):
+        groups.setdefault(method_of(row["name"]), []).append(res["run_dir"])
+    tests = significance.compare(groups, n_resamples=n_resamples) if len(groups) > 1 else []
+    if tests:
+        md += ["## Paired tests", "", "Each method against SFT and against RaDis on matched seeds: BLEU and chrF by "
+               f"paired approximate randomisation (sacrebleu, {n_resamples} trials), the general suites by a paired "
+               f"permutation test on per-item outcomes (scipy, {n_resamples} resamples); retention: NLL per token of "
+               "each base answer (lower is better).", "", significance.markdown(tests)]
     md += [f"Note: {n}" for n in notes]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     plot(rows, out / "tradeoff.png", tkey)
-    result = {"runs": rows, "methods": methods, "translation_metric": tkey, "notes": notes}
+    result = {"runs": rows, "methods": methods, "translation_metric": tkey, "notes": notes, "tests": tests}
     atomic_write_json(out / "report.json", result)
     return result
