@@ -476,7 +476,7 @@ def test_report_reads_training_cost_only_from_uninterrupted_runs(tmp_path):
     r = report(runs, tmp_path / "rep")
     rows = {x["name"]: x for x in r["runs"]}
     assert rows["sft-s0"]["train_tokens"] == 9000 and rows["sft-s1"]["train_wall_s"] == 601.0
-    assert "train_tokens" not in rows["radis-s0"]  # resumed: this run's totals would undercount
+    assert "train_tokens" not in rows["radis-s0"]  # resumed, and written before runs kept their total tokens
     assert rows["sft-s0"]["ifeval_loose"] == 0.5
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "IFEval loose" in md and "| sft (n=2) |" in md and "9500 ± 707" in md

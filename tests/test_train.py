@@ -347,6 +347,8 @@ def test_resume_equals_uninterrupted(tiny_model_dir, rows_file, tmp_path):
         finetune(_cfg(tiny_model_dir, data, tmp_path / "b", **kw))
     s = finetune(_cfg(tiny_model_dir, data, tmp_path / "b", resume=True, **kw))
     assert s["steps_this_run"] == 4  # resumed from the step-2 checkpoint
+    from radis_mlx.tuner import training_cost
+    assert training_cost(tmp_path / "b") == {"tokens": training_cost(tmp_path / "a")["tokens"]}  # steps 1-2 kept
     a = mx.load(str(tmp_path / "a" / "adapters.safetensors"))
     b = mx.load(str(tmp_path / "b" / "adapters.safetensors"))
     assert set(a) == set(b)

@@ -106,7 +106,7 @@ def restart_settings(out) -> dict | None:
 
 def training_cost(run_dir) -> dict:
     """Tokens processed (non-pad positions, forward + backward) and wall time of the run that trained
-    the adapters in ``run_dir``; {} when unknown, or when the run was resumed (its totals would be partial)."""
+    the adapters in ``run_dir``; a resumed run has its tokens (every step once) but no wall time."""
     f = Path(run_dir) / "summary.json" if run_dir else None
     if f is None or not f.is_file():
         return {}
@@ -114,8 +114,10 @@ def training_cost(run_dir) -> dict:
         s = read_json(f)
     except UserError:
         return {}
-    if not isinstance(s, dict) or s.get("steps_this_run") != s.get("steps"):
+    if not isinstance(s, dict):
         return {}
+    if s.get("steps_this_run") != s.get("steps"):  # resumed: its tokens count every step once; no wall time
+        return {"tokens": s["tokens"]} if isinstance(s.get("tokens"), int) else {}
     return {k: s[v] for k, v in (("tokens", "tokens_this_run"), ("wall_s", "wall_s"))
             if isinstance(s.get(v), (int, float))}
 

@@ -86,6 +86,7 @@ class _Run:
     last_saved: int = 0
     last_val: dict | None = None
     clean: bool = True
+    tokens: int = 0  # processed since step 0, across resumes: the run's cost even when it was interrupted
 
     @property
     def main(self) -> bool:
@@ -98,7 +99,8 @@ class _Run:
     def checkpoint(self) -> None:
         if self.main:
             save_checkpoint(self.out, self.step, self.model, self.optimizer,
-                            {**self.info, "position": self.position, "best": self.best, "time": time.time()},
+                            {**self.info, "position": self.position, "best": self.best, "time": time.time(),
+                             "tokens": self.tokens},
                             self.cfg.keep_checkpoints)
         self.last_saved = self.step
 
@@ -156,6 +158,7 @@ def _resume(run: _Run) -> None:
                         f"checkpoint (data hash {saved.get('data_hash')} -> {run.info['data_hash']})")
     saved = load_checkpoint(run.out, ckpts[-1], run.model, run.optimizer)
     run.start, run.position, run.best = saved["step"], saved["position"], saved.get("best", run.best)
+    run.tokens = saved.get("tokens", 0)
     run.step = run.last_saved = run.start
     run.say(f"resuming {run.out} from step {run.start}/{run.total}")
 
@@ -227,6 +230,7 @@ def _loop(run: _Run, steps: _Steps, log: "MetricsLog", on_step) -> None:
                                 + "; lower --lr, raise --warmup or set --max-grad-norm")
             run.clean = True
             log.step(run.step, loss, norm, n_tok, trained, time.perf_counter() - tic, prog)
+            run.tokens += n_tok
             if cfg.steps_per_eval and run.step % cfg.steps_per_eval == 0 and run.step < run.total:
                 _validate(run, steps, log)
             if cfg.save_every and run.step % cfg.save_every == 0:
@@ -308,6 +312,7 @@ def _finish(run: _Run, log: MetricsLog, t_start: float) -> dict:
     run.summary.update({
         "steps_this_run": run.step - run.start, "train_loss_first": log.first_loss,
         "train_loss_last": log.last_loss, "val": run.last_val, "best": run.best, "tokens_this_run": t["tokens"],
+        "tokens": run.tokens,
         "trained_tokens_this_run": t["trained"],
         "tok_s": round(t["tokens"] / t["time"], 1) if t["time"] else None,
         "trained_tok_s": round(t["trained"] / t["time"], 1) if t["time"] else None,
