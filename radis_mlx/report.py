@@ -31,7 +31,7 @@ COLUMNS = (
     ("advbench", "AdvBench refusal", "pct"), ("gsm8k", "GSM8K", "pct"),
     ("general", "general (mean)", "pct"), ("retention_nll", "retention NLL", "f3"),
     ("retention_increase", "NLL increase", "f3"), ("mtbench", "MT-Bench", "f2"), ("alpacaeval", "AlpacaEval", "f2"),
-    ("train_tokens", "train tokens", "f0"), ("train_wall_s", "train s", "f0"),
+    ("gen_tokens", "gen tokens", "f0"), ("train_tokens", "train tokens", "f0"), ("train_wall_s", "train s", "f0"),
 )
 
 
@@ -70,7 +70,23 @@ def summarize(res: dict) -> dict:
             row[suite] = s[suite]["score"] if s[suite].get("score") is not None else "not judged"
     cost = training_cost(res.get("adapter"))  # the finetune stage says what its run cost
     row.update({f"train_{k}": v for k, v in cost.items()})
+    gen = generation_tokens(res.get("adapter"))
+    if gen is not None:
+        row["gen_tokens"] = gen
     return row
+
+
+def generation_tokens(adapter) -> int | None:
+    """Tokens the model generated to make this run's training data (rationales, its own translations
+    or rewrites, replay answers): every row, kept or not. 0 for data it did not write; None: unknown."""
+    from . import records
+    from .io import read_yaml
+    cfg = Path(adapter) / "config.yaml" if adapter else None
+    if cfg is None or not cfg.is_file():
+        return None
+    c = read_yaml(cfg) or {}
+    files = [c[k] for k in ("data", "replay_data", "mix_data") if c.get(k) and Path(c[k]).is_file()]
+    return sum(r.n_tokens for f in files if records.is_record_file(f) for _, r in records.read(f))
 
 
 SEED_SUFFIX = re.compile(r"^(.+)-s(\d+)$")  # sft-s0, sft-s1: one method trained with two seeds
@@ -156,6 +172,14 @@ def load_runs(paths: Sequence) -> list[dict]:
     return runs
 
 
+def _err(row: dict, key: str):
+    """Error bar of one point: ± the seed sd for a method's mean, else its 95 % interval."""
+    v, sd, ci = row[key], row.get(f"{key}_sd"), row.get(f"{key}_ci")
+    if sd is not None:
+        return [[sd], [sd]]
+    return [[v - ci[0]], [ci[1] - v]] if ci else None
+
+
 def plot(rows: Sequence[dict], path, translation_key: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -176,9 +200,7 @@ def plot(rows: Sequence[dict], path, translation_key: str) -> None:
         colors = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(method_of(r["name"]) for r in rs))}
         for r in rs:  # one colour per method, so a method's seeds read as one cloud
             x, y = r[translation_key], r[key]
-            xci, yci = r.get(f"{translation_key}_ci"), r.get(f"{key}_ci")
-            xerr = [[x - xci[0]], [xci[1] - x]] if xci else None
-            yerr = [[y - yci[0]], [yci[1] - y]] if yci else None
+            xerr, yerr = _err(r, translation_key), _err(r, key)
             ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=colors[method_of(r["name"])])
             ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.set_xlabel(xlabel)
@@ -224,7 +246,9 @@ def report(run_dirs: Sequence, out, n_resamples: int = 10000) -> dict:
     if any(m["seeds"] > 1 for m in methods):
         md += ["## By method", "", "Mean ± sample standard deviation over the seeds (runs named METHOD-sN); "
                "a single-seed method keeps its bootstrap interval.", "",
-               markdown_table([{**m, "name": f"{m['name']} (n={m['seeds']})"} for m in methods]), ""]
+               markdown_table([{**m, "name": f"{m['name']} (n={m['seeds']})"} for m in methods]), "",
+               "![trade-off per method, ± seed sd](tradeoff-methods.png)", ""]
+        plot(methods, out / "tradeoff-methods.png", tkey)
     groups: dict[str, list] = {}
     for res, row in zip(runs, rows):
         groups.setdefault(method_of(row["name"]), []).append(res["run_dir"])

@@ -455,6 +455,9 @@ def test_report_groups_seeds_into_mean_and_sd(tmp_path):
     assert m["base"]["seeds"] == 1 and "bleu_sd" not in m["base"]
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## By method" in md and "| sft (n=2) | 22.00 ± 2.83" in md
+    assert (tmp_path / "rep" / "tradeoff-methods.png").read_bytes()[:4] == b"\x89PNG"
+    from radis_mlx.report import _err
+    assert _err(m["sft"], "bleu") == [[m["sft"]["bleu_sd"]], [m["sft"]["bleu_sd"]]]  # seed sd, not a CI
 
 
 def test_report_reads_training_cost_only_from_uninterrupted_runs(tmp_path):
