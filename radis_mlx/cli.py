@@ -219,6 +219,10 @@ def eval_(
     judge_api_model: str = typer.Option("gpt-4", help="model name sent to --judge-url"),
     judge_model: Optional[str] = typer.Option(None, help="local MLX model as the judge"),
     dtype: str = typer.Option("auto", help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
+    tcot: Optional[str] = typer.Option(None, help="answer through English (TransLLM's TCoT: <EN> query "
+                                       "<RESPONSE> answer <DE> answer) for this target language, e.g. de"),
+    tcot_zero_shot: bool = typer.Option(False, "--tcot-zero-shot", help="with --tcot, for a model not trained on "
+                                        "TCoT: start each answer at <EN> and re-prompt every missing tag"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (one folder per model)"),
 ):
     """Stage 3: translation quality and general-ability retention."""
@@ -240,7 +244,8 @@ def eval_(
     cfg = harness.EvalConfig(models=model_specs(model, adapter, name), out=str(out), suites=suite_list,
                              test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
                              batch_size=batch_size, base_model=base_model, stop=unescape(stop), judge_url=judge_url,
-                             judge_model=judge_model, judge_api_model=judge_api_model, dtype=dtype)
+                             judge_model=judge_model, judge_api_model=judge_api_model, dtype=dtype, tcot=tcot,
+                             tcot_zero_shot=tcot_zero_shot)
     results = harness.evaluate(cfg)
     from .report import markdown_table, summarize
     typer.echo(markdown_table([summarize(r) for r in results.values()]), nl=False)

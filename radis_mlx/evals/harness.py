@@ -23,6 +23,7 @@ from .. import __version__, prompts
 from ..io import UserError, atomic_write_json, atomic_write_text, check_writable_dir, read_json, safe_join
 from . import general, ifeval, judge, retention, suites
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
+from ..tcot import TCoT, TCoTDecoder, target_tag
 from .ifeval_conformance import conformance as ifeval_conformance_check
 from .suites import DEFAULT_SUITES, SUITES
 
@@ -52,6 +53,8 @@ class EvalConfig:
     judge_api_key: str | None = None
     judge_max_tokens: int = 1024
     dtype: str = "auto"
+    tcot: str | None = None  # answer through English in TCoT format, this target language (e.g. de)
+    tcot_zero_shot: bool = False  # an untrained model: prefill <EN> and re-prompt every missing tag
     nll_batch_tokens: int = 2048
     progress: bool = True
 
@@ -65,6 +68,10 @@ def check_config(cfg: EvalConfig) -> list[ModelSpec]:
         raise UserError("pass either --judge-url or --judge-model, not both")
     if cfg.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.tcot is not None:
+        target_tag(cfg.tcot)
+    elif cfg.tcot_zero_shot:
+        raise UserError("--tcot-zero-shot needs --tcot LANG (the target language)")
     for k in list(cfg.limits) + list(cfg.max_tokens):
         if k not in SUITES:
             raise UserError(f"unknown suite {k!r} in a per-suite setting (choose from {', '.join(SUITES)})")
@@ -152,6 +159,8 @@ def evaluate_model(cfg: EvalConfig, spec: ModelSpec, out: Path, inputs: dict) ->
                dtype=loaded.dtype, model_key=key, version=__version__)
     res.setdefault("suites", {})
     gen = Generator(loaded, key, run_dir / "cache", cfg.batch_size, cfg.seed, spec.name, cfg.progress)
+    if cfg.tcot:
+        gen = TCoTDecoder(gen, TCoT(cfg.tcot), loaded.tokenizer, cfg.tcot_zero_shot)
     ctx = Ctx(cfg, spec.name, run_dir, loaded, gen, key, spec, {s: suites.max_tokens(cfg, s) for s in cfg.suites})
     gen.many(_first_requests(ctx, inputs))  # every suite's first prompts in one batch; the suites then hit the cache
     for suite in cfg.suites:
@@ -159,6 +168,8 @@ def evaluate_model(cfg: EvalConfig, spec: ModelSpec, out: Path, inputs: dict) ->
         summary = suites.get(suite).run(ctx, inputs[suite])
         summary.update(settings=suites.suite_settings(cfg, suite), wall_s=round(time.perf_counter() - ts, 2),
                        generated_tokens_this_run=gen.generated_tokens.get(suite, 0))
+        if cfg.tcot and suite in getattr(gen, "stats", {}):
+            summary["tcot"] = gen.stats[suite]
         res["suites"][suite] = summary
         res["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         atomic_write_json(res_path, res)
