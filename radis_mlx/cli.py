@@ -324,6 +324,29 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run di
 
 
 
+@app.command(name="translate-suite")
+def translate_suite(
+    suite: str = typer.Option(..., help="advbench | alpacaeval | mtbench | gsm8k"),
+    lang: str = typer.Option("de", help="target language code"),
+    translator: Optional[str] = typer.Option(None, help="MODEL[,adapter=DIR] that translates (default: the "
+                                             "offline default model)"),
+    test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="SUITE=PATH, or a data root laid out "
+                                                  "like ../shared/data"),
+    limit: Optional[int] = typer.Option(None, help="sample this many items (seeded, as eval samples)"),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(32),
+    max_tokens: int = typer.Option(384, help="max new tokens per translated paragraph"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for SUITE.LANG.jsonl, its summary and cache")):
+    """An English suite's prompts translated by a named model, for eval in the target language."""
+    from .evals.translate_suite import TranslateSuiteConfig, translate_suite as run_translate
+    s = run_translate(TranslateSuiteConfig(suite=suite, lang=lang, translator=translator, limit=limit, seed=seed,
+                                           test_data=parse_test_data(test_data, [suite]), out=str(out),
+                                           batch_size=batch_size, max_tokens=max_tokens))
+    rej = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
+    typer.echo(f"{s['kept']} of {s['items']} {suite} items in {lang} -> {s['out']} (left out: {rej}); evaluate with "
+               f"--test-data {suite}={s['out']}")
+
+
 # ---------------------------------------------------------------- eval flags -> settings
 
 def parse_per_suite(values, what: str) -> tuple[int | None, dict]:

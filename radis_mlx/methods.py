@@ -32,6 +32,7 @@ class Mode:
     help = ""
     reads = "pairs"  # the input rows: "pairs" (translation) or "instructions"
     rationale = False  # the text explains the reference (kept after it), not a new answer
+    composite = False  # made by its own ``run(cfg, progress)`` from other generate runs, not one decode
     trims_unfinished = True  # apply --unfinished to outputs that hit max_tokens
 
     def prompt(self, tokenizer, pair: Pair, t: prompts.Templates) -> str:
@@ -95,6 +96,15 @@ class Replay(Mode):
     help = "the model's own answers to general instructions (TransLLM's recovery KD)"
 
 
+class TCoTRows(Mode):
+    name, reads, composite = "tcot", "instructions", True
+    help = "TransLLM's TCoT rows (target-language query -> <EN> .. <RESPONSE> .. <DE> ..) and recovery-KD rows"
+
+    def run(self, cfg, progress: bool):
+        from .generate.tcot_rows import generate_tcot
+        return generate_tcot(cfg, progress)
+
+
 MODES: dict[str, Mode] = {}
 
 
@@ -103,7 +113,7 @@ def register_mode(mode: Mode) -> Mode:
     return mode
 
 
-for _m in (RationaleContinue(), RationaleExplain(), SeqKD(), SDFT(), Replay()):
+for _m in (RationaleContinue(), RationaleExplain(), SeqKD(), SDFT(), Replay(), TCoTRows()):
     register_mode(_m)
 
 
@@ -214,6 +224,11 @@ for _method in (
     Method("mix", "references + a second dataset (mix_data)", Rule(None, ("pairs", "instructions")),
            inputs={"data": "train_data", "mix_data": "mix_data"},
            extra=Extra("mix_data", Rule(None, ("pairs", "instructions")), required=True)),
+    # TransLLM: TCoT + recovery-KD rows from the general instructions, translation pairs mixed in.
+    Method("transllm", "TCoT rows + recovery KD from general instructions, translation pairs mixed in (TransLLM)",
+           Rule(("tcot",)), generate=("tcot",), generate_from="replay_data",
+           inputs={"data": GENERATED, "mix_data": "train_data"},
+           extra=Extra("mix_data", Rule(None, ("pairs",)), required=False)),
     # rationale-explain first: the mode the recipes and the paper's main results use.
     Method("radis", "reference + the model's own rationale (RaDis)", Rule(RADIS),
            generate=("rationale-explain", "rationale-continue")),

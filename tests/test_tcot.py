@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,75 @@ def test_answer_language_of_real_sentences(shared_data):
     assert long and all(detect_language(p.ref) == "de" for p in long)
     assert sum(detect_language(p.src) == "de" for p in long) == 0
     assert EN == "<EN>" and RESPONSE == "<RESPONSE>"
+
+
+# ---------------------------------------------------------------- generate --mode tcot, finetune --method transllm
+
+def _instructions(path, n=4):
+    path.write_text("".join(json.dumps({"instruction": f"Name {k + 2} colours of the rainbow."}) + "\n"
+                            for k in range(n)))
+    return path
+
+
+def test_generate_tcot_rows_resume_and_train(tmp_path, tiny_model_dir, monkeypatch):
+    from radis_mlx import records
+    from radis_mlx.generate import GenerateConfig, generate
+    from radis_mlx.generate import tcot_rows
+    from radis_mlx.tuner import FinetuneConfig, finetune
+
+    data = _instructions(tmp_path / "inst.jsonl")
+    cfg = GenerateConfig(data=str(data), out=str(tmp_path / "tcot.jsonl"), mode="tcot", model=str(tiny_model_dir),
+                         max_tokens=6, batch_size=4, workers=1, unfinished="keep", max_repeat=1.0)
+    s = generate(cfg, progress=False)  # the tiny model's "German" fails the language check: no TCoT row
+    rows = [r for _, r in records.read(cfg.out)]
+    assert len(rows) == 8 and s["tcot_rows"] == 0 and sum(s["rejected"].values()) == 4
+    tcot = [r for r in rows if r.id.endswith(":tcot")]
+    recovery = [r for r in rows if r.id.endswith(":recovery")]
+    assert all(not r.kept and r.reason.startswith("translation-") for r in tcot)
+    assert all(r.kept and r.text.startswith("<RESPONSE> ") for r in recovery)
+    assert {r.instruction for r in recovery} == {json.loads(line)["instruction"] for line in data.read_text().splitlines()}
+
+    # The rerun takes everything from the answers file and the translation cache: nothing is generated.
+    cache = sorted((tmp_path / "tcot.jsonl.translations").glob("*.jsonl"))
+    before = [c.read_bytes() for c in cache] + [Path(cfg.out + ".answers.jsonl").read_bytes()]
+    s = generate(cfg, progress=False)
+    assert s["generated_tokens_this_run"] == 0 and [c.read_bytes() for c in cache] + \
+        [Path(cfg.out + ".answers.jsonl").read_bytes()] == before
+
+    # A translator that passes the checks (the tiny model writes no German): the rows take the TCoT format.
+    monkeypatch.setattr(tcot_rows.Translator, "__call__", lambda self, texts: {t: f"Auf Deutsch: {t}" for t in texts})
+    monkeypatch.setattr(tcot_rows, "check_translation", lambda src, text, lang: None)
+    s = generate(cfg, progress=False)
+    assert s["tcot_rows"] == 4
+    rows = {r.id: r for _, r in records.read(cfg.out)}
+    t = next(r for k, r in rows.items() if k.endswith(":tcot"))
+    p = DE.parse(t.text)
+    assert p.missing is None and p.en_query.startswith("Name ") and t.instruction == f"Auf Deutsch: {p.en_query}"
+    assert p.answer == f"Auf Deutsch: {p.en_answer}"
+    rec = rows[t.id.replace(":tcot", ":recovery")]
+    assert rec.text == f"<RESPONSE> {p.en_answer}"
+
+    out = finetune(FinetuneConfig(model=str(tiny_model_dir), data=cfg.out, out=str(tmp_path / "ft"), method="transllm",
+                                  iters=2, batch_size=2, quiet=True))
+    assert out["data"]["main"]["rows"] == 8 and out["data"]["main"]["examples"] == 8
+
+
+def test_transllm_through_a_recipe_plan(tmp_path):
+    from radis_mlx.pipeline import load_recipe, plan
+    import yaml
+    from radis_mlx.pipeline import RECIPES
+    recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
+    recipe.update(methods={"transllm": {"generate": {"tcot_lang": "de"}}},
+                  replay_data=str(_instructions(tmp_path / "inst.jsonl")))
+    recipe["eval"].update(suites=["advbench"])
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    stages = plan(load_recipe(p), tmp_path / "run", progress=False)
+    gen = next(st for st in stages if st.kind == "generate")
+    ft = next(st for st in stages if st.kind == "finetune")
+    assert gen.config.mode == "tcot" and gen.config.data == str(tmp_path / "inst.jsonl")
+    assert ft.config.method == "transllm" and ft.config.mix_data.endswith("train.de-en.jsonl")  # the pairs mix in
+    recipe["methods"] = {"transllm": {"generate": {"tcot_lang": "deutsch"}}}
+    p.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(UserError, match="2- or 3-letter language code"):
+        plan(load_recipe(p), tmp_path / "run", progress=False)

@@ -58,10 +58,14 @@ class GenerateConfig:
     ratio: float = 1.0  # keep rationales for a seeded fraction of rows only
     dtype: str = "auto"
     trust_remote_code: bool = False
+    tcot_lang: str = "de"  # tcot mode: the target language
+    translator: str | None = None  # tcot mode: MODEL[,adapter=DIR] that translates; None: the model itself
 
     def fingerprint(self) -> dict:
         """Settings that change what a row contains; a rerun must match them to resume."""
         skip = {"out", "limit", "batch_size", "workers", "trust_remote_code"}
+        if not getattr(methods.get_mode(self.mode), "composite", False):
+            skip |= {"tcot_lang", "translator"}  # only tcot rows depend on them (older outputs lack them)
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         d["version"] = __version__
         return d
@@ -75,6 +79,8 @@ class GenerateConfig:
             raise UserError(f"ratio: must be in [0, 1], got {self.ratio}")
         if self.workers < 0:
             raise UserError(f"workers: must be >= 0 (0: automatic), got {self.workers}")
+        from ..tcot import target_tag
+        target_tag(self.tcot_lang)
         return self
 
 
@@ -106,6 +112,9 @@ def build_items(cfg: GenerateConfig, tokenizer) -> list[Item]:
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     """Run the generate stage; returns the summary (also saved as ``<out>.summary.json``)."""
     cfg.validate()
+    mode = methods.get_mode(cfg.mode)
+    if mode.composite:  # a mode made of other stages (tcot: answers, then translations)
+        return mode.run(cfg, progress)
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out names a .jsonl file")

@@ -1,0 +1,80 @@
+"""`radis-mlx translate-suite`: an English eval suite's prompts in another language, by a named
+translator, for target-language evaluation (TransLLM asks in the target language).
+
+Each prompt is translated paragraph by paragraph with the toolkit's translation prompt (greedy,
+cut at the first blank line as eval cuts translations), through an append-only cache beside the
+output, so a killed run resumes and a rerun translates nothing. Items whose translation fails a
+check (empty, degenerate, not in the target language, much shorter than the source) are left
+out and counted by reason. The output keeps each item's id and fields (GSM8K's worked answer,
+MT-Bench's question_id), adds ``lang`` (which picks the refusal keywords and the GSM8K
+instruction) and the English original, and is read by ``eval --test-data SUITE=FILE``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..io import UserError, atomic_write_json, atomic_write_jsonl, check_writable_dir
+from ..translate import Translator, check_translation
+from . import suites
+
+TRANSLATABLE = ("advbench", "alpacaeval", "mtbench", "gsm8k")
+
+
+@dataclass
+class TranslateSuiteConfig:
+    suite: str = "advbench"
+    lang: str = "de"
+    translator: str | None = None  # MODEL[,adapter=DIR]; None: the offline default model
+    test_data: dict | None = None  # as eval's: {"root": DIR} or {suite: PATH}
+    limit: int | None = None
+    seed: int = 0
+    out: str = "translated"
+    batch_size: int = 32
+    max_tokens: int = 384  # per paragraph
+    dtype: str = "auto"
+    progress: bool = True
+
+
+def output_path(cfg: TranslateSuiteConfig) -> Path:
+    return Path(cfg.out) / f"{cfg.suite}.{cfg.lang}.jsonl"
+
+
+def _texts(suite: str, item: dict) -> list[str]:
+    return list(item["turns"]) if suite == "mtbench" else [item["instruction"]]
+
+
+def translate_suite(cfg: TranslateSuiteConfig) -> dict:
+    """Translate the suite's (sampled) prompts; returns the summary (also OUT/SUITE.LANG.summary.json)."""
+    from ..tcot import target_tag
+    from .harness import EvalConfig
+
+    if cfg.suite not in TRANSLATABLE:
+        raise UserError(f"translate-suite: {cfg.suite!r} cannot be translated (choose from {', '.join(TRANSLATABLE)})")
+    target_tag(cfg.lang)  # a language code
+    if cfg.lang == "en":
+        raise UserError("translate-suite: the suites are English already; pass another --lang")
+    ecfg = EvalConfig(suites=[cfg.suite], test_data=cfg.test_data or {}, limits={cfg.suite: cfg.limit}, seed=cfg.seed)
+    items = suites.load_inputs(ecfg, cfg.suite)  # bad data fails before the model loads
+    out = check_writable_dir(cfg.out)
+    tr = Translator(cfg.translator, cfg.lang, out / "cache", cfg.batch_size, cfg.max_tokens, cfg.seed, cfg.dtype,
+                    cfg.progress).load()
+    done = tr([t for it in items for t in _texts(cfg.suite, it)])
+    rows, reasons = [], Counter()
+    for it in items:
+        src = _texts(cfg.suite, it)
+        why = next((w for s in src if (w := check_translation(s, done[s], cfg.lang))), None)
+        if why:
+            reasons[why] += 1
+            continue
+        row = {**it, "instruction": done[src[0]], "lang": cfg.lang, "en": src[0]}
+        if cfg.suite == "mtbench":
+            row.update(turns=[done[s] for s in src], en_turns=src)
+        rows.append(row)
+    atomic_write_jsonl(output_path(cfg), rows)
+    summary = {"suite": cfg.suite, "lang": cfg.lang, "translator": tr.name, "items": len(items), "kept": len(rows),
+               "rejected": dict(reasons), "out": str(output_path(cfg)), "settings": asdict(cfg)}
+    atomic_write_json(out / f"{cfg.suite}.{cfg.lang}.summary.json", summary)
+    return summary
