@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from sacrebleu import sentence_chrf
@@ -15,7 +16,8 @@ from sacrebleu import sentence_chrf
 from radis_mlx.data import Pair
 from radis_mlx.evals import translation
 from radis_mlx.evals.harness import EvalConfig, evaluate
-from radis_mlx.io import UserError, atomic_write_jsonl
+from radis_mlx.cli import main
+from radis_mlx.io import atomic_write_jsonl
 from radis_mlx.pipeline import DEMO_DATA
 from radis_mlx.report import report
 
@@ -125,25 +127,33 @@ def test_cut_text_is_dimmed_with_its_tokens_and_model_text_is_escaped(tmp_path, 
     assert page.count('class="badge ok">refused') == 1 and page.count('class="badge bad">answered') == 1
 
 
-def test_a_broken_item_file_is_one_clear_error(tmp_path):
+def test_a_broken_item_file_is_one_clear_error(tmp_path, capsys):
     run = tmp_path / "r"
     run.mkdir()
     (run / "results.json").write_text(json.dumps({"name": "r", "suites": {}}))
     (run / "advbench.jsonl").write_text(json.dumps({"id": "0", "goal": "x"}) + "\n")  # no verdict
-    with pytest.raises(UserError, match=r"advbench.jsonl:1: report.html cannot read this AdvBench row "
-                                        r"\(no field 'refusal'\)"):
-        report([run], tmp_path / "rep", n_resamples=10)
-    report([run], tmp_path / "rep2", n_resamples=10, html=False)  # the table alone does not read items
-    assert not (tmp_path / "rep2" / "report.html").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(run), "--out", str(tmp_path / "rep")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert re.search(r"^error: .*/advbench.jsonl:1: report.html cannot read this AdvBench row "
+                     r"\(no field 'refusal'\)$", err.strip())
+    main(["report", str(run), "--out", str(tmp_path / "rep2"), "--no-html"])  # the table alone reads no items
+    assert not (tmp_path / "rep2" / "report.html").exists() and (tmp_path / "rep2" / "report.md").exists()
     assert "report.html" not in (tmp_path / "rep2" / "report.md").read_text()
 
 
 # ------------------------------------------------------------------ in a real browser
 
-def chromium(tmp_path: Path, *args: str) -> str:
+@pytest.fixture(scope="module")
+def browser() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("headless Chromium not installed (apt-get install chromium; .ci/run installs it)")
+    return exe
+
+
+def chromium(exe: str, tmp_path: Path, *args: str) -> str:
     # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
            f"--user-data-dir={tmp_path / 'profile'}", *args]
@@ -152,23 +162,26 @@ def chromium(tmp_path: Path, *args: str) -> str:
     return p.stdout
 
 
-def test_the_page_filters_in_headless_chromium(demo_eval, tmp_path):
+def test_the_page_filters_in_headless_chromium(browser, demo_eval, tmp_path):  # browser first: skip early
     url = (demo_eval / "report" / "report.html").resolve().as_uri()
     total = sum(LIMITS.values())
-    everything = Rows(chromium(tmp_path, "--dump-dom", url))
-    assert len(everything.visible()) == total and len(everything.rows) == total
-    assert f'id="count">{total} of {total} items' in chromium(tmp_path, "--dump-dom", url)
+    dom = chromium(browser, tmp_path, "--dump-dom", url)
+    assert len(Rows(dom).visible()) == len(Rows(dom).rows) == total
+    assert f'id="count">{total} of {total} items' in dom  # the script ran
 
     src = jsonl(demo_eval / "eval" / "base" / "translation.jsonl")[1]["src"]  # one demo sentence, asked for by URL
-    found = Rows(chromium(tmp_path, "--dump-dom", url + "#q=" + src.replace(" ", "%20")))
+    found = Rows(chromium(browser, tmp_path, "--dump-dom", url + "#q=" + quote(src)))
     assert [r["suite"] for r in found.visible()] == ["translation"] and src in found.visible()[0]["text"]
 
-    advbench = Rows(chromium(tmp_path, "--dump-dom", url + "?suite=advbench"))
+    advbench = Rows(chromium(browser, tmp_path, "--dump-dom", url + "?suite=advbench"))
     assert {r["suite"] for r in advbench.visible()} == {"advbench"} and len(advbench.visible()) == LIMITS["advbench"]
 
-    one_run = chromium(tmp_path, "--dump-dom", url + "#runs=other")
+    nothing = chromium(browser, tmp_path, "--dump-dom", url + "#q=" + quote("no item says this"))
+    assert not Rows(nothing).visible() and '<p id="none">No item matches these filters.</p>' in nothing
+
+    one_run = chromium(browser, tmp_path, "--dump-dom", url + "#runs=other")
     assert '<style id="runstyle">.r0{display:none}</style>' in one_run
 
     shot = tmp_path / "report.png"
-    chromium(tmp_path, "--hide-scrollbars", "--window-size=1280,1400", f"--screenshot={shot}", url)
+    chromium(browser, tmp_path, "--hide-scrollbars", "--window-size=1280,1400", f"--screenshot={shot}", url)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20000

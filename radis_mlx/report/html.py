@@ -207,6 +207,7 @@ def page(out: Path, runs: Sequence[dict], rows: Sequence[dict], methods: Sequenc
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>RaDis eval report</title>"
             f"<style>{CSS}</style><style id=\"runstyle\"></style></head><body><h1>RaDis eval report</h1>"
             + controls + _summary(out, rows, methods, notes) + empty + "\n".join(h for _, h in sections)
+            + '<p id="none" hidden>No item matches these filters.</p>'
             + f"<script>{SCRIPT}</script></body></html>\n")
 
 
@@ -266,6 +267,7 @@ SCRIPT = r"""
       sec.hidden = !sec.querySelector('tr.ex:not([hidden])');
     }
     count.textContent = shown + ' of ' + rows.length + ' items';
+    document.getElementById('none').hidden = shown > 0 || !rows.length;
     if (save) {
       const h = new URLSearchParams();
       if (q.value) h.set('q', q.value);
