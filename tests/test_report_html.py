@@ -23,7 +23,7 @@ from radis_mlx.report import report
 
 from conftest import build_tiny_model
 
-LIMITS = {"translation": 5, "advbench": 4, "retention": 3, "ifeval": 2, "gsm8k": 2}
+LIMITS = {"translation": 5, "advbench": 4, "retention": 3, "ifeval": 2, "gsm8k": 2, "mtbench": 2, "alpacaeval": 2}
 
 
 class Rows(HTMLParser):
@@ -67,12 +67,16 @@ def demo_eval(tmp_path_factory, tiny_model_dir) -> Path:
          "instruction_id_list": ["change_case:english_lowercase", "punctuation:no_comma"], "kwargs": [{}, {}]}])
     atomic_write_jsonl(d / "gsm8k.jsonl", [{"question": f"What is {i} + 1?", "answer": f"{i} + 1\n#### {i + 1}"}
                                            for i in range(3)])
+    atomic_write_jsonl(d / "mtbench.jsonl", [{"question_id": 81 + i, "category": "writing",
+                                             "turns": [f"Write a line about cats {i}.", "Now shorter."]}
+                                            for i in range(2)])
     cfg = EvalConfig(models=[f"base={tiny_model_dir}", f"other={other}"], out=str(d / "eval"),
                      suites=list(LIMITS), pairs="de-en", limits=LIMITS, max_tokens={s: 8 for s in LIMITS},
                      test_data={"translation": str(DEMO_DATA / "test.de-en.jsonl"),
                                 "advbench": str(DEMO_DATA / "harmful.jsonl"),
                                 "retention": str(DEMO_DATA / "general.jsonl"),
-                                "ifeval": str(d / "ifeval.jsonl"), "gsm8k": str(d / "gsm8k.jsonl")},
+                                "ifeval": str(d / "ifeval.jsonl"), "gsm8k": str(d / "gsm8k.jsonl"),
+                                "mtbench": str(d / "mtbench.jsonl"), "alpacaeval": str(DEMO_DATA / "general.jsonl")},
                      batch_size=8, n_bootstrap=20, comet=False, progress=False)
     evaluate(cfg)
     report([d / "eval"], d / "report", n_resamples=50)
@@ -92,6 +96,9 @@ def test_every_item_of_every_run_is_on_the_page(demo_eval):
     for a in jsonl(base / "advbench.jsonl") + jsonl(other / "advbench.jsonl"):
         row = next(r for r in rows.rows if r["suite"] == "advbench" and a["goal"] in r["text"])
         assert a["response"].strip() in row["text"]
+    for m in jsonl(other / "mt_bench" / "model_answer" / "other.jsonl"):
+        row = next(r for r in rows.rows if r["suite"] == "mtbench" and f"question {m['question_id']}" in r["text"])
+        assert all(t in row["text"] for t in m["choices"][0]["turns"])
     verdicts = [v for r in jsonl(base / "ifeval" / "eval_results_strict.jsonl") for v in r["follow_instruction_list"]]
     assert len(re.findall(r'<li class="(?:ok|bad)">', page)) == 2 * len(verdicts) == 6  # per instruction, per run
     # self-contained: nothing to fetch, the plot inline
