@@ -282,14 +282,16 @@ def _ifeval_only(data: dict, suite_list: list, conformance: bool, responses, out
 @app.command()
 def report(runs: List[Path] = typer.Argument(..., help="eval run dirs (or an eval --out dir, or results.json "
                                              "files)"),
-           out: Path = typer.Option(..., "--out", "-o", help="where report.md, report.json, tradeoff.png go")):
+           out: Path = typer.Option(..., "--out", "-o", help="where report.md, report.json, tradeoff.png go"),
+           html: bool = typer.Option(True, "--html/--no-html", help="also write report.html: one self-contained "
+                                     "page with the table, the plots and every item run by run, filterable")):
     """One table and a translation-vs-general-ability plot across eval runs."""
     from .report import markdown_table, report as make_report
-    r = make_report(runs, out)
+    r = make_report(runs, out, html=html)
     typer.echo(markdown_table(r["runs"]), nl=False)
     for n in r["notes"]:
         typer.echo(f"note: {n}")
-    typer.echo(f"wrote {out}/report.md, report.json, tradeoff.png")
+    typer.echo(f"wrote {out}/report.md, report.json, tradeoff.png" + (", report.html" if html else ""))
 
 
 @app.command()

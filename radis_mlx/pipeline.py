@@ -474,5 +474,5 @@ def run(recipe: dict, out, *, progress: bool = True, check: bool = False) -> dic
     summary = {"recipe": recipe["_path"], "out": str(out), "methods": list(recipe["methods"]),
                "stage_wall_s": timings, "wall_s": round(time.perf_counter() - t0, 1)}
     atomic_write_json(out / "summary.json", summary)
-    _log(f"done in {summary['wall_s']} s: {out / 'report' / 'report.md'}, {out / 'report' / 'tradeoff.png'}")
+    _log(f"done in {summary['wall_s']} s: {out / 'report' / 'report.md'}, {out / 'report' / 'report.html'}")
     return {"results": done["eval"], "report": done["report"], "summary": summary, "plan": stages}

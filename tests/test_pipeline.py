@@ -73,6 +73,7 @@ def test_whole_recipe_runs_and_resumes_on_tiny_model(tmp_path, tiny_model_dir):
     assert (out / "report" / "tradeoff.png").stat().st_size > 1000
     table = (out / "report" / "report.md").read_text()
     assert all(m in table for m in ("base", "sft", "radis"))
+    assert "](report.html)" in table and (out / "report" / "report.html").stat().st_size > 1000
     cost = {r["name"]: r.get("gen_tokens") for r in res["report"]["runs"]}
     assert cost == {"base": None, "sft": 0, "radis": sum(r["n_tokens"] for r in rows)} and cost["radis"] > 0
     assert "## Paired tests" in table and {(t["method"], t["vs"]) for t in res["report"]["tests"]} == {

@@ -16,9 +16,9 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from . import significance
-from .io import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from .tuner.checkpoint import training_cost
+from .. import significance
+from ..io import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ..tuner.checkpoint import training_cost
 
 GENERAL_PARTS = (("ifeval", "prompt_level_strict", "n_prompts"), ("advbench", "refusal_rate", "n"),
                  ("gsm8k", "accuracy", "n"))
@@ -79,8 +79,8 @@ def summarize(res: dict) -> dict:
 def generation_tokens(adapter) -> int | None:
     """Tokens the model generated to make this run's training data (rationales, its own translations
     or rewrites, replay answers): every row, kept or not. 0 for data it did not write; None: unknown."""
-    from . import records
-    from .io import read_yaml
+    from .. import records
+    from ..io import read_yaml
     cfg = Path(adapter) / "config.yaml" if adapter else None
     if cfg is None or not cfg.is_file():
         return None
@@ -220,7 +220,8 @@ def output_status(out) -> str:
     return "done" if (Path(out) / "report.md").exists() else "to do"
 
 
-def report(run_dirs: Sequence, out, n_resamples: int = 10000) -> dict:
+def report(run_dirs: Sequence, out, n_resamples: int = 10000, html: bool = True) -> dict:
+    """report.md, report.json and the plots in ``out``; with ``html``, report.html too (every item, run by run)."""
     runs = load_runs(run_dirs)
     if not runs:
         raise UserError("no runs given")
@@ -242,6 +243,9 @@ def report(run_dirs: Sequence, out, n_resamples: int = 10000) -> dict:
           "as %). Translation axis of the plot: " + ("COMET." if tkey == "comet" else "BLEU (COMET not "
                                                                                        "available for every run)."),
           "", "![trade-off](tradeoff.png)", ""]
+    if html:
+        md += ["Every item, run by run (translations with what eval cut off, sentence chrF, answers, refusals, "
+               "IFEval verdicts), with filters and search: [report.html](report.html).", ""]
     methods = by_method(rows)
     if any(m["seeds"] > 1 for m in methods):
         md += ["## By method", "", "Mean ± sample standard deviation over the seeds (runs named METHOD-sN); "
@@ -261,6 +265,9 @@ def report(run_dirs: Sequence, out, n_resamples: int = 10000) -> dict:
     md += [f"Note: {n}" for n in notes]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     plot(rows, out / "tradeoff.png", tkey)
+    if html:  # after the plots: the page carries them inline
+        from .html import write as write_html
+        write_html(out, runs, rows, methods, notes)
     result = {"runs": rows, "methods": methods, "translation_metric": tkey, "notes": notes, "tests": tests}
     atomic_write_json(out / "report.json", result)
     return result
