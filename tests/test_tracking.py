@@ -88,13 +88,13 @@ def wandb_records(path: Path):
 def wandb_run(run_dir: Path) -> dict:
     """Every offline W&B file of a run directory in order: run ids, names, {key: {step: value}}, summary."""
     files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    out = {"files": len(files), "ids": set(), "names": set(), "projects": set(), "history": {}, "summary": {}}
+    out = {"files": len(files), "ids": set(), "names": [], "projects": set(), "history": {}, "summary": {}}
     for f in files:
         for r in wandb_records(f):
             kind = r.WhichOneof("record_type")
             if kind == "run":
                 out["ids"].add(r.run.run_id)
-                out["names"].add(r.run.display_name)
+                out["names"].append(r.run.display_name)  # the last one is what W&B shows
                 out["projects"].add(r.run.project)
             elif kind == "history":
                 items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
@@ -114,6 +114,9 @@ def _check_against_metrics(out: Path, tb: dict, wb: dict) -> None:
         assert wb["history"][tkey] == want, tkey
     for mkey, tkey in VAL_KEYS:
         want = {s: r[mkey] for s, r in val.items()}
+        if not want:  # no validation set
+            assert tkey not in tb and tkey not in wb["history"]
+            continue
         assert tb[tkey] == pytest.approx(want, rel=1e-6), tkey
         assert {s: wb["history"][tkey][s] for s in want} == want, tkey
 
@@ -131,7 +134,7 @@ def test_report_to_logs_every_report_to_both_trackers(tiny_model_dir, rows_file,
     _check_against_metrics(out, tb, wb)
     state = json.loads((out / "tracking.json").read_text())
     assert wb["files"] == 1 and wb["ids"] == {state["wandb"]["id"]} and state["step"] == 12
-    assert wb["projects"] == {"radis-mlx"} and "run" in wb["names"]  # named after the run directory
+    assert wb["projects"] == {"radis-mlx"} and wb["names"][-1].endswith("/run")  # the run directory's path
 
     # Eval's headline numbers go into the same runs at the last step; lists and text are not numbers.
     scores = {"name": "x", "bleu": 12.5, "bleu_ci": [11.0, 14.0], "chrf": 40.25, "mtbench": "not judged"}
@@ -183,3 +186,27 @@ def test_a_tracker_that_is_not_installed_fails_before_any_work(tiny_model_dir, r
     with pytest.raises(UserError, match=r"c\.yaml: report_to: wandb not installed"):
         load_config(y, data="x")
     assert load_config(data="x", report_to="").report_to is None
+
+
+def test_a_recipe_logs_each_methods_eval_scores_into_its_tracker_runs(tiny_model_dir, isolated):
+    import yaml
+    from radis_mlx.pipeline import RECIPES, load_recipe, run
+    recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
+    recipe.update(model=str(tiny_model_dir), methods=["base", "sft"])
+    recipe["finetune"].update(iters=2, batch_size=2, save_every=1, report_to="wandb,tensorboard")
+    recipe["eval"].update(suites=["translation", "advbench"], limit=2, max_tokens={"translation": 4, "advbench": 4})
+    p = isolated / "tiny.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    out = isolated / "run"
+    res = run(load_recipe(p), out, progress=False)
+    train = out / "sft" / "train"
+    tb, wb = tb_scalars(train / "tensorboard"), wandb_run(train)
+    _check_against_metrics(train, tb, wb)
+    scores = res["results"]["sft"]["suites"]
+    want = {"eval/bleu": scores["translation"]["bleu"], "eval/advbench": scores["advbench"]["refusal_rate"]}
+    for k, v in want.items():
+        assert tb[k] == pytest.approx({2: v}, rel=1e-6), k
+        assert wb["history"][k] == {2: v} and wb["summary"][k] == v, k
+    assert "eval/train_tokens" not in tb  # the report's cost columns are not scores
+    assert wb["names"][-1] == "run/sft/train" and len(wb["ids"]) == 1  # not just "train", as every method's
+    assert not (out / "base" / "train").exists()  # an untrained method has no tracker run
