@@ -24,6 +24,8 @@ import string
 import time
 from pathlib import Path
 
+from mlx_lm.tuner.trainer import TrainingCallback
+
 from .io import UserError, atomic_write_json, read_json
 
 TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard"}  # name -> the module it needs
@@ -52,7 +54,7 @@ def _numbers(info: dict) -> dict:
             and isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-class TensorBoardCallback:
+class TensorBoardCallback(TrainingCallback):
     """mlx-lm's ``TrainingCallback`` interface (and its callbacks' constructor) for TensorBoard: each
     report is one event at its step under LOG_DIR/tensorboard, tags named as the W&B keys."""
 
@@ -157,7 +159,7 @@ def _open_tensorboard(run, state: dict, wrapped):
 OPEN = {"wandb": _open_wandb, "tensorboard": _open_tensorboard}
 
 
-class _Reports:
+class _Reports(TrainingCallback):
     """What a tracked finetune reports to: the trackers get the numbers (mlx-lm's chain, each callback
     wrapping the one before), the caller's own callback the reports unchanged."""
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .. import methods, prompts, settings, tracking
+from .. import methods, prompts, settings
 from ..io import UserError, read_yaml
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
@@ -123,7 +123,9 @@ class FinetuneConfig:
              f"required by method {self.method}")
         need((self.pad_multiple or 1) >= 1, "pad_multiple", f"must be >= 1, got {self.pad_multiple}")
         need(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
-        self.report_to = tracking.check(self.report_to)
+        if self.report_to is not None:
+            from .. import tracking  # imports mlx-lm's trainer: only when asked for
+            self.report_to = tracking.check(self.report_to)
         return self
 
     def trajectory(self) -> dict:
