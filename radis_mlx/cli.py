@@ -168,6 +168,9 @@ def finetune(
     overwrite: Optional[bool] = typer.Option(None, "--overwrite/--no-overwrite", help="replace --out"),
     quiet: Optional[bool] = typer.Option(None, "--quiet/--no-quiet"),
     trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code/--no-trust-remote-code"),
+    report_to: Optional[str] = typer.Option(None, help="experiment trackers, e.g. wandb,tensorboard (offline, "
+                                            "logs in --out; pip install 'radis-mlx[tracking]')"),
+    project_name: Optional[str] = typer.Option(None, help="W&B project (default radis-mlx)"),
 ):
     """Stage 2: fine-tune (LoRA/DoRA/full) with the RaDis weighted loss or a baseline target."""
     from .tuner import finetune as run_finetune, format_summary, load_config

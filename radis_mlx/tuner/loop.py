@@ -8,7 +8,8 @@ resume equal one clean run), validation reports the loss per segment (reference,
 end-of-turn) over the whole set, and the head runs only where a loss is taken. What mlx-lm does
 serve is used: its LoRA/DoRA layers, grad_checkpoint and adapter format (trainable.py), its
 ``TrainingCallback`` protocol for reporting (``MetricsLog`` is one; pass yours as
-``training_callback``), and ``default_loss``, which the loss equals at w_rat=0.
+``training_callback``; ``--report-to`` puts mlx-lm's W&B callback and a TensorBoard one in front, see
+tracking.py), and ``default_loss``, which the loss equals at w_rat=0.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from mlx_lm.tuner.trainer import TrainingCallback
 
 from .. import __version__
+from ..tracking import tracked
 from ..generate.kernels import patch_cpu_kernels
 from ..io import UserError, atomic_write_json, atomic_write_text, read_json
 from ..progress import Progress
@@ -54,9 +56,10 @@ def finetune(cfg: FinetuneConfig, on_step=None, training_callback: TrainingCallb
     try:
         run = _start(cfg, world, loaded, model, split, fast, restore is not None)
         steps = _compile_steps(cfg, run, make_loss(split, fast_ce=fast))
-        log = MetricsLog(run, training_callback)
-        _loop(run, steps, log, on_step)
-        return _finish(run, log, t_start)
+        with tracked(run, training_callback) as callback:
+            log = MetricsLog(run, callback)
+            _loop(run, steps, log, on_step)
+            return _finish(run, log, t_start)
     finally:
         if restore:
             restore()
