@@ -91,6 +91,9 @@ def generate(
     ratio: float = typer.Option(1.0, help="keep rationales for this seeded fraction of rows"),
     dtype: str = typer.Option("auto", help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    tcot_lang: str = typer.Option("de", help="--mode tcot: the target language"),
+    translator: Optional[str] = typer.Option(None, help="--mode tcot: MODEL[,adapter=DIR] that translates "
+                                             "(default: the model itself)"),
 ):
     """Stage 1: self-rationales (RaDis) or the baselines' self-generated targets, as JSONL."""
     from .generate import GenerateConfig, format_summary, generate as run_generate
@@ -101,7 +104,8 @@ def generate(
                          translate_template=template or P.TRANSLATE,
                          explain_template=explain_template or P.EXPLAIN, system=system, thinking=thinking,
                          min_tokens=min_tokens, max_len=max_len, max_repeat=max_repeat, unfinished=unfinished,
-                         ratio=ratio, dtype=dtype, trust_remote_code=trust_remote_code)
+                         ratio=ratio, dtype=dtype, trust_remote_code=trust_remote_code, tcot_lang=tcot_lang,
+                         translator=translator)
     summary = run_generate(cfg)
     if summary:
         typer.echo(format_summary(summary))

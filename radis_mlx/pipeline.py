@@ -12,6 +12,7 @@ de-en set shipped with radis-mlx), or ``{hub: ID, local: REL}``: the hub id, or 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -25,7 +26,7 @@ DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 RECIPES = resources.files(__package__) / "recipes"
 GENERAL_KEYS = ("replay_data", "mix_data")  # general instructions that methods train on
 _TOP_KEYS = {"name", "model", "seed", "train_data", "pairs", "limit", "generate", "finetune", "eval",
-             "methods", "replay_data", "mix_data", "description"}
+             "methods", "replay_data", "mix_data", "description", "translate_suites"}
 
 
 def find_recipe(name: str) -> Path:
@@ -113,7 +114,7 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     for m, spec in listed.items():
         spec = dict(_mapping(spec, where(f"methods.{m}")))
         methods.get(spec.get("method", m), where(f"methods.{m}"))
-        for key in ("generate", "finetune"):
+        for key in ("generate", "finetune", "eval"):
             _mapping(spec.get(key), where(f"methods.{m}.{key}"))
         r["methods"][str(m)] = spec
     r["_subset"] = {}
@@ -260,12 +261,16 @@ def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
     return Stage("finetune", name, train_dir, cfg, f"finetune {method.name}")
 
 
-def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool) -> Stage:
+def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool, method: str | None = None) -> Stage:
+    """The eval of ``specs``; ``method``: a method whose own ``eval`` settings (e.g. TCoT decoding)
+    apply on top of the recipe's, for the group of methods that share them."""
     from .evals import harness
 
     e = recipe.get("eval") or {}
+    own = (recipe["methods"].get(method) or {}).get("eval") or {} if method else {}
+    layers = [*_layers(recipe, "eval", e), *(_layers(recipe, f"methods.{method}.eval", own) if own else [])]
     fixed = dict(models=specs, out=str(out / "eval"), seed=int(recipe.get("seed", 0)), progress=progress)
-    cfg = settings.build(harness.EvalConfig, _layers(recipe, "eval", e), fixed, skip=("models", "out", "progress"))
+    cfg = settings.build(harness.EvalConfig, layers, fixed, skip=("models", "out", "progress"))
     if recipe.get("pairs") and not cfg.pairs:
         cfg.pairs = recipe["pairs"]
     try:  # suites and per-suite keys (the adapters are not there yet)
@@ -273,8 +278,9 @@ def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool) -> Stage:
     except UserError as err:
         given = any(_from_set(recipe, f"eval.{k}") for k in e)
         raise UserError(f"{'--set eval' if given else recipe['_path'] + ': eval'}: {err}") from None
+    how = "".join(f", {k}={v}" for k, v in own.items())
     return Stage("eval", "eval", out / "eval", cfg,
-                 f"eval: {', '.join(s.name for s in specs)} on {', '.join(cfg.suites)}")
+                 f"eval: {', '.join(s.name for s in specs)} on {', '.join(cfg.suites)}{how}")
 
 
 def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
@@ -306,9 +312,40 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
         ft = _finetune_stage(recipe, name, spec, method, out, gen.out if gen else None, progress)
         stages.append(ft)
         specs.append(ModelSpec(model=model, adapter=str(ft.out), name=name))
-    stages.append(_eval_stage(recipe, specs, out, progress))
-    stages.append(Stage("report", "report", out / "report", run_dirs(stages[-1].config), "report"))
+    if recipe.get("translate_suites"):
+        recipe = _translated_suites(recipe, out, progress, stages)
+    groups: dict[str, list] = {}  # methods with the same own eval settings share one eval stage
+    for s in specs:
+        own = recipe["methods"][s.name].get("eval") or {}
+        groups.setdefault(json.dumps(own, sort_keys=True), []).append(s)
+    evals = [_eval_stage(recipe, g, out, progress, g[0].name) for g in groups.values()]
+    stages += evals
+    stages.append(Stage("report", "report", out / "report", [d for e in evals for d in run_dirs(e.config)], "report"))
     return stages
+
+
+def _translated_suites(recipe: dict, out: Path, progress: bool, stages: list) -> dict:
+    """``translate_suites: {lang: de, translator: MODEL, suites: [advbench, gsm8k]}``: each suite's
+    sampled items translated once (a stage of its own), and the eval reads the translation."""
+    from .evals.translate_suite import TranslateSuiteConfig
+    t = _mapping(recipe["translate_suites"], _where(recipe, "translate_suites"))
+    base = _eval_stage(recipe, [], out, progress).config
+    lang = t.get("lang", "de")
+    test_data = dict(recipe["eval"].get("test_data") or {})
+    for suite in t.get("suites") or []:
+        cfg = TranslateSuiteConfig(suite=suite, lang=lang, translator=t.get("translator", recipe.get("model")),
+                                   test_data={suite: str(suites_path(base, suite))},
+                                   limit=base.limits.get(suite, base.limit), seed=base.seed,
+                                   out=str(out / "data"), progress=progress)
+        path = out / "data" / f"{suite}.{lang}.jsonl"
+        stages.append(Stage("translate", suite, path, cfg, f"translate {suite} into {lang}"))
+        test_data[suite] = str(path)
+    return {**recipe, "eval": {**recipe["eval"], "test_data": test_data}}
+
+
+def suites_path(cfg, suite: str):
+    from .evals import suites
+    return suites.suite_path(cfg, suite)
 
 
 def _uses(method: methods.Method, key: str) -> bool:
@@ -381,6 +418,7 @@ def _finetune_status(stage: Stage) -> str:
 # Each stage answers for its own files: the pipeline asks, and never looks inside them.
 STATUS = {"sample": lambda st: "done" if st.out.exists() else "to do", "generate": _generate_status,
           "subset": lambda st: "done" if st.out.exists() else "to do",
+          "translate": lambda st: "done" if st.out.exists() else "to do",
           "finetune": _finetune_status, "eval": _eval_status, "report": _report_status}
 
 
@@ -463,7 +501,14 @@ def _run_report(st: Stage, progress: bool):
     return report(st.config, st.out)
 
 
-RUN = {"sample": _run_sample, "subset": _run_subset, "generate": _run_generate, "finetune": _run_finetune, "eval": _run_eval,
+def _run_translate(st: Stage, progress: bool):
+    from .evals.translate_suite import translate_suite
+    if not st.out.exists():
+        s = translate_suite(st.config)
+        _log(f"{st.name}: {s['kept']} of {s['items']} items in {s['lang']} -> {st.out} (left out: {s['rejected']})")
+
+
+RUN = {"sample": _run_sample, "subset": _run_subset, "translate": _run_translate, "generate": _run_generate, "finetune": _run_finetune, "eval": _run_eval,
        "report": _run_report}
 
 
@@ -485,7 +530,8 @@ def run(recipe: dict, out, *, progress: bool = True, check: bool = False) -> dic
         ts = time.perf_counter()
         if st.kind in ("generate", "eval"):
             _log(f"{st.name}: {st.what} -> {st.out}" if st.kind == "generate" else st.what)
-        done[st.kind] = RUN[st.kind](st, progress)
+        result = RUN[st.kind](st, progress)
+        done[st.kind] = {**done.get("eval", {}), **result} if st.kind == "eval" else result
         if st.kind in ("generate", "finetune"):
             timings[st.name] = round(timings.get(st.name, 0) + time.perf_counter() - ts, 1)
     summary = {"recipe": recipe["_path"], "out": str(out), "methods": list(recipe["methods"]),

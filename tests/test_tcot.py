@@ -211,3 +211,30 @@ def test_transllm_through_a_recipe_plan(tmp_path):
     p.write_text(yaml.safe_dump(recipe))
     with pytest.raises(UserError, match="2- or 3-letter language code"):
         plan(load_recipe(p), tmp_path / "run", progress=False)
+
+
+def test_a_recipe_with_translated_suites_and_tcot_eval_per_method(tmp_path, tiny_model_dir, monkeypatch):
+    """translate_suites makes the German AdvBench once; base asked directly and base through zero-shot
+    TCoT are two eval stages over the same translated items; the report holds both."""
+    import yaml
+    from radis_mlx.evals import translate_suite
+    from radis_mlx.pipeline import RECIPES, load_recipe, run
+    monkeypatch.setattr(translate_suite, "check_translation", lambda src, text, lang: None)  # tiny model: no German
+    recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
+    recipe.update(model=str(tiny_model_dir), translate_suites={"lang": "de", "suites": ["advbench"]},
+                  methods={"base": {}, "base-tcot": {"method": "base", "eval": {"tcot": "de", "tcot_zero_shot": True}}})
+    recipe["eval"].update(suites=["advbench"], limit=2, max_tokens={"advbench": 4})
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    stages = run(load_recipe(p), out, check=True)["plan"]
+    assert [st.kind for st in stages] == ["translate", "eval", "eval", "report"]
+    assert stages[2].config.tcot == "de" and stages[1].config.tcot is None
+    assert stages[1].config.test_data["advbench"] == str(out / "data" / "advbench.de.jsonl")
+    res = run(load_recipe(p), out, progress=False)
+    rows = [json.loads(line) for line in (out / "data" / "advbench.de.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["lang"] == "de" and r["en"] for r in rows)
+    assert set(res["results"]) == {"base", "base-tcot"}
+    assert "tcot" in res["results"]["base-tcot"]["suites"]["advbench"]
+    assert "tcot" not in res["results"]["base"]["suites"]["advbench"]
+    assert {r["name"] for r in res["report"]["runs"]} == {"base", "base-tcot"}
