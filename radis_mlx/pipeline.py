@@ -118,7 +118,7 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
             _mapping(spec.get(key), where(f"methods.{m}.{key}"))
         r["methods"][str(m)] = spec
     r["_subset"] = {}
-    for key in GENERAL_KEYS:  # {hub, local, limit}: a seeded subset, the retention test items left out
+    for key in GENERAL_KEYS:  # {hub, local, limit}: a seeded subset, the eval items left out
         v = r.get(key)
         if isinstance(v, dict) and "limit" in v:
             lim = v["limit"]
@@ -352,33 +352,38 @@ def _uses(method: methods.Method, key: str) -> bool:
     return method.generate_from == key or key in method.inputs.values()
 
 
-def _retention_ids(recipe: dict, out: Path, progress: bool) -> dict[str, str]:
-    """The retention test's instructions (id -> text), as the eval stage will sample them."""
+def _eval_instruction_ids(recipe: dict, out: Path, progress: bool) -> dict[str, str]:
+    """Every eval item a model could be trained on (id -> text), as the eval stage will sample them:
+    the retention test's instructions and the other instruction suites' (a translated suite keeps
+    its items' ids, so it is covered by its English source)."""
     from .evals import suites
     cfg = _eval_stage(recipe, [], out, progress).config
-    if "retention" not in cfg.suites:
-        return {}
-    return {r["id"]: r["instruction"] for r in suites.load_inputs(cfg, "retention")}
+    ids = {}
+    for suite in (s for s in cfg.suites if s != "translation"):
+        for r in suites.load_inputs(cfg, suite):
+            if isinstance(r, dict) and "id" in r:  # instruction rows (IFEval's prompts are their own kind)
+                ids[str(r["id"])] = r.get("instruction") or ""
+    return ids
 
 
 def check_disjoint(path, held_out: dict[str, str], where: str) -> None:
-    """Instructions a method trains on must not be retention test items: the NLL of the base
-    model's own answers would then measure memory of the training data, not forgetting."""
+    """Instructions a method trains on must not be eval items: the retention NLL would measure
+    memory of the training data, not forgetting, and a suite would test what was trained on."""
     from .data import load_instructions
     both = [r for r in load_instructions(path) if r["id"] in held_out]
     if both:
-        raise UserError(f"{where}: {path} holds {len(both)} instruction(s) of the retention test (first: id "
+        raise UserError(f"{where}: {path} holds {len(both)} instruction(s) of the eval suites (first: id "
                         f"{both[0]['id']}, {both[0]['instruction'][:60]!r}); give `limit` to sample a disjoint "
                         "subset, or another file")
 
 
 def _general_subsets(recipe: dict, picked: dict, out: Path, progress: bool, stages: list) -> dict:
-    """Replay/mix data: a seeded subset (recipe ``{..., limit: N}``) that leaves the retention test
+    """Replay/mix data: a seeded subset (recipe ``{..., limit: N}``) that leaves the eval
     items out, or a whole file checked to hold none of them."""
     used = [k for k in GENERAL_KEYS if recipe.get(k) and any(_uses(m, k) for m in picked.values())]
     if not used:
         return recipe
-    held_out = _retention_ids(recipe, out, progress)
+    held_out = _eval_instruction_ids(recipe, out, progress)
     recipe = dict(recipe)
     for key in used:
         limit = (recipe.get("_subset") or {}).get(key)
@@ -390,7 +395,7 @@ def _general_subsets(recipe: dict, picked: dict, out: Path, progress: bool, stag
         cfg = dict(source=recipe[key], limit=limit, seed=int(recipe.get("seed", 0)), held_out=held_out,
                    where=_where(recipe, key))
         stages.append(Stage("subset", key, path, cfg, f"sample {limit} {key} instructions"
-                            + (f" ({len(held_out)} retention items left out)" if held_out else "")))
+                            + (f" ({len(held_out)} eval items left out)" if held_out else "")))
         recipe[key] = str(path)
     return recipe
 
@@ -451,8 +456,8 @@ def _run_subset(st: Stage, progress: bool):
     if not st.out.exists():
         rows = [r for r in load_instructions(c["source"]) if r["id"] not in c["held_out"]]
         if len(rows) < c["limit"]:
-            raise UserError(f"{c['where']}: {c['source']} has {len(rows)} instructions besides the retention "
-                            f"test's, fewer than limit {c['limit']}")
+            raise UserError(f"{c['where']}: {c['source']} has {len(rows)} instructions besides the eval "
+                            f"suites', fewer than limit {c['limit']}")
         st.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(st.out, "".join(json_line(r) + "\n" for r in sample(rows, c["limit"], c["seed"])))
     check_disjoint(st.out, c["held_out"], c["where"])  # also a file left by an earlier run

@@ -104,8 +104,9 @@ def continuation(text: str, parsed: Parsed) -> str:
 
 
 MAX_RETRIES = 3  # one per tag: each re-prompt adds the next missing tag
-# The base model's own English answers that retention scores: they stay plain, whatever the decoding.
-PLAIN = {"retention"}
+# Decoded as asked, whatever the decoding: the base model's own English answers that retention
+# scores, and translation requests (TCoT answers queries; a translation is the task itself).
+PLAIN = {"retention", "translation"}
 
 
 class TCoTDecoder:

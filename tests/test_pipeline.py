@@ -212,7 +212,7 @@ def test_replay_and_mix_never_train_on_retention_test_items(tmp_path):
 
     p, general = _general_recipe(tmp_path, None)
     p.write_text(p.read_text().replace("replay_data: null", f"replay_data: {general}"))
-    with pytest.raises(UserError, match=rf"{p}: replay_data: .*holds 5 instruction\(s\) of the retention test"):
+    with pytest.raises(UserError, match=rf"{p}: replay_data: .*holds 5 instruction\(s\) of the eval suites"):
         plan(load_recipe(p), tmp_path / "run", progress=False)  # a whole file: refused before any work
     p, general = _general_recipe(tmp_path, {"local": "general.jsonl", "limit": 7})
     stages = plan(load_recipe(p, data_root=str(tmp_path)), tmp_path / "run", progress=False)
@@ -226,7 +226,7 @@ def test_replay_and_mix_never_train_on_retention_test_items(tmp_path):
         assert len(ids) == 7 and not set(ids) & held_out
     assert all(json.loads(line)["output"] for line in subsets[1].out.read_text().splitlines())  # mix keeps answers
     p, _ = _general_recipe(tmp_path, {"local": "general.jsonl", "limit": 8})  # 12 - 5 left: too few
-    with pytest.raises(UserError, match="has 7 instructions besides the retention test's, fewer than limit 8"):
+    with pytest.raises(UserError, match="has 7 instructions besides the eval suites', fewer than limit 8"):
         RUN["subset"]([st for st in plan(load_recipe(p, data_root=str(tmp_path)), tmp_path / "run2", False)
                        if st.kind == "subset"][0], False)
 

@@ -96,8 +96,8 @@ def test_decoder_reprompts_each_missing_tag_and_counts():
     s = dec.stats["gsm8k"]
     assert (s["n"], s["format_failures_first"], s["format_failures"]) == (3, 2, 0)
     assert s["answer_language_rate"] == 1.0  # all three answers are German (langdetect)
-    plain = dec.many([("retention", ["P1"], 8)])[0]  # the base model's English answers stay plain
-    assert plain[0]["text"] == replies["P1"]
+    plain = dec.many([("retention", ["P1"], 8), ("translation", ["P2"], 8)])  # decoded as asked
+    assert plain[0][0]["text"] == replies["P1"] and plain[1][0]["text"] == replies["P2"]
 
 
 def test_zero_shot_prefills_en_and_gives_up_after_three_reprompts():

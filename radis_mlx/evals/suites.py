@@ -112,6 +112,7 @@ def suite_settings(cfg, suite: str) -> dict:
     """What a suite's results were computed with (recorded in results.json)."""
     s = {"data": str(suite_path(cfg, suite)), "limit": suite_limit(cfg, suite), "seed": cfg.seed,
          "max_tokens": max_tokens(cfg, suite), "temperature": 0.0}
-    if getattr(cfg, "tcot", None) and suite != "retention":
+    from ..tcot import PLAIN
+    if getattr(cfg, "tcot", None) and suite not in PLAIN:
         s.update(tcot=cfg.tcot, tcot_zero_shot=cfg.tcot_zero_shot)
     return {**s, **get(suite).settings(cfg)}
