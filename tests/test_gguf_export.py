@@ -266,3 +266,47 @@ def test_cli_export(tiny_model_dir, tiny_adapter, tmp_path, capsys):
         main(["export", "--gguf", str(tmp_path / "missing" / "x.gguf"), "--model", str(tiny_model_dir)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "does not exist" in err
+
+
+# ------------------------------------------------------------------ the real Qwen2.5-Coder-0.5B (qwen2), slow
+@pytest.mark.slow
+def test_real_qwen_export_matches_llama_cpp_and_round_trips(shared_data, tmp_path, monkeypatch):
+    """Qwen2.5-Coder-0.5B-Instruct with a one-step adapter, F16: llama.cpp's tensor names (biases, untied
+    output) and tokenizer metadata, re-imported logits and WMT22 token ids. ~2-3 min on 2 cores."""
+    from gguf import GGUFReader
+
+    original = models.gguf_file("qwen2.5-coder-0.5b")  # joined once per machine
+    monkeypatch.setenv("RADIS_MLX_HOME", str(tmp_path / "home"))  # converted by this checkout's importer
+    src = Path(models.converted_dir(original, "exact"))
+    lines = _wmt22(shared_data, 2)
+    adapter = _train(src, tmp_path / "qwen-lora", list(zip(lines[:2], lines[2:])), lr=2e-3, iters=1,
+                     max_seq_len=256, num_layers=2)
+    fused = _fused(src, adapter)
+    out = gguf_export.export_gguf(str(src), str(adapter), tmp_path / "qwen.gguf", "f16")
+    ours, orig = GGUFReader(str(out)), GGUFReader(str(original))
+    assert {t.name for t in ours.tensors} == {t.name for t in orig.tensors}
+    _check_types(ours, "f16")
+    a, b = ({k: f.contents() for k, f in r.fields.items() if k.startswith("tokenizer.")} for r in (ours, orig))
+    assert a == b
+    del ours, orig
+    back = _reimport(out, monkeypatch, tmp_path)
+    x = _prompt(fused.tokenizer)
+    want, got = np.array(fused.model(x)), np.array(back.model(x))
+    assert _rel_err(want, got) < 2e-3 and (want.argmax(-1) == got.argmax(-1)).all()
+    for s in _wmt22(shared_data, 10):
+        assert back.tokenizer.encode(s) == fused.tokenizer.encode(s), s
+
+
+def test_token_types_round_trip_through_import_and_export(tmp_path):
+    """Control, user-defined and llama.cpp's unused padding tokens come back as the types they were."""
+    from radis_mlx.models.tokenizer import build_tokenizer
+
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2",
+            "tokenizer.ggml.tokens": ["a", "b", "ab", "<|c|>", "<t>", "[PAD5]"],
+            "tokenizer.ggml.token_type": [1, 1, 1, 3, 4, 5], "tokenizer.ggml.merges": ["a b"]}
+    tok, tok_config = build_tokenizer(meta)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    tokens, types, pre, special = gguf_export.vocab_metadata(tmp_path, None, n_vocab=8)
+    assert tokens == meta["tokenizer.ggml.tokens"] + ["[PAD6]", "[PAD7]"]
+    assert types == [1, 1, 1, 3, 4, 5, 5, 5] and pre == "qwen2" and special.merges == ["a b"]

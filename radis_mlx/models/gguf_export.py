@@ -78,22 +78,28 @@ def _pre_tokenizer(tokenizer_json: dict) -> str:
                     "llama.cpp names here (gpt2, smollm, llama-bpe, qwen2)")
 
 
-def vocab_metadata(tokenizer, n_vocab: int, config: dict):
-    """(tokens, token types, pre-tokenizer name, gguf.SpecialVocab) from the HF tokenizer, as llama.cpp's
-    converter writes them for a gpt2 BPE model: added tokens CONTROL when special, USER_DEFINED
-    otherwise; rows of the embedding beyond the vocabulary as UNUSED [PADn] tokens."""
+def model_files(path: str) -> Path:
+    """The directory holding the model's tokenizer files (a hub id's local snapshot)."""
+    from mlx_lm.utils import hf_repo_to_path
+
+    return Path(path) if Path(path).is_dir() else hf_repo_to_path(path)
+
+
+def vocab_metadata(model_dir: Path, tokenizer, n_vocab: int):
+    """(tokens, token types, pre-tokenizer name, gguf.SpecialVocab) as llama.cpp's converter writes
+    them for a gpt2 BPE model, read from the model's own tokenizer files as it reads them (a
+    tokenizer saved again by transformers gains defaults, e.g. an unk token Qwen has none of): added
+    tokens CONTROL when special, USER_DEFINED otherwise; embedding rows beyond the vocabulary UNUSED
+    [PADn] tokens."""
     from gguf import BpeVocab, SpecialVocab, TokenType
 
-    with tempfile.TemporaryDirectory(prefix="radis-gguf-tok-") as d:
-        tokenizer.save_pretrained(d)
-        # SpecialVocab falls back to config.json for special ids the tokenizer files leave out.
-        (Path(d) / "config.json").write_text(json.dumps(config))
-        tok_json = json.loads((Path(d) / "tokenizer.json").read_text(encoding="utf-8"))
-        try:
-            vocab = BpeVocab(Path(d))
-        except (FileNotFoundError, KeyError, ValueError) as e:
-            raise UserError(f"export --gguf: unsupported tokenizer (gpt2 byte-level BPE only: {e})") from None
-        special = SpecialVocab(d, load_merges=True, n_vocab=n_vocab)
+    try:
+        tok_json = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+        vocab = BpeVocab(model_dir)
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"export --gguf: unsupported tokenizer in {model_dir} (gpt2 byte-level BPE only: "
+                        f"{type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+    special = SpecialVocab(model_dir, load_merges=True, n_vocab=n_vocab)
     tokens = [t.decode("utf-8") if isinstance(t, bytes) else t for t, _, _ in vocab.all_tokens()]
     if len(tokens) > n_vocab:
         raise UserError(f"export --gguf: the tokenizer has {len(tokens)} tokens, the embedding only {n_vocab} rows")
@@ -101,13 +107,14 @@ def vocab_metadata(tokenizer, n_vocab: int, config: dict):
     for added in tok_json.get("added_tokens", []):
         if added["id"] < len(tokens):
             types[added["id"]] = int(TokenType.CONTROL if added.get("special") else TokenType.USER_DEFINED)
-    pad = range(len(tokens), n_vocab)
-    tokens += [f"[PAD{i}]" for i in pad]
-    types += [int(TokenType.UNUSED)] * len(pad)
+    tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
+    types += [int(TokenType.UNUSED)] * (n_vocab - len(types))
+    # A model imported from GGUF carries llama.cpp's padding as vocabulary entries; that name at that
+    # id is llama.cpp's own and marks it unused again.
+    types = [int(TokenType.UNUSED) if t == f"[PAD{i}]" else k for i, (t, k) in enumerate(zip(tokens, types))]
     bos = special.special_token_ids.get("bos")
     if bos is not None and "bos" not in special.add_special_token:
-        # transformers 5 no longer saves add_bos_token: ask the tokenizer what it does.
-        special.add_special_token["bos"] = tokenizer.encode("a")[:1] == [bos]
+        special.add_special_token["bos"] = tokenizer.encode("a")[:1] == [bos]  # what the tokenizer does
     return tokens, types, _pre_tokenizer(tok_json), special
 
 
@@ -241,7 +248,8 @@ def export_gguf(model: str | None = None, adapter: str | None = None, out="model
     gguf_arch(config)  # refused before the work
     fuse_adapters(loaded.model, dequantize=True)
     weights = dict(tree_flatten(loaded.model.parameters()))
-    vocab = vocab_metadata(loaded.tokenizer, int(weights["model.embed_tokens.weight"].shape[0]), config)
+    vocab = vocab_metadata(model_files(loaded.path), loaded.tokenizer,
+                           int(weights["model.embed_tokens.weight"].shape[0]))
     source = (config.get("source") or {}).get("name") or Path(loaded.name).name.removesuffix(".gguf")
     name = f"{source} + {Path(adapter).name}" if adapter else source
     return write_gguf(out, config, weights, vocab, type, name)
