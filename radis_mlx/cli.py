@@ -45,6 +45,19 @@ def convert(gguf: Path = typer.Option(..., "--gguf", help="GGUF file (llama, qwe
     typer.echo(f"wrote {out}" + (f" ({note})" if note else ""))
 
 
+@app.command()
+def export(gguf: Path = typer.Option(..., "--gguf", help="GGUF file to write (for llama.cpp, Ollama, LM Studio)"),
+           model: Optional[str] = ModelOpt,
+           adapter: Optional[str] = typer.Option(None, "--adapter", help="adapter dir (finetune's --out) to fuse in"),
+           type_: str = typer.Option("f16", "--type", help="f16 | q8_0"),
+           overwrite: bool = typer.Option(False, help="replace an existing GGUF file")):
+    """Fuse the adapters into the model and write one GGUF file (llama, qwen2) with its tokenizer and
+    chat template."""
+    from .models.gguf_export import export_gguf
+    out = export_gguf(model, adapter, gguf, type_, overwrite=overwrite)
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {type_})")
+
+
 @app.command(name="models")
 def models_(as_json: bool = typer.Option(False, "--json", help="print the list as JSON")):
     """The offline models (short names for --model): what they are, the pip packages, whether installed."""

@@ -50,9 +50,11 @@ def build_tokenizer(meta: dict, path="GGUF"):
             pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    # Control (3) and user-defined (4) tokens must never be split by BPE.
-    tok.add_special_tokens([AddedToken(tokens[i], special=(t == 3), normalized=False)
-                            for i, t in enumerate(types) if t in (3, 4)])
+    # Control (3) and user-defined (4) tokens must never be split by BPE; only control tokens are
+    # special (add_special_tokens would mark user-defined ones special too, whatever AddedToken says).
+    tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
+                            for i, t in enumerate(types) if t == 3])
+    tok.add_tokens([AddedToken(tokens[i], special=False, normalized=False) for i, t in enumerate(types) if t == 4])
     ids = {k: int(meta[f"tokenizer.ggml.{k}"]) for k in
            ("bos_token_id", "eos_token_id", "padding_token_id", "unknown_token_id")
            if f"tokenizer.ggml.{k}" in meta}

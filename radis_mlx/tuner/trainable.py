@@ -121,14 +121,19 @@ def write_adapter_config(out: Path, conf: dict):
     os.replace(tmp, out / "adapter_config.json")
 
 
-def fuse_into(out_dir: Path, loaded, model):
-    """Fold the adapters into the weights and save an mlx-lm model dir (mlx_lm.fuse's steps)."""
+def fuse_adapters(model, dequantize: bool) -> None:
+    """Fold LoRA/DoRA layers into plain (or quantized) linears in place (mlx_lm.fuse's step)."""
     from mlx.utils import tree_unflatten
-    from mlx_lm.utils import save
-    dequantize = loaded.dtype != "keep"  # trained against dequantized weights: re-quantizing would blur the delta
     fused = [(n, m.fuse(dequantize=dequantize)) for n, m in model.named_modules() if hasattr(m, "fuse")]
     if fused:
         model.update_modules(tree_unflatten(fused))
+
+
+def fuse_into(out_dir: Path, loaded, model):
+    """Fold the adapters into the weights and save an mlx-lm model dir (mlx_lm.fuse's steps)."""
+    from mlx_lm.utils import save
+    dequantize = loaded.dtype != "keep"  # trained against dequantized weights: re-quantizing would blur the delta
+    fuse_adapters(model, dequantize)
     config = dict(loaded.config)
     if dequantize:
         config.pop("quantization", None)
