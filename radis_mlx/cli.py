@@ -150,6 +150,9 @@ def finetune(
     num_layers: Optional[int] = typer.Option(None, help="train the last N blocks (-1: all)"),
     lora_keys: Optional[str] = typer.Option(None, help="comma-separated module keys, e.g. self_attn.q_proj,"
                                             "self_attn.v_proj (default: every linear layer)"),
+    train_embeddings: Optional[bool] = typer.Option(None, "--train-embeddings/--no-train-embeddings",
+                                                    help="also train embed_tokens/lm_head in full (TransLLM); "
+                                                    "saved as OUT/embeddings.safetensors (mlx-lm: use --fuse)"),
     w_ref: Optional[float] = typer.Option(None, help="loss weight of reference (and end-of-turn) tokens"),
     w_rat: Optional[float] = typer.Option(None, help="loss weight of rationale tokens"),
     normalize: Optional[str] = typer.Option(None, help="tokens | segments"),

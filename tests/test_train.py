@@ -504,3 +504,23 @@ def test_the_tuner_says_how_a_run_goes_on(tmp_path):
     (out / "adapters.safetensors").write_text("")
     (out / "summary.json").write_text("{}")
     assert restart_settings(out) is None and output_status(out) == "done"
+
+
+def test_train_embeddings_trains_and_loads_back_in_mlx_lm(tiny_model_dir, rows_file, tmp_path):
+    """TransLLM's option: embed_tokens (and an untied lm_head) train in full beside LoRA; the adapter
+    file stays one mlx-lm's load_adapters reads, and radis-mlx's loader applies the embeddings too."""
+    import mlx.core as mx
+    from mlx_lm.tuner.utils import load_adapters
+    from mlx_lm.utils import load as mlx_load
+    from radis_mlx.models import load
+    from radis_mlx.tuner import finetune
+    finetune(_cfg(tiny_model_dir, rows_file, tmp_path / "emb", train_embeddings=True, iters=2))
+    emb = "model.embed_tokens.weight"
+    saved = mx.load(str(tmp_path / "emb" / "embeddings.safetensors"))
+    base, _ = mlx_load(str(tiny_model_dir))
+    assert emb in saved and not mx.array_equal(saved[emb], base.model.embed_tokens.weight).item()
+    load_adapters(base, str(tmp_path / "emb"))  # LoRA tensors only: mlx-lm accepts the file
+    ours = load(str(tiny_model_dir), str(tmp_path / "emb"), dtype="float32").model
+    assert mx.array_equal(ours.model.embed_tokens.weight, saved[emb]).item()
+    finetune(_cfg(tiny_model_dir, rows_file, tmp_path / "plain", iters=2))
+    assert not (tmp_path / "plain" / "embeddings.safetensors").exists()

@@ -153,6 +153,9 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
             raise UserError(f"{adapter_path}: no adapter_config.json (not an adapter directory)")
         try:
             m = load_adapters(m, str(adapter_path))
+            emb = Path(adapter_path) / "embeddings.safetensors"  # finetune --train-embeddings
+            if emb.is_file():
+                m.load_weights(list(mx.load(str(emb)).items()), strict=False)
         except (ValueError, KeyError) as e:  # adapters trained on another model (shapes or layer names)
             first = " ".join(str(e).split())[:160]
             raise UserError(f"{adapter_path}: these adapters do not fit {model or DEFAULT_MODEL} ({first})") from None

@@ -46,6 +46,7 @@ class FinetuneConfig:
     lora_dropout: float = 0.0
     num_layers: int = -1  # last N blocks; -1: all
     lora_keys: list | None = None  # e.g. [self_attn.q_proj, self_attn.v_proj]; None: every linear layer
+    train_embeddings: bool = False  # also train embed_tokens and lm_head in full (TransLLM's setting)
     w_ref: float = 1.0
     w_rat: float = 1.0
     normalize: str = "tokens"

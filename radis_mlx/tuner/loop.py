@@ -34,7 +34,7 @@ from .config import FinetuneConfig, config_hash
 from .datasets import load_data
 from .losses import make_loss, segment_counts, segment_weights, validation_losses
 from .metrics import MetricsLog, plot_losses
-from .trainable import adapter_config, build_optimizer, fuse_into, setup_model, write_adapter_config
+from .trainable import adapter_config, build_optimizer, fuse_into, save_adapters, setup_model, write_adapter_config
 
 
 def finetune(cfg: FinetuneConfig, on_step=None, training_callback: TrainingCallback | None = None) -> dict:
@@ -295,7 +295,7 @@ def _validate(run: _Run, steps: _Steps, log: "MetricsLog") -> None:
     v = r[cfg.best_metric]
     if run.main and v is not None and (run.best["value"] is None or v < run.best["value"]):
         run.best = {"value": v, "step": run.step, "metric": cfg.best_metric}
-        save_safetensors(run.out / "best_adapters.safetensors", trainable_weights(run.model))
+        save_adapters(run.out, run.model, cfg.fine_tune_type, "best_")
     run.last_val = r
 
 
@@ -305,7 +305,7 @@ def _finish(run: _Run, log: MetricsLog, t_start: float) -> dict:
 
     out, cfg = run.out, run.cfg
     if run.main:
-        save_safetensors(out / "adapters.safetensors", trainable_weights(run.model))
+        save_adapters(out, run.model, cfg.fine_tune_type)
         plot_losses(out)
     fused = None
     if cfg.fuse and run.main:

@@ -37,6 +37,8 @@ def setup_model(cfg: FinetuneConfig):
             linear_to_lora_layers(model, cfg.num_layers, lora_parameters(cfg), use_dora=cfg.fine_tune_type == "dora")
         except ValueError as e:
             raise UserError(f"cannot add {cfg.fine_tune_type} layers: {e}") from None
+    if cfg.train_embeddings:
+        unfreeze_embeddings(model)
     if cfg.adapter_path:
         load_start_adapters(model, cfg)
     split = head_split(model) if cfg.slice_head else None
@@ -45,6 +47,33 @@ def setup_model(cfg: FinetuneConfig):
         grad_checkpoint(model.layers[0])  # patches the block class: every block recomputes in backward
     model.train()
     return loaded, model, split
+
+
+def unfreeze_embeddings(model) -> None:
+    """The input embedding and the output head train in full beside the adapters, as TransLLM does
+    (there for a new vocabulary). They are saved apart (embeddings.safetensors): mlx-lm's
+    load_adapters takes adapter tensors only, so mlx-lm users need the fused model (--fuse)."""
+    inner = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "embed_tokens"):
+        raise UserError("train_embeddings: this model has no model.embed_tokens to train")
+    inner.embed_tokens.unfreeze()
+    if "lm_head" in model:  # untied; a tied head is the embedding itself
+        model.lm_head.unfreeze()
+
+
+ADAPTER_LEAVES = {"lora_a", "lora_b", "m"}  # what mlx-lm's load_adapters accepts from a LoRA/DoRA file
+
+
+def save_adapters(out: Path, model, fine_tune_type: str, prefix: str = "") -> None:
+    """adapters.safetensors as mlx-lm reads it; full tensors trained beside LoRA/DoRA layers
+    (train_embeddings) go to embeddings.safetensors, which models.load applies after the adapters."""
+    from .checkpoint import save_safetensors, trainable_weights
+    w = trainable_weights(model)
+    extra = {} if fine_tune_type == "full" else {k: v for k, v in w.items()
+                                                 if k.rsplit(".", 1)[-1] not in ADAPTER_LEAVES}
+    save_safetensors(out / f"{prefix}adapters.safetensors", {k: v for k, v in w.items() if k not in extra})
+    if extra:
+        save_safetensors(out / f"{prefix}embeddings.safetensors", extra)
 
 
 def lora_parameters(cfg) -> dict:
