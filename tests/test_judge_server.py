@@ -86,7 +86,7 @@ def mlx_lm_server(model_dir: Path, log: Path, timeout: float = 300):
     # offline: a model name the server does not hold fails at once instead of trying the hub
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     lib = backend.find_openblas()
-    if lib:  # as the CLI runs itself: MLX's bundled reference BLAS makes each judge call ~10x slower
+    if lib:  # as the CLI runs itself: MLX's bundled reference BLAS makes each judge call several times slower
         env["LD_PRELOAD"] = lib
         backend.set_openblas_coretype(env)
     cmd = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model_dir), "--host", "127.0.0.1",
