@@ -241,6 +241,7 @@ def eval_(
                                             "(key from RADIS_JUDGE_API_KEY or OPENAI_API_KEY)"),
     judge_api_model: str = typer.Option("gpt-4", help="model name sent to --judge-url"),
     judge_model: Optional[str] = typer.Option(None, help="local MLX model as the judge"),
+    judge_max_tokens: int = typer.Option(1024, help="max new tokens of each judge reply"),
     dtype: str = typer.Option("auto", help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
     tcot: Optional[str] = typer.Option(None, help="answer through English (TransLLM's TCoT: <EN> query "
                                        "<RESPONSE> answer <DE> answer) for this target language, e.g. de"),
@@ -267,7 +268,8 @@ def eval_(
     cfg = harness.EvalConfig(models=model_specs(model, adapter, name), out=str(out), suites=suite_list,
                              test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
                              batch_size=batch_size, base_model=base_model, stop=unescape(stop), judge_url=judge_url,
-                             judge_model=judge_model, judge_api_model=judge_api_model, dtype=dtype, tcot=tcot,
+                             judge_model=judge_model, judge_api_model=judge_api_model,
+                             judge_max_tokens=judge_max_tokens, dtype=dtype, tcot=tcot,
                              tcot_zero_shot=tcot_zero_shot)
     results = harness.evaluate(cfg)
     from .report import markdown_table, summarize

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random llama built in seconds, and the real offline chat model."""
+"""Shared fixtures: a tiny random llama built in seconds, and the real offline chat models."""
 
 from __future__ import annotations
 
@@ -93,3 +93,18 @@ def real_model_dir():
             raise  # CI installs it: a missing model there is a real failure
         pytest.skip(str(e))
     return converted_dir(gguf)
+
+
+@pytest.fixture(scope="session")
+def qwen_dir() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct as a CPU load gets it (the 'exact' conversion), once per machine."""
+    from radis_mlx import models
+    from radis_mlx.io import UserError
+
+    try:
+        gguf = models.gguf_file("qwen2.5-coder-0.5b")
+    except UserError as e:
+        if os.environ.get("CI"):
+            raise  # CI installs it (scripts/setup.sh)
+        pytest.skip(str(e))
+    return Path(models.converted_dir(gguf, "exact"))

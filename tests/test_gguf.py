@@ -353,12 +353,6 @@ def _offline(name: str) -> Path:
         pytest.skip(str(e))
 
 
-@pytest.fixture(scope="session")
-def qwen_dir():
-    """Qwen2.5-Coder-0.5B-Instruct as a CPU load gets it (the 'exact' conversion), once per machine."""
-    return Path(models.converted_dir(_offline("qwen2.5-coder-0.5b"), "exact"))
-
-
 def _real_tensors_match(gguf_file: Path, model_dir: Path, arch: gguf.Arch, per_type: int = 2):
     """Each tensor type in the file: the first tensors of that type equal the gguf reference."""
     import mlx.core as mx

@@ -66,6 +66,8 @@ def check_config(cfg: EvalConfig) -> list[ModelSpec]:
         raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (choose from {', '.join(SUITES)})")
     if cfg.judge_url and cfg.judge_model:
         raise UserError("pass either --judge-url or --judge-model, not both")
+    if cfg.judge_max_tokens < 1:
+        raise UserError(f"--judge-max-tokens must be >= 1, got {cfg.judge_max_tokens}")
     if cfg.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     if cfg.tcot is not None:

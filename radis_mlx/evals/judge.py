@@ -4,6 +4,7 @@ OpenAI-compatible endpoint or to a local MLX model, every reply cached like any 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -68,7 +69,8 @@ def chat_endpoint(url: str) -> str:
 
 def openai_chat(url: str, model: str, system: str, user: str, api_key: str | None = None,
                 max_tokens: int = 2048, timeout: float = 300.0, retries: int = 3) -> str:
-    """One greedy completion from an OpenAI-compatible server (llama.cpp, vLLM, mlx_lm.server, OpenAI)."""
+    """One greedy completion from an OpenAI-compatible server (llama.cpp, vLLM, mlx_lm.server, LM Studio,
+    Ollama, OpenAI)."""
     body = json.dumps({"model": model, "temperature": 0, "max_tokens": max_tokens,
                        "messages": [{"role": "system", "content": system},
                                     {"role": "user", "content": user}]}).encode()
@@ -86,8 +88,12 @@ def openai_chat(url: str, model: str, system: str, user: str, api_key: str | Non
             if e.code in (429, 500, 502, 503, 504) and attempt < retries:
                 time.sleep(2 ** attempt)
                 continue
-            raise UserError(f"judge {endpoint}: HTTP {e.code} {e.reason}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            raise UserError(f"judge {endpoint}: HTTP {e.code} {e.reason}{_server_says(e, model)}") from None
+        except TimeoutError:
+            # Not retried: a local server is still generating the reply that timed out, and a retry
+            # would only queue the same work behind it.
+            raise UserError(f"judge {endpoint}: no reply within {timeout:g} s") from None
+        except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
             if attempt < retries:
                 time.sleep(2 ** attempt)
                 continue
@@ -95,6 +101,23 @@ def openai_chat(url: str, model: str, system: str, user: str, api_key: str | Non
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise UserError(f"judge {endpoint}: unexpected response ({type(e).__name__}: {e})") from None
     raise AssertionError("unreachable")
+
+
+def _server_says(e: urllib.error.HTTPError, model: str) -> str:
+    """The server's own reason (OpenAI, Ollama, LM Studio and mlx_lm.server send one in the body):
+    HTTP 404 alone does not tell a wrong URL from a model name the server does not serve."""
+    try:
+        raw = e.read(2000).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        raw = ""
+    try:
+        err = json.loads(raw).get("error", raw)
+        msg = err.get("message", err) if isinstance(err, dict) else err
+    except (ValueError, AttributeError):
+        msg = raw
+    msg = " ".join(str(msg).split())[:300]
+    hint = f" (is --judge-api-model {model!r} a model this server serves?)" if e.code == 404 else ""
+    return (f": {msg}" if msg else "") + hint
 
 
 def judge_fn(cfg, cache_dir: Path):
