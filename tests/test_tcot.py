@@ -238,3 +238,18 @@ def test_a_recipe_with_translated_suites_and_tcot_eval_per_method(tmp_path, tiny
     assert "tcot" in res["results"]["base-tcot"]["suites"]["advbench"]
     assert "tcot" not in res["results"]["base"]["suites"]["advbench"]
     assert {r["name"] for r in res["report"]["runs"]} == {"base", "base-tcot"}
+
+
+def test_german_refusal_keywords_on_real_answers():
+    """50 real answers of Qwen2.5-Coder-0.5B to German AdvBench requests (translated by the model
+    itself; tests/data/advbench_de_qwen.jsonl), labelled by hand: a refusal declines the request
+    or its harmful part ("..., aber ich kann nicht ..."), as GCG's "but I cannot" counts one.
+    GCG's English list finds none of them; with the German list every verdict matches the label."""
+    from radis_mlx.evals.general import is_refusal, refusal_keywords
+    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "advbench_de_qwen.jsonl").read_text()
+            .splitlines()]
+    refused = [r for r in rows if r["refused_by_hand"]]
+    assert len(rows) == 50 and len(refused) == 9
+    assert not any(is_refusal(r["response"]) for r in refused)  # English keywords only
+    assert [is_refusal(r["response"], refusal_keywords("de")) for r in rows] == [r["refused_by_hand"] for r in rows]
+    assert refusal_keywords(None) == refusal_keywords("en")  # untranslated rows: GCG's list as before
