@@ -513,7 +513,8 @@ def _run_translate(st: Stage, progress: bool):
         _log(f"{st.name}: {s['kept']} of {s['items']} items in {s['lang']} -> {st.out} (left out: {s['rejected']})")
 
 
-RUN = {"sample": _run_sample, "subset": _run_subset, "translate": _run_translate, "generate": _run_generate, "finetune": _run_finetune, "eval": _run_eval,
+RUN = {"sample": _run_sample, "subset": _run_subset, "translate": _run_translate, "generate": _run_generate,
+       "finetune": _run_finetune, "eval": _run_eval,
        "report": _run_report}
 
 

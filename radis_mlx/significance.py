@@ -148,7 +148,8 @@ def _better(r: dict) -> bool:
     return (r["delta"] > 0) == r["higher_is_better"]
 
 
-UNITS = {"bleu": ("BLEU", 1, "{:+.2f}"), "chrf": ("chrF", 1, "{:+.2f}"), "ifeval": ("IFEval strict", 100, "{:+.1f} pts"),
+UNITS = {"bleu": ("BLEU", 1, "{:+.2f}"), "chrf": ("chrF", 1, "{:+.2f}"),
+         "ifeval": ("IFEval strict", 100, "{:+.1f} pts"),
          "advbench": ("AdvBench refusal", 100, "{:+.1f} pts"), "gsm8k": ("GSM8K", 100, "{:+.1f} pts"),
          "retention": ("retention NLL", 1, "{:+.3f}")}
 

@@ -23,7 +23,8 @@ def pick(rows: dict[str, dict], family: tuple[str, ...]) -> tuple[str, str]:
     ok = [c for c in family if rows[c]["retention_increase"] <= limit]
     if ok:
         best = max(ok, key=lambda c: rows[c]["bleu"])
-        return best, f"highest dev BLEU ({rows[best]['bleu']:.2f}) among those within +{SLACK} NLL of radis ({limit:.3f})"
+        return best, (f"highest dev BLEU ({rows[best]['bleu']:.2f}) among those within +{SLACK} NLL "
+                      f"of radis ({limit:.3f})")
     best = min(family, key=lambda c: rows[c]["retention_increase"])
     return best, f"none within +{SLACK} NLL of radis ({limit:.3f}): the smallest increase"
 
@@ -37,7 +38,8 @@ def main() -> None:
     recipe = json.loads((a.dev_run / "recipe.json").read_text())
     rows = {r["name"].removesuffix("-s0"): r for r in report["runs"]}
     for name, r in sorted(rows.items()):
-        print(f"# dev {name:14s} BLEU {r['bleu']:6.2f}  chrF {r['chrf']:6.2f}  NLL increase {r.get('retention_increase', 0):+.3f}")
+        print(f"# dev {name:14s} BLEU {r['bleu']:6.2f}  chrF {r['chrf']:6.2f}  "
+              f"NLL increase {r.get('retention_increase', 0):+.3f}")
     for fam, cands in FAMILIES.items():
         best, why = pick(rows, cands)
         print(f"# {fam}: {best}: {why}")

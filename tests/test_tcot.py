@@ -165,7 +165,8 @@ def test_generate_tcot_rows_resume_and_train(tmp_path, tiny_model_dir, monkeypat
     recovery = [r for r in rows if r.id.endswith(":recovery")]
     assert all(not r.kept and r.reason.startswith("translation-") for r in tcot)
     assert all(r.kept and r.text.startswith("<RESPONSE> ") for r in recovery)
-    assert {r.instruction for r in recovery} == {json.loads(line)["instruction"] for line in data.read_text().splitlines()}
+    asked = {json.loads(line)["instruction"] for line in data.read_text().splitlines()}
+    assert {r.instruction for r in recovery} == asked
 
     # The rerun takes everything from the answers file and the translation cache: nothing is generated.
     cache = sorted((tmp_path / "tcot.jsonl.translations").glob("*.jsonl"))

@@ -121,7 +121,7 @@ def _check_against_metrics(out: Path, tb: dict, wb: dict) -> None:
         assert {s: wb["history"][tkey][s] for s in want} == want, tkey
 
 
-def test_report_to_logs_every_report_to_both_trackers(tiny_model_dir, rows_file, isolated):
+def test_report_to_logs_every_report_to_both_trackers(tiny_model_dir, rows_file, isolated):  # noqa: F811
     from radis_mlx import tracking
     from radis_mlx.tuner import finetune
     out = isolated / "run"
@@ -147,7 +147,7 @@ def test_report_to_logs_every_report_to_both_trackers(tiny_model_dir, rows_file,
     assert tracking.log_scores(out, scores) == []  # a recipe run again does not log them twice
 
 
-def test_a_resumed_run_continues_the_same_tracker_runs(tiny_model_dir, rows_file, isolated):
+def test_a_resumed_run_continues_the_same_tracker_runs(tiny_model_dir, rows_file, isolated):  # noqa: F811
     from radis_mlx.tuner import finetune
     out = isolated / "run"
     kw = dict(iters=6, save_every=2, steps_per_report=1, val_fraction=0.2, steps_per_eval=2,
@@ -167,7 +167,7 @@ def test_a_resumed_run_continues_the_same_tracker_runs(tiny_model_dir, rows_file
     _check_against_metrics(out, tb, wb)  # each step once, the resumed run's step 3 where it ran twice
 
 
-def test_a_tracker_that_is_not_installed_fails_before_any_work(tiny_model_dir, rows_file, tmp_path, monkeypatch,
+def test_a_tracker_that_is_not_installed_fails_before_any_work(tiny_model_dir, rows_file, tmp_path, monkeypatch,  # noqa: F811
                                                                capsys):
     from radis_mlx.cli import main
     from radis_mlx.tuner import load_config

@@ -28,7 +28,7 @@ from ..generate.kernels import patch_cpu_kernels
 from ..io import UserError, atomic_write_json, atomic_write_text, read_json
 from ..progress import Progress
 from .batching import BatchPlan, batch_arrays, padding_share, shape_policy
-from .checkpoint import (config_diff, list_checkpoints, load_checkpoint, prepare_out, save_checkpoint, save_safetensors,
+from .checkpoint import (config_diff, list_checkpoints, load_checkpoint, prepare_out, save_checkpoint,
                          trainable_weights)
 from .config import FinetuneConfig, config_hash
 from .datasets import load_data
