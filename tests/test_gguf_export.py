@@ -61,6 +61,14 @@ def _fused(model_dir, adapter):
 def _reimport(path: Path, monkeypatch, tmp_path):
     monkeypatch.setenv("RADIS_MLX_HOME", str(tmp_path / "home"))  # the conversion stays in the test's dir
     return models.load(str(path), dtype="float32")
+def _same_model_back(out, fused, monkeypatch, tmp_path, shared_data):
+    """Re-imported through radis-mlx's GGUF reader: the fused model's logits (f16 rounding) and tokens."""
+    back = _reimport(out, monkeypatch, tmp_path)
+    x = _prompt(fused.tokenizer)
+    want, got = np.array(fused.model(x)), np.array(back.model(x))
+    assert _rel_err(want, got) < 2e-3 and (want.argmax(-1) == got.argmax(-1)).all()
+    for s in _wmt22(shared_data, 10):
+        assert back.tokenizer.encode(s) == fused.tokenizer.encode(s), s
 
 
 def _prompt(tok, text="Translate this from German to English:\nGerman: Der Hund schläft im Garten.\nEnglish:"):
@@ -212,12 +220,7 @@ def test_real_smollm2_export_matches_llama_cpp_and_round_trips(real_model_dir, r
         w, w0 = (dequantize(t.data, t.tensor_type).astype(np.float32) for t in (ours_t[name], orig_t[name]))
         assert lo <= _rel_err(w0, w) < hi, name
 
-    back = _reimport(out, monkeypatch, tmp_path)
-    x = _prompt(fused.tokenizer)
-    want, got = np.array(fused.model(x)), np.array(back.model(x))
-    assert _rel_err(want, got) < 2e-3 and (want.argmax(-1) == got.argmax(-1)).all()
-    for s in _wmt22(shared_data, 10):
-        assert back.tokenizer.encode(s) == fused.tokenizer.encode(s), s
+    _same_model_back(out, fused, monkeypatch, tmp_path, shared_data)
 
 
 # ------------------------------------------------------------------ errors and the CLI
@@ -289,12 +292,7 @@ def test_real_qwen_export_matches_llama_cpp_and_round_trips(shared_data, tmp_pat
     a, b = ({k: f.contents() for k, f in r.fields.items() if k.startswith("tokenizer.")} for r in (ours, orig))
     assert a == b
     del ours, orig
-    back = _reimport(out, monkeypatch, tmp_path)
-    x = _prompt(fused.tokenizer)
-    want, got = np.array(fused.model(x)), np.array(back.model(x))
-    assert _rel_err(want, got) < 2e-3 and (want.argmax(-1) == got.argmax(-1)).all()
-    for s in _wmt22(shared_data, 10):
-        assert back.tokenizer.encode(s) == fused.tokenizer.encode(s), s
+    _same_model_back(out, fused, monkeypatch, tmp_path, shared_data)
 
 
 def test_token_types_round_trip_through_import_and_export(tmp_path):
