@@ -4,9 +4,7 @@ Each stage writes into the run directory and is skipped when its output is compl
 and eval resume row by row, finetune resumes from its last checkpoint), so re-running a killed
 recipe picks up where it stopped.
 
-Data paths in a recipe are either plain (a path or a Hugging Face id), ``demo:FILE`` (the small
-de-en set shipped with radis-mlx), or ``{hub: ID, local: REL}``: the hub id, or REL under
-``--data-root`` when one is given (e.g. ``--data-root ../shared/data`` for local copies).
+Reading a recipe (YAML, --set, data paths) is ``recipe.py``; this module plans and runs it.
 """
 
 from __future__ import annotations
@@ -15,160 +13,12 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from . import methods, settings
-from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, read_yaml, safe_join
-
-DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
-# Shipped inside the package, so a wheel install finds them too (pip always installs a real directory).
-RECIPES = resources.files(__package__) / "recipes"
-GENERAL_KEYS = ("replay_data", "mix_data")  # general instructions that methods train on
-_TOP_KEYS = {"name", "model", "seed", "train_data", "pairs", "limit", "generate", "finetune", "eval",
-             "methods", "replay_data", "mix_data", "description", "translate_suites"}
-
-
-def find_recipe(name: str) -> Path:
-    p = Path(name)
-    if p.is_file():
-        return p
-    if p.parent == Path("recipes"):  # recipes/NAME.yaml: where the recipes lived before they shipped
-        name = p.name
-    for cand in (RECIPES / name, RECIPES / f"{name}.yaml"):
-        if cand.is_file():
-            return cand
-    raise UserError(f"{name}: recipe not found (a YAML file, or one of: "
-                    f"{', '.join(sorted(q.stem for q in RECIPES.glob('*.yaml')))})")
-
-
-def _set(d: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        if d.get(k) is None:
-            d[k] = {}
-        d = d[k]
-        if not isinstance(d, dict):
-            raise UserError(f"--set {dotted}: {k} is not a mapping")
-    d[keys[-1]] = value
-
-
-def _mapping(v, where: str) -> dict:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise UserError(f"{where}: expected a mapping of settings, got {type(v).__name__}")
-    return v
-
-
-def _apply_overrides(r: dict, overrides: list[str]) -> list[str]:
-    """--set key.sub=value (the value read as YAML) beats the YAML; returns the keys set."""
-    import yaml
-
-    if isinstance(r.get("methods"), list) and all(isinstance(m, str) for m in r["methods"]):
-        r["methods"] = {m: {} for m in r["methods"]}  # so --set methods.radis.finetune.x=... works
-    keys = []
-    for o in overrides:
-        k, eq, v = o.partition("=")
-        if not eq or not k.strip():
-            raise UserError(f"--set {o!r}: expected key=value")
-        try:
-            value = yaml.safe_load(v)
-        except yaml.YAMLError:
-            raise UserError(f"--set {o!r}: the value is not valid YAML") from None
-        _set(r, k.strip(), value)
-        keys.append(k.strip())
-    return keys
-
-
-def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -> dict:
-    path = find_recipe(str(path))
-    r = read_yaml(path) or {}
-    if not isinstance(r, dict):
-        raise UserError(f"{path}: a recipe is a mapping of settings")
-    unknown = sorted(set(map(str, r)) - _TOP_KEYS)
-    if unknown:
-        raise UserError(f"{path}: unknown recipe key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP_KEYS))})")
-    set_keys = _apply_overrides(r, overrides)
-    unknown = sorted(set(map(str, r)) - _TOP_KEYS)
-    if unknown:
-        raise UserError(f"--set {unknown[0]}: unknown recipe key (known: {', '.join(sorted(_TOP_KEYS))})")
-    r["_path"], r["_data_root"] = str(path), data_root
-    r["_set"] = set_keys  # which keys --set gave, so errors name their source
-    where = lambda key: _where(r, key)  # noqa: E731
-    for key in ("generate", "finetune", "eval"):
-        r[key] = dict(_mapping(r.get(key), where(key)))
-    for key in ("seed", "limit"):
-        v = r.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise UserError(f"{where(key)}: expected a whole number >= 0, got {v!r:.60}")
-    for key in ("name", "model", "pairs"):
-        if r.get(key) is not None and not isinstance(r[key], str):
-            raise UserError(f"{where(key)}: expected a string, got {r[key]!r:.60}")
-    listed = r.get("methods") or ["base"]
-    if isinstance(listed, list) and all(isinstance(m, str) for m in listed):
-        listed = {m: {} for m in listed}
-    if not isinstance(listed, dict):
-        raise UserError(f"{where('methods')}: expected a list of method names or a mapping name -> settings")
-    r["methods"] = {}
-    for m, spec in listed.items():
-        spec = dict(_mapping(spec, where(f"methods.{m}")))
-        methods.get(spec.get("method", m), where(f"methods.{m}"))
-        for key in ("generate", "finetune", "eval"):
-            _mapping(spec.get(key), where(f"methods.{m}.{key}"))
-        r["methods"][str(m)] = spec
-    r["_subset"] = {}
-    for key in GENERAL_KEYS:  # {hub, local, limit}: a seeded subset, the eval items left out
-        v = r.get(key)
-        if isinstance(v, dict) and "limit" in v:
-            lim = v["limit"]
-            if not isinstance(lim, int) or isinstance(lim, bool) or lim < 1:
-                raise UserError(f"{where(key + '.limit')}: expected a whole number >= 1, got {lim!r:.60}")
-            r["_subset"][key] = lim
-            r[key] = {k: x for k, x in v.items() if k != "limit"}
-    for key in ("train_data", *GENERAL_KEYS):
-        if r.get(key) is not None:
-            r[key] = resolve_data(r[key], data_root, where(key))
-    td = _mapping(r["eval"].get("test_data"), where("eval.test_data"))
-    r["eval"]["test_data"] = {k: resolve_data(v, data_root, where(f"eval.test_data.{k}")) for k, v in td.items()}
-    return r
-
-
-def only_methods(recipe: dict, patterns: str) -> dict:
-    """The recipe with only the methods that match ``patterns`` ("base,*-s0"), in the recipe's order:
-    a long study runs its first seeds first, and the full run later reuses every finished stage."""
-    from fnmatch import fnmatchcase
-    pats = [p.strip() for p in patterns.split(",") if p.strip()]
-    for p in pats:
-        if not any(fnmatchcase(m, p) for m in recipe["methods"]):
-            raise UserError(f"--only {p}: matches none of the recipe's methods ({', '.join(recipe['methods'])})")
-    keep = {m: spec for m, spec in recipe["methods"].items() if any(fnmatchcase(m, p) for p in pats)}
-    return {**recipe, "methods": keep}
-
-
-def resolve_data(v, data_root: str | None, where: str) -> str:
-    if isinstance(v, dict):
-        extra = sorted(set(map(str, v)) - {"hub", "local"})
-        if extra:
-            raise UserError(f"{where}: unknown key(s) {', '.join(extra)} (known: hub, local"
-                            + (", limit)" if where.endswith(GENERAL_KEYS) else ")"))
-        if not all(isinstance(v.get(k), (str, type(None))) for k in ("hub", "local")):
-            raise UserError(f"{where}: hub and local are strings")
-        if data_root and v.get("local"):
-            return str(Path(data_root) / v["local"])
-        if v.get("hub"):
-            return str(v["hub"])
-        if v.get("local"):
-            raise UserError(f"{where}: only a local copy is named ({v['local']}); pass --data-root")
-        raise UserError(f"{where}: expected a path, an id, or {{hub: ID, local: PATH}}")
-    if not isinstance(v, (str, int, float)) or isinstance(v, bool) or not str(v).strip():
-        raise UserError(f"{where}: expected a path or a dataset id, got {v!r:.60}")
-    v = str(v)
-    if v.startswith("demo:"):
-        return str(DEMO_DATA / v[len("demo:"):])
-    return v
-
-
+from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, safe_join
+from .recipe import (DEMO_DATA, GENERAL_KEYS, RECIPES, _from_set, _mapping, _where, find_recipe,  # noqa: F401
+                     load_recipe, only_methods, resolve_data)
 
 # ---------------------------------------------------------------- recipe -> plan
 
@@ -184,15 +34,6 @@ class Stage:
 
     def status(self) -> str:
         return STATUS[self.kind](self)
-
-
-def _from_set(recipe: dict, dotted: str) -> bool:
-    return any(dotted == s or dotted.startswith(s + ".") for s in recipe.get("_set") or [])
-
-
-def _where(recipe: dict, dotted: str) -> str:
-    """Where a recipe key's value came from: '--set KEY' or 'RECIPE.yaml: KEY'."""
-    return f"--set {dotted}" if _from_set(recipe, dotted) else f"{recipe['_path']}: {dotted}"
 
 
 def _layers(recipe: dict, section: str, mapping: dict) -> list[tuple[str, dict]]:
