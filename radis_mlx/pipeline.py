@@ -85,7 +85,7 @@ def _generate_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
 
 def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method, out: Path,
                     gen_file: Path | None, progress: bool) -> Stage:
-    from .tuner import FinetuneConfig
+    from .tuner import FinetuneConfig, settings_changed
 
     train_dir = safe_join(out, f"{name}/train")
     sources = {**recipe, methods.GENERATED: str(gen_file) if gen_file else None}
@@ -99,6 +99,12 @@ def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
     fixed = dict(out=str(train_dir), method=method.name, **inputs)
     cfg = settings.build(FinetuneConfig, layers, fixed, skip=("out", "method", "data", "replay_data", "mix_data",
                                                               "resume", "overwrite"))
+    changed = settings_changed(train_dir, cfg)
+    if changed:
+        # A finished run is never retrained in place: its adapters, evals and report would
+        # silently mix two settings.
+        raise UserError(f"{train_dir}: trained with other settings than {recipe['_path']} gives "
+                        f"method {name} now: {changed}; use another --out, or delete it to retrain")
     return Stage("finetune", name, train_dir, cfg, f"finetune {method.name}")
 
 

@@ -81,6 +81,10 @@ def test_whole_recipe_runs_and_resumes_on_tiny_model(tmp_path, tiny_model_dir):
     before = (out / "radis" / "train" / "adapters.safetensors").read_bytes()
     run(load_recipe(p), out, progress=False)  # complete: every stage is skipped or served from cache
     assert (out / "radis" / "train" / "adapters.safetensors").read_bytes() == before
+    # Other settings over finished runs: refused at planning, before any stage runs.
+    with pytest.raises(UserError, match=r"sft/train: trained with other settings.*lr \(0\.0002 -> 0\.0005\)"):
+        run(load_recipe(p, ["finetune.lr=0.0005"]), out, progress=False)
+    assert (out / "radis" / "train" / "adapters.safetensors").read_bytes() == before
 
 
 def test_methods_with_their_own_generate_settings_get_their_own_file(tmp_path, tiny_model_dir):

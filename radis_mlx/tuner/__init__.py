@@ -10,6 +10,7 @@ methods, so an eager import here would be circular.
 
 _EXPORTS = {"FinetuneConfig": "config", "load_config": "config", "finetune": "loop", "format_summary": "metrics",
             "output_status": "checkpoint", "restart_settings": "checkpoint",
+            "settings_changed": "checkpoint",
             "training_cost": "checkpoint"}
 __all__ = sorted(_EXPORTS)
 

@@ -104,6 +104,22 @@ def restart_settings(out) -> dict | None:
     return {"resume": resume, "overwrite": out.exists() and not resume}
 
 
+def settings_changed(out, cfg) -> str | None:
+    """For a finished run in ``out``: how ``cfg`` differs from the settings it was trained with
+    (None when it does not, or there is no finished run). Keys an older version did not save are
+    not compared."""
+    import json
+
+    from ..io import read_yaml
+    f = Path(out) / "config.yaml"
+    if restart_settings(out) is not None or not f.is_file():
+        return None
+    saved = read_yaml(f) or {}
+    new = json.loads(json.dumps(cfg.trajectory(), default=str))
+    old = {k: saved[k] for k in new if k in saved}
+    return config_diff(old, {k: new[k] for k in old}) or None
+
+
 def training_cost(run_dir) -> dict:
     """Tokens processed (non-pad positions, forward + backward) and wall time of the run that trained
     the adapters in ``run_dir``; a resumed run has its tokens (every step once) but no wall time."""
