@@ -26,11 +26,13 @@ CORPUS = [
 ]
 
 
-def build_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
-    """A random-weight llama with a real byte-level BPE tokenizer and a ChatML template."""
+def build_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64, arch: str = "llama") -> Path:
+    """A random-weight llama (or another mlx-lm architecture with llama's config keys, such as
+    qwen2) with a real byte-level BPE tokenizer and a ChatML template."""
+    import importlib
+
     import mlx.core as mx
     from mlx.utils import tree_flatten
-    from mlx_lm.models import llama
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     out.mkdir(parents=True, exist_ok=True)
@@ -46,13 +48,14 @@ def build_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64
         "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": CHATML,
         "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
         "add_bos_token": False, "clean_up_tokenization_spaces": False}))
-    cfg = {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers,
+    cfg = {"model_type": arch, "hidden_size": hidden, "num_hidden_layers": layers,
            "intermediate_size": hidden * 2, "num_attention_heads": 4, "num_key_value_heads": 2,
            "rms_norm_eps": 1e-5, "vocab_size": tok.get_vocab_size(), "rope_theta": 10000.0,
            "tie_word_embeddings": True, "max_position_embeddings": 2048, "eos_token_id": 2}
     (out / "config.json").write_text(json.dumps(cfg))
     mx.random.seed(seed)
-    model = llama.Model(llama.ModelArgs.from_dict(cfg))
+    module = importlib.import_module(f"mlx_lm.models.{arch}")
+    model = module.Model(module.ModelArgs.from_dict(cfg))
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
     return out
 

@@ -164,7 +164,8 @@ def test_table_rope_equals_mlx_rope_and_is_undone():
         assert g.shape == w.shape and mx.array_equal(g, w).item(), (r, off)
 
 
-def test_kernel_check_on_cut_layers_refuses_a_wrong_swap(tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # qwen2 runs a copy of its layer list (pipeline_layers)
+def test_kernel_check_on_cut_layers_refuses_a_wrong_swap(tiny_model_dir, tmp_path, monkeypatch, arch):
     """The kernel swap is checked on three of the model's layers; a swap that changes the logits is
     refused, and the model keeps all its layers and its own functions either way."""
     import sys
@@ -176,16 +177,16 @@ def test_kernel_check_on_cut_layers_refuses_a_wrong_swap(tiny_model_dir, tmp_pat
     from radis_mlx.generate import kernels
     from radis_mlx.models import load
 
-    model = load(str(build_tiny_model(tmp_path / "deep", layers=6))).model
+    model = load(str(build_tiny_model(tmp_path / "deep", layers=6, arch=arch))).model
     mod = sys.modules[type(model).__module__]
     layers = list(model.model.layers)
     seen = []  # how many layers each forward pass of the check ran
-    inner_call = type(model.model).__call__
-    monkeypatch.setattr(type(model.model), "__call__",
-                        lambda self, *a, **kw: seen.append(len(self.layers)) or inner_call(self, *a, **kw))
+    layer_call = type(layers[0]).__call__
+    monkeypatch.setattr(type(layers[0]), "__call__",
+                        lambda self, *a, **kw: seen.append(id(self)) or layer_call(self, *a, **kw))
     restore = kernels.patch_cpu_kernels(model, inference=True)
     assert restore is not None and model.model.layers == layers
-    assert seen and set(seen) == {3}
+    assert seen and set(seen) == {id(x) for x in layers[:2] + layers[-1:]}
     restore()
     fns = kernels._fast_fns()
     monkeypatch.setattr(kernels, "_fast_fns", lambda: (*fns[:4], lambda gate, x: gate * x))
