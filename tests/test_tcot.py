@@ -214,6 +214,36 @@ def test_transllm_through_a_recipe_plan(tmp_path):
         plan(load_recipe(p), tmp_path / "run", progress=False)
 
 
+def test_tcot_takes_its_answers_from_the_replay_method_of_the_same_settings(tmp_path, tiny_model_dir):
+    """replay and transllm in one recipe: the English answers are decoded once, into the replay
+    method's file, whichever stage runs first; other replay settings keep their own answers."""
+    import yaml
+    from radis_mlx.generate import generate
+    from radis_mlx.pipeline import RECIPES, load_recipe, plan
+    recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
+    recipe.update(model=str(tiny_model_dir), methods={"transllm": {}, "replay": {}},
+                  replay_data=str(_instructions(tmp_path / "inst.jsonl")))
+    recipe["generate"].update(max_tokens=6, batch_size=4, unfinished="keep", max_repeat=1.0, workers=1)
+    recipe["eval"].update(suites=["advbench"])
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    gens = {st.config.mode: st for st in plan(load_recipe(p), tmp_path / "run", progress=False)
+            if st.kind == "generate"}
+    tcot, replay = gens["tcot"], gens["replay"]
+    assert len(gens) == 2 and tcot.config.answers == str(replay.out)
+    generate(tcot.config, progress=False)  # the tcot stage first: it makes the replay file
+    answers = replay.out.read_bytes()
+    assert len(answers.splitlines()) == 4 and not Path(f"{tcot.out}.answers.jsonl").exists()
+    s = generate(replay.config, progress=False)
+    assert s["generated_tokens_this_run"] == 0 and replay.out.read_bytes() == answers
+
+    recipe["methods"]["replay"] = {"generate": {"max_tokens": 5}}
+    p.write_text(yaml.safe_dump(recipe))
+    gens = {st.config.mode: st for st in plan(load_recipe(p), tmp_path / "run2", progress=False)
+            if st.kind == "generate"}
+    assert gens["tcot"].config.answers is None
+
+
 def test_a_recipe_with_translated_suites_and_tcot_eval_per_method(tmp_path, tiny_model_dir, monkeypatch):
     """translate_suites makes the German AdvBench once; base asked directly and base through zero-shot
     TCoT are two eval stages over the same translated items; the report holds both."""

@@ -60,10 +60,11 @@ class GenerateConfig:
     trust_remote_code: bool = False
     tcot_lang: str = "de"  # tcot mode: the target language
     translator: str | None = None  # tcot mode: MODEL[,adapter=DIR] that translates; None: the model itself
+    answers: str | None = None  # tcot mode: the replay file its English answers go to; None: OUT.answers.jsonl
 
     def fingerprint(self) -> dict:
         """Settings that change what a row contains; a rerun must match them to resume."""
-        skip = {"out", "limit", "batch_size", "workers", "trust_remote_code"}
+        skip = {"out", "limit", "batch_size", "workers", "trust_remote_code", "answers"}
         if not getattr(methods.get_mode(self.mode), "composite", False):
             skip |= {"tcot_lang", "translator"}  # only tcot rows depend on them (older outputs lack them)
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}

@@ -1,8 +1,9 @@
 """`generate --mode tcot`: TransLLM's training rows, from English general instructions.
 
 Three steps, each resumable on its own:
-1. the model's own English answers: a `replay` generate run into ``OUT.answers.jsonl`` (its
-   workers, filters, progress and resume);
+1. the model's own English answers: a `replay` generate run into ``OUT.answers.jsonl``, or the
+   file the settings name (a recipe points it at its replay method's file, so the answers are
+   made once), with that run's workers, filters, progress and resume;
 2. the instruction and the answer translated into the target language by the translator the
    settings name (the model itself by default, the model with adapters, or another model),
    through an append-only cache in ``OUT.translations/``;
@@ -27,8 +28,9 @@ from ..translate import Translator, check_translation
 from .files import check_meta, summary_path
 
 
-def answers_path(out: Path) -> Path:
-    return out.with_name(f"{out.name}.answers.jsonl")
+def answers_path(cfg) -> Path:
+    out = Path(cfg.out)
+    return Path(cfg.answers) if cfg.answers else out.with_name(f"{out.name}.answers.jsonl")
 
 
 def generate_tcot(cfg, progress: bool = True) -> dict:
@@ -38,8 +40,8 @@ def generate_tcot(cfg, progress: bool = True) -> dict:
     fmt = TCoT(cfg.tcot_lang)
     _check_tags(cfg, fmt)
     check_meta(cfg, out)
-    generate(replace(cfg, mode="replay", out=str(answers_path(out))), progress)
-    answers = [r for _, r in records.read(answers_path(out))]
+    generate(replace(cfg, mode="replay", out=str(answers_path(cfg)), answers=None), progress)
+    answers = [r for _, r in records.read(answers_path(cfg))]
     usable = [a for a in answers if a.kept and a.text.strip()]
     tr = Translator(cfg.translator or cfg.model, cfg.tcot_lang, out.with_name(f"{out.name}.translations"),
                     cfg.batch_size, cfg.max_tokens, cfg.seed, cfg.dtype, progress)
