@@ -134,6 +134,7 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
     """Every stage of a recipe, in order, with its settings built and checked; runs nothing."""
     from .evals.context import ModelSpec
     from .evals.harness import run_dirs
+    from .generate.tcot_rows import share_answers
 
     out = Path(out)
     model, stages, specs, seen = recipe.get("model"), [], [], set()
@@ -159,7 +160,7 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
         ft = _finetune_stage(recipe, name, spec, method, out, gen.out if gen else None, progress)
         stages.append(ft)
         specs.append(ModelSpec(model=model, adapter=str(ft.out), name=name))
-    _share_replay_answers([st for st in stages if st.kind == "generate"])
+    share_answers([st for st in stages if st.kind == "generate"])
     if recipe.get("translate_suites"):
         recipe = _translated_suites(recipe, out, progress, stages)
     groups: dict[str, list] = {}  # methods with the same own eval settings share one eval stage
@@ -194,19 +195,6 @@ def _translated_suites(recipe: dict, out: Path, progress: bool, stages: list) ->
 def suites_path(cfg, suite: str):
     from .evals import suites
     return suites.suite_path(cfg, suite)
-
-
-def _share_replay_answers(gens: list[Stage]) -> None:
-    """A tcot stage whose English answers a replay stage of the same settings also makes takes
-    them from that stage's file (made by whichever runs first), instead of decoding them twice."""
-    replays = {json.dumps(st.config.fingerprint(), sort_keys=True, default=str): st
-               for st in gens if st.config.mode == "replay"}
-    for st in gens:
-        if st.config.mode == "tcot":
-            twin = replays.get(json.dumps(dataclasses.replace(st.config, mode="replay").fingerprint(),
-                                          sort_keys=True, default=str))
-            if twin:
-                st.config = dataclasses.replace(st.config, answers=str(twin.out))
 
 
 def _uses(method: methods.Method, key: str) -> bool:

@@ -33,6 +33,21 @@ def answers_path(cfg) -> Path:
     return Path(cfg.answers) if cfg.answers else out.with_name(f"{out.name}.answers.jsonl")
 
 
+def share_answers(stages) -> None:
+    """Recipe stages (``.config``, ``.out``): a tcot stage whose English answers a replay stage of
+    the same settings also makes takes them from that stage's file (made by whichever runs first),
+    instead of decoding them twice."""
+    import json
+
+    def key(cfg) -> str:
+        return json.dumps(cfg.fingerprint(), sort_keys=True, default=str)
+    replays = {key(st.config): st for st in stages if st.config.mode == "replay"}
+    for st in stages:
+        twin = replays.get(key(replace(st.config, mode="replay"))) if st.config.mode == "tcot" else None
+        if twin:
+            st.config = replace(st.config, answers=str(twin.out))
+
+
 def generate_tcot(cfg, progress: bool = True) -> dict:
     from .stage import generate
     t0 = time.perf_counter()
