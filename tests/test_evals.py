@@ -12,7 +12,7 @@ import pytest
 from radis_mlx import prompts
 from radis_mlx.cli import main
 from radis_mlx.data import Pair
-from radis_mlx.cli import model_specs
+from radis_mlx.evals.flags import model_specs
 from radis_mlx.evals import context, general, harness, judge, retention, translation
 from radis_mlx.evals.suites import SUITES
 from radis_mlx.evals.harness import EvalConfig, evaluate
