@@ -13,12 +13,27 @@ against the model's own output before use (patch_cpu_kernels) and undone by the 
 from __future__ import annotations
 
 from functools import lru_cache, partial
+from typing import Callable, NamedTuple
 
 _LOG2E = 1.4426950408889634
 
 
+class Kernels(NamedTuple):
+    exp_shifted: Callable  # exp(x - m) from pow: training and sampling
+    swiglu: Callable  # silu(gate) * x with its own backward pass
+    causal_attention: Callable  # cache-free causal attention (training)
+    cached_attention: Callable  # queries against a KV cache (prefill chunks, decoding steps)
+    swiglu_infer: Callable  # silu(gate) * x from the multiply-only exp (inference)
+
+
 @lru_cache(maxsize=None)
-def _fast_fns():
+def _fast_fns() -> Kernels:
+    return Kernels(*_elementwise_fns()[:2], *_attention_fns(), _elementwise_fns()[3])
+
+
+@lru_cache(maxsize=None)
+def _elementwise_fns():
+    """(exp_shifted, swiglu, exp_shifted_infer, swiglu_infer)."""
     import mlx.core as mx
 
     @partial(mx.compile, shapeless=True)
@@ -64,6 +79,15 @@ def _fast_fns():
     def swiglu_vjp(primals, cotangent, output):
         # Recomputing the sigmoid (cheap with pow) keeps only gate and x alive for the backward pass.
         return swiglu_grads(*primals, cotangent)
+
+    return exp_shifted, swiglu, exp_shifted_infer, swiglu_infer
+
+
+@lru_cache(maxsize=None)
+def _attention_fns():
+    """(causal_attention, cached_attention)."""
+    import mlx.core as mx
+    exp_shifted, _, exp_shifted_infer, _ = _elementwise_fns()
 
     @mx.custom_function
     def probs(qg, k, mask):  # softmax(qg @ k.T + mask)
@@ -128,12 +152,12 @@ def _fast_fns():
         out = e.reshape(b, kv, (h // kv) * t, n) @ v
         return (out / e.sum(axis=-1).reshape(b, kv, (h // kv) * t, 1)).reshape(b, h, t, d)
 
-    return exp_shifted, swiglu, causal_attention, cached_attention, swiglu_infer
+    return causal_attention, cached_attention
 
 
 def fast_cross_entropy(logits, targets):
     import mlx.core as mx
-    exp_shifted = _fast_fns()[0]
+    exp_shifted = _fast_fns().exp_shifted
     m = mx.stop_gradient(logits.max(axis=-1, keepdims=True))
     lse = mx.log(exp_shifted(logits, m).sum(axis=-1)) + m.squeeze(-1)
     return lse - mx.take_along_axis(logits, targets[:, None], axis=-1).squeeze(-1)
@@ -159,7 +183,7 @@ def patch_logsumexp(greedy: bool):
     import mlx.core as mx
     from mlx_lm.generate import BatchGenerator  # noqa: F401 (loads the module)
     g = sys.modules["mlx_lm.generate"]  # the package's `generate` attribute is the function
-    exp_shifted = _fast_fns()[0]
+    exp_shifted = _fast_fns().exp_shifted
     orig = mx.logsumexp
 
     def logsumexp(a, axis=None, keepdims=False, **kw):
