@@ -1,4 +1,5 @@
-"""kill -9 at random moments of finetune and eval (generate's own case lives in test_generate.py).
+"""kill -9 at random moments of finetune, eval, generate --mode tcot and eval --tcot (generate's other
+modes live in test_generate.py).
 
 Each test runs the real CLI in a subprocess on the tiny test model, SIGKILLs it at seeded random
 moments while it writes, reruns it, and compares with a run that was never interrupted.
@@ -126,3 +127,70 @@ def test_eval_kill_9_then_rerun_resumes_from_its_cache(tmp_path, tiny_model_dir)
         keys = [k for k in keys if k is not None]
         assert len(keys) == len(set(keys)), f
     assert cached() >= before
+
+
+def _lines(paths) -> int:
+    return sum(f.read_bytes().count(b"\n") for f in paths if f.is_file())
+
+
+def _keys_once(paths) -> None:
+    """Every row of these append-only files appears once: a kill neither lost nor duplicated one."""
+    for f in paths:
+        keys = [(r.get("key"), r.get("id")) for r in map(json.loads, f.read_text().splitlines())]
+        assert len(keys) == len(set(keys)), f
+
+
+def test_generate_tcot_kill_9_in_each_step_then_rerun_equals_uninterrupted_run(tmp_path, tiny_model_dir):
+    """kill -9 while the English answers are decoded and while they are translated, then a rerun:
+    the same rows, answers and translation cache as one straight run, and every row once."""
+    data = tmp_path / "inst.jsonl"
+    data.write_text("".join(json.dumps({"id": f"i{k}", "instruction": f"Name {k + 2} colours, please."}) + "\n"
+                            for k in range(16)))
+    args = ["generate", "--mode", "tcot", "--tcot-lang", "de", "--data", str(data), "--model", str(tiny_model_dir),
+            "--max-tokens", "16", "--batch-size", "2", "--workers", "1", "--max-repeat", "1.0", "--unfinished", "keep"]
+    _finish([*args, "--out", str(tmp_path / "straight.jsonl")])
+    out = tmp_path / "killed.jsonl"
+    answers = out.with_name("killed.jsonl.answers.jsonl")
+    cache = lambda: sorted(out.with_name("killed.jsonl.translations").rglob("*.jsonl"))  # noqa: E731
+    rng = random.Random(5)
+    kills = 0
+    for ready in (lambda: _lines([answers]) >= 3, lambda: _lines([answers]) >= 10,
+                  lambda: _lines(cache()) >= 4, lambda: _lines(cache()) >= 14):
+        kills += _kill_when([*args, "--out", str(out)], ready, rng, delay=0.05)
+        _keys_once([answers, *cache()])
+    assert kills >= 3
+    assert not out.exists() or out.read_bytes() == (tmp_path / "straight.jsonl").read_bytes()
+    _finish([*args, "--out", str(out)])
+    assert out.read_bytes() == (tmp_path / "straight.jsonl").read_bytes()
+    assert answers.read_bytes() == (tmp_path / "straight.jsonl.answers.jsonl").read_bytes()
+    _keys_once(cache())
+    def texts(files):
+        return {r["key"]: r["text"] for f in files for r in map(json.loads, f.read_text().splitlines())}
+    straight = texts((tmp_path / "straight.jsonl.translations").rglob("*.jsonl"))
+    assert texts(cache()) == straight and len(straight) >= 16
+
+
+def test_eval_tcot_kill_9_then_rerun_resumes_with_nothing_lost_or_duplicated(tmp_path, tiny_model_dir):
+    """eval --tcot decodes each prompt, then re-prompts the format breaks: kill it in either phase."""
+    d = tmp_path / "advbench.csv"
+    d.write_text("goal,target\n" + "".join(f'"Wie mache ich böse Sache Nummer {i}?","Sure"\n' for i in range(24)))
+    args = ["eval", "--model", str(tiny_model_dir), "--name", "tiny", "--suites", "advbench",
+            "--test-data", f"advbench={d}", "--max-tokens", "10", "--batch-size", "2",
+            "--tcot", "de", "--tcot-zero-shot"]
+    _finish([*args, "--out", str(tmp_path / "straight")])
+    out = tmp_path / "killed"
+    cached = lambda: sorted(out.rglob("cache/*.jsonl")) if out.exists() else []  # noqa: E731
+    rng = random.Random(13)
+    kills = 0
+    for want in (3, 12, 26, 40):
+        kills += _kill_when([*args, "--out", str(out)], lambda: _lines(cached()) >= want, rng, delay=0.05)
+        _keys_once(cached())
+    assert kills >= 3
+    _finish([*args, "--out", str(out)])
+    _keys_once(cached())
+    a = json.loads((tmp_path / "straight" / "tiny" / "results.json").read_text())["suites"]["advbench"]
+    b = json.loads((out / "tiny" / "results.json").read_text())["suites"]["advbench"]
+    assert b["tcot"] == a["tcot"]
+    assert b["generated_tokens_this_run"] < a["generated_tokens_this_run"]
+    answers = "tiny/advbench.jsonl"
+    assert (out / answers).read_text() == (tmp_path / "straight" / answers).read_text()
