@@ -169,11 +169,9 @@ class TCoTDecoder:
                 "en_answer": p.en_answer, "tcot_missing": p.missing, "tcot_extra_tokens": n_tokens - answer_tokens}
 
     def _count(self, suite: str, rows: list[dict], failed_first: int) -> None:
-        from .evals.ifeval_text import detect_language
-        answers = [r["text"] for r in rows]
-        in_lang = sum(bool(a.strip()) and detect_language(a) == self.fmt.lang for a in answers)
+        from .evals.general import language_rate
+        rate = language_rate([r["text"] for r in rows], [self.fmt.lang] * len(rows))
         self.stats[suite] = {"n": len(rows), "format_failures_first": failed_first,
                              "format_failures": sum(r["tcot_missing"] is not None for r in rows),
                              "extra_tokens_mean": sum(r["tcot_extra_tokens"] for r in rows) / max(len(rows), 1),
-                             "answer_language_rate": in_lang / max(len(rows), 1), "lang": self.fmt.lang,
-                             "zero_shot": self.zero_shot}
+                             "answer_language_rate": rate, "lang": self.fmt.lang, "zero_shot": self.zero_shot}

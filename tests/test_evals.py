@@ -460,6 +460,37 @@ def test_report_groups_seeds_into_mean_and_sd(tmp_path):
     assert _err(m["sft"], "bleu") == [[m["sft"]["bleu_sd"]], [m["sft"]["bleu_sd"]]]  # seed sd, not a CI
 
 
+def test_report_columns_of_a_target_language_eval(tmp_path):
+    """Translated suites: the answer-language rate and TCoT's format failures and tokens, n-weighted
+    over the suites, per run and as mean and sd over seeds."""
+    from radis_mlx.report import report
+
+    def res(name, lang, tcot):
+        r = fake_results(name, 20.0, 0.4, 0.9, 0.2, 0.0)
+        r["suites"]["advbench"].update(answer_language_rate=lang[0], answer_language="de")
+        r["suites"]["gsm8k"].update(n=150, answer_language_rate=lang[1], answer_language="de")
+        if tcot:
+            r["suites"]["advbench"]["tcot"] = {"n": 50, "format_failures_first": 10, "format_failures": 0,
+                                               "extra_tokens_mean": 40.0}
+            r["suites"]["gsm8k"]["tcot"] = {"n": 150, "format_failures_first": 30, "format_failures": 6,
+                                            "extra_tokens_mean": 80.0}
+        return r
+    for name, lang, tcot in (("base", (0.5, 0.1), False), ("tl-s0", (1.0, 0.9), True), ("tl-s1", (0.8, 0.9), True)):
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        (tmp_path / "eval" / name / "results.json").write_text(json.dumps(res(name, lang, tcot)))
+    r = report([tmp_path / "eval"], tmp_path / "rep")
+    runs = {x["name"]: x for x in r["runs"]}
+    assert runs["base"]["answer_lang"] == pytest.approx((0.5 * 50 + 0.1 * 150) / 200)
+    assert "tcot_fail" not in runs["base"]
+    t = runs["tl-s0"]
+    assert (t["tcot_fail_first"], t["tcot_fail"]) == (pytest.approx(0.2), pytest.approx(0.03))
+    assert t["tcot_tokens"] == pytest.approx((40 * 50 + 80 * 150) / 200)
+    m = {x["name"]: x for x in r["methods"]}
+    assert m["tl"]["answer_lang"] == pytest.approx((0.925 + 0.875) / 2) and m["tl"]["answer_lang_sd"] > 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "answer in target language" in md and "TCoT format failures" in md and "| tl-s0 |" in md
+
+
 def test_report_reads_training_cost_only_from_uninterrupted_runs(tmp_path):
     from radis_mlx.report import report
 

@@ -141,6 +141,22 @@ def test_answer_language_of_real_sentences(shared_data):
     assert EN == "<EN>" and RESPONSE == "<RESPONSE>"
 
 
+def test_answer_language_rate_on_real_answers(shared_data):
+    """The 50 real German answers of tests/data/advbench_de_qwen.jsonl (German, with English loan
+    words) count as German; AdvBench's English requests do not; an English suite gets no rate."""
+    import csv
+    from radis_mlx.evals.general import answer_language
+    de = [json.loads(line)["response"] for line in (Path(__file__).parent / "data" / "advbench_de_qwen.jsonl")
+          .read_text().splitlines()]
+    with open(shared_data / "advbench" / "harmful_behaviors.csv", newline="") as f:
+        en = [r["goal"] for r in csv.DictReader(f)][:50]
+    got = answer_language(de, ["de"] * 50)
+    assert got["answer_language"] == "de" and got["answer_language_rate"] >= 0.95
+    assert answer_language(en, ["de"] * 50)["answer_language_rate"] <= 0.05
+    assert answer_language(["", " "], ["de", "de"])["answer_language_rate"] == 0.0
+    assert answer_language(en, [None] * 50) == {} and answer_language(en, ["en"] * 50) == {}
+
+
 # ---------------------------------------------------------------- generate --mode tcot, finetune --method transllm
 
 def _instructions(path, n=4):

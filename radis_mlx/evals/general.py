@@ -44,6 +44,21 @@ GSM8K_TEMPLATE = "{question}\nSolve the problem step by step, then give the fina
 GSM8K_TEMPLATES = {"de": "{question}\nLöse die Aufgabe Schritt für Schritt und gib am Ende die Antwort als Zahl an."}
 
 
+def language_rate(texts: Sequence[str], langs: Sequence[str]) -> float:
+    """The share of texts written in their language, by language ID (an empty text is in none)."""
+    from .ifeval_text import detect_language
+    return sum(bool(t.strip()) and detect_language(t) == x for t, x in zip(texts, langs)) / max(len(langs), 1)
+
+
+def answer_language(texts: Sequence[str], langs: Sequence[str | None]) -> dict:
+    """For a translated suite (its rows carry "lang"): the share of answers in the row's language
+    (TransLLM's answer-language rate). Empty for English suites."""
+    want = [x or "en" for x in langs]
+    if all(x == "en" for x in want):
+        return {}
+    return {"answer_language_rate": language_rate(texts, want), "answer_language": "+".join(sorted(set(want)))}
+
+
 def refusal_keywords(lang: str | None) -> tuple:
     """GCG's English keywords, plus the row language's own (models often refuse in English anyway)."""
     return REFUSAL_KEYWORDS + REFUSAL_KEYWORDS_BY_LANG.get(lang or "en", ())
@@ -176,7 +191,8 @@ def run_advbench(ctx: Ctx, items: list) -> dict:
     n = sum(r["refusal"] for r in rows)
     langs = sorted({r.get("lang") or "en" for r in items})
     return {"refusal_rate": n / len(rows) if rows else 0.0, "n": len(rows), "n_refused": n,
-            "keywords": list(given) if given else "gcg" + "".join(f"+{x}" for x in langs if x != "en")}
+            "keywords": list(given) if given else "gcg" + "".join(f"+{x}" for x in langs if x != "en"),
+            **answer_language([o["text"] for o in outs], [r.get("lang") for r in items])}
 
 
 def run_gsm8k(ctx: Ctx, items: list) -> dict:
@@ -185,7 +201,8 @@ def run_gsm8k(ctx: Ctx, items: list) -> dict:
     rows = [{"id": r["id"], "question": r["instruction"], **s, "response": o["text"]}
             for r, s, o in zip(items, scored, outs)]
     atomic_write_jsonl(ctx.run_dir / "gsm8k.jsonl", rows)
-    return {**summary, "template": ctx.cfg.gsm8k_template}
+    return {**summary, "template": ctx.cfg.gsm8k_template,
+            **answer_language([o["text"] for o in outs], [r.get("lang") for r in items])}
 
 
 def run_mtbench(ctx: Ctx, items: list) -> dict:
@@ -199,7 +216,8 @@ def run_mtbench(ctx: Ctx, items: list) -> dict:
     path = ctx.run_dir / "mt_bench" / "model_answer" / f"{ctx.name}.jsonl"
     atomic_write_jsonl(path, recs)
     return {"score": None, "judged": False, "n": len(recs), "answers": str(path),
-            "note": "not judged: answers saved in FastChat llm_judge format for external judging"}
+            "note": "not judged: answers saved in FastChat llm_judge format for external judging",
+            **answer_language(a1, [r.get("lang") for r in items])}
 
 
 def _qid(r: dict):
@@ -214,4 +232,5 @@ def run_alpacaeval(ctx: Ctx, items: list) -> dict:
     path = ctx.run_dir / "alpaca_eval" / "model_outputs.json"
     atomic_write_json(path, recs)
     return {"score": None, "judged": False, "n": len(recs), "outputs": str(path),
-            "note": "not judged: outputs saved in AlpacaEval format for external judging"}
+            "note": "not judged: outputs saved in AlpacaEval format for external judging",
+            **answer_language([o["text"] for o in outs], [r.get("lang") for r in items])}

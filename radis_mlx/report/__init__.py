@@ -29,7 +29,9 @@ COLUMNS = (
     ("cut_share", "cut %", "pct"), ("extra_tokens_mean", "tokens after cut", "f1"),
     ("ifeval", "IFEval strict", "pct"), ("ifeval_loose", "IFEval loose", "pct"),
     ("advbench", "AdvBench refusal", "pct"), ("gsm8k", "GSM8K", "pct"),
-    ("general", "general (mean)", "pct"), ("retention_nll", "retention NLL", "f3"),
+    ("general", "general (mean)", "pct"), ("answer_lang", "answer in target language", "pct"),
+    ("tcot_fail_first", "TCoT format failures", "pct"), ("tcot_fail", "after re-prompts", "pct"),
+    ("tcot_tokens", "TCoT tokens before answer", "f1"), ("retention_nll", "retention NLL", "f3"),
     ("retention_increase", "NLL increase", "f3"), ("mtbench", "MT-Bench", "f2"), ("alpacaeval", "AlpacaEval", "f2"),
     ("gen_tokens", "gen tokens", "f0"), ("train_tokens", "train tokens", "f0"), ("train_wall_s", "train s", "f0"),
 )
@@ -58,6 +60,7 @@ def summarize(res: dict) -> dict:
         if all(n > 0 for _, n in parts.values()):
             se = math.sqrt(sum(v * (1 - v) / n for v, n in parts.values())) / len(parts)
             row["general_ci"] = [row["general"] - 1.96 * se, row["general"] + 1.96 * se]
+    row.update(_target_language(s))
     loose = (s.get("ifeval") or {}).get("prompt_level_loose")
     if loose is not None:
         row["ifeval_loose"] = float(loose)
@@ -74,6 +77,22 @@ def summarize(res: dict) -> dict:
     if gen is not None:
         row["gen_tokens"] = gen
     return row
+
+
+def _target_language(suites: dict) -> dict:
+    """Over the translated suites (n-weighted): answers in the target language, and where eval ran
+    through TCoT, its format failures before and after re-prompting and its tokens before the answer."""
+    out: dict = {}
+    lang = [(v["answer_language_rate"], v.get("n") or 0) for v in suites.values() if "answer_language_rate" in v]
+    if sum(n for _, n in lang):
+        out["answer_lang"] = sum(r * n for r, n in lang) / sum(n for _, n in lang)
+    tc = [v["tcot"] for v in suites.values() if v.get("tcot")]
+    n = sum(t["n"] for t in tc)
+    if n:
+        out.update(tcot_fail_first=sum(t["format_failures_first"] for t in tc) / n,
+                   tcot_fail=sum(t["format_failures"] for t in tc) / n,
+                   tcot_tokens=sum(t["extra_tokens_mean"] * t["n"] for t in tc) / n)
+    return out
 
 
 def generation_tokens(adapter) -> int | None:
