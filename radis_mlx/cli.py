@@ -310,10 +310,12 @@ def report(runs: List[Path] = typer.Argument(..., help="eval run dirs (or an eva
                                              "files)"),
            out: Path = typer.Option(..., "--out", "-o", help="where report.md, report.json, tradeoff.png go"),
            html: bool = typer.Option(True, "--html/--no-html", help="also write report.html: one self-contained "
-                                     "page with the table, the plots and every item run by run, filterable")):
+                                     "page with the table, the plots and every item run by run, filterable"),
+           baselines: str = typer.Option("sft,radis", help="methods the paired tests compare every other method "
+                                         "with (comma-separated; runs METHOD or METHOD-sN)")):
     """One table and a translation-vs-general-ability plot across eval runs."""
     from .report import markdown_table, report as make_report
-    r = make_report(runs, out, html=html)
+    r = make_report(runs, out, html=html, baselines=[b.strip() for b in baselines.split(",") if b.strip()])
     typer.echo(markdown_table(r["runs"]), nl=False)
     for n in r["notes"]:
         typer.echo(f"note: {n}")

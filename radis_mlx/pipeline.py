@@ -169,7 +169,8 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
         groups.setdefault(json.dumps(own, sort_keys=True), []).append(s)
     evals = [_eval_stage(recipe, g, out, progress, g[0].name) for g in groups.values()]
     stages += evals
-    stages.append(Stage("report", "report", out / "report", [d for e in evals for d in run_dirs(e.config)], "report"))
+    stages.append(Stage("report", "report", out / "report", {"runs": [d for e in evals for d in run_dirs(e.config)],
+                                                             **recipe["report"]}, "report"))
     return stages
 
 
@@ -352,7 +353,7 @@ def _track_scores(specs, results: dict) -> None:
 
 def _run_report(st: Stage, progress: bool):
     from .report import report
-    return report(st.config, st.out)
+    return report(st.config["runs"], st.out, baselines=st.config["baselines"])
 
 
 def _run_translate(st: Stage, progress: bool):

@@ -19,7 +19,7 @@ DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 RECIPES = resources.files(__package__) / "recipes"
 GENERAL_KEYS = ("replay_data", "mix_data")  # general instructions that methods train on
 _TOP_KEYS = {"name", "model", "seed", "train_data", "pairs", "limit", "generate", "finetune", "eval",
-             "methods", "replay_data", "mix_data", "description", "translate_suites"}
+             "methods", "replay_data", "mix_data", "description", "translate_suites", "report"}
 
 
 def find_recipe(name: str) -> Path:
@@ -110,6 +110,7 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
         for key in ("generate", "finetune", "eval"):
             _mapping(spec.get(key), where(f"methods.{m}.{key}"))
         r["methods"][str(m)] = spec
+    r["report"] = _report_settings(r, where("report"))
     r["_subset"] = {}
     for key in GENERAL_KEYS:  # {hub, local, limit}: a seeded subset, the eval items left out
         v = r.get(key)
@@ -169,3 +170,21 @@ def _from_set(recipe: dict, dotted: str) -> bool:
 def _where(recipe: dict, dotted: str) -> str:
     """Where a recipe key's value came from: '--set KEY' or 'RECIPE.yaml: KEY'."""
     return f"--set {dotted}" if _from_set(recipe, dotted) else f"{recipe['_path']}: {dotted}"
+
+
+def _report_settings(r: dict, where: str) -> dict:
+    """``report: {baselines: [METHOD, ...]}``: the methods the paired tests compare every other method
+    with (default sft and radis); each is a method of the recipe (runs METHOD or METHOD-sN)."""
+    from .report import DEFAULT_BASELINES, method_of
+    rep = dict(_mapping(r.get("report"), where))
+    extra = sorted(set(rep) - {"baselines"})
+    if extra:
+        raise UserError(f"{where}: unknown key(s) {', '.join(extra)} (known: baselines)")
+    b = rep.get("baselines", list(DEFAULT_BASELINES))
+    if not isinstance(b, list) or not all(isinstance(x, str) for x in b):
+        raise UserError(f"{where}.baselines: expected a list of method names, got {b!r:.60}")
+    known = {method_of(m) for m in r["methods"]}
+    if rep.get("baselines") is not None and set(b) - known:
+        raise UserError(f"{where}.baselines: {', '.join(sorted(set(b) - known))} is not a method of this recipe "
+                        f"(its methods: {', '.join(sorted(known))})")
+    return {"baselines": b}

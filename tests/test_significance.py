@@ -76,3 +76,44 @@ def test_compare_runs_each_method_against_each_baseline(tmp_path, wmt):
     assert base_vs_sft["n"] == 120 and base_vs_sft["delta"] < 0 and base_vs_sft["p_holm"] < 0.05
     text = sig.markdown(rows)
     assert "- base vs sft, BLEU:" in text and "worse" in text and "radis vs sft, BLEU" not in text.split("Holm's")[1]
+
+
+def test_report_tests_against_the_baselines_it_is_given(tmp_path, shared_data):
+    """A TransLLM-shaped recipe has no sft or radis: its report compares with base and replay."""
+    from radis_mlx.report import report
+    goals = load_instructions(shared_data / "advbench" / "harmful_behaviors.csv", 40, 0)
+    runs = []
+    for name, refuses in (("base", lambda i: i % 4 == 0), ("replay-s0", lambda i: i % 2 == 0),
+                          ("replay-s1", lambda i: i % 2 == 1), ("transllm-s0", lambda i: True)):
+        d = write_run(tmp_path / "eval" / name, advbench=[{"id": g["id"], "refusal": refuses(i)}
+                                                          for i, g in enumerate(goals)])
+        rate = sum(refuses(i) for i in range(40)) / 40
+        (d / "results.json").write_text(json.dumps({"name": name, "suites": {"advbench": {"refusal_rate": rate,
+                                                                                          "n": 40}}}))
+        runs.append(d)
+    r = report(runs, tmp_path / "rep", n_resamples=500, html=False, baselines=["base", "replay"])
+    assert {(t["method"], t["vs"]) for t in r["tests"]} == {("replay", "base"), ("transllm", "base"),
+                                                           ("base", "replay"), ("transllm", "replay")}
+    t = next(t for t in r["tests"] if (t["method"], t["vs"]) == ("transllm", "base"))
+    assert t["delta"] == pytest.approx(0.75) and t["n"] == 40 and t["p_holm"] < 0.05
+    assert "against base and against replay" in (tmp_path / "rep" / "report.md").read_text()
+    assert not report(runs, tmp_path / "rep2", n_resamples=500, html=False)["tests"]  # no sft, no radis: none
+
+
+def test_recipe_report_baselines_are_checked(tmp_path):
+    import yaml
+    from radis_mlx.io import UserError
+    from radis_mlx.recipe import load_recipe
+    p = tmp_path / "r.yaml"
+    body = {"name": "x", "model": "m", "train_data": "demo:train.de-en.jsonl",
+            "methods": {"base": {}, "replay-s0": {"method": "replay"}}}
+    p.write_text(yaml.safe_dump({**body, "report": {"baselines": ["base", "replay"]}}))
+    assert load_recipe(p)["report"] == {"baselines": ["base", "replay"]}
+    p.write_text(yaml.safe_dump(body))
+    assert load_recipe(p)["report"] == {"baselines": ["sft", "radis"]}
+    p.write_text(yaml.safe_dump({**body, "report": {"baselines": ["sft"]}}))
+    with pytest.raises(UserError, match=r"report.baselines: sft is not a method of this recipe"):
+        load_recipe(p)
+    p.write_text(yaml.safe_dump({**body, "report": {"baseline": ["base"]}}))
+    with pytest.raises(UserError, match=r"report: unknown key\(s\) baseline"):
+        load_recipe(p)

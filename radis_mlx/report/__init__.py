@@ -108,6 +108,7 @@ def generation_tokens(adapter) -> int | None:
     return sum(r.n_tokens for f in files if records.is_record_file(f) for _, r in records.read(f))
 
 
+DEFAULT_BASELINES = ("sft", "radis")  # what the paired tests compare every other method with
 SEED_SUFFIX = re.compile(r"^(.+)-s(\d+)$")  # sft-s0, sft-s1: one method trained with two seeds
 
 
@@ -239,8 +240,10 @@ def output_status(out) -> str:
     return "done" if (Path(out) / "report.md").exists() else "to do"
 
 
-def report(run_dirs: Sequence, out, n_resamples: int = 10000, html: bool = True) -> dict:
-    """report.md, report.json and the plots in ``out``; with ``html``, report.html too (every item, run by run)."""
+def report(run_dirs: Sequence, out, n_resamples: int = 10000, html: bool = True,
+           baselines: Sequence[str] = DEFAULT_BASELINES) -> dict:
+    """report.md, report.json and the plots in ``out``; with ``html``, report.html too (every item, run by run).
+    The paired tests compare every method with each of ``baselines`` that the runs have."""
     runs = load_runs(run_dirs)
     if not runs:
         raise UserError("no runs given")
@@ -275,9 +278,10 @@ def report(run_dirs: Sequence, out, n_resamples: int = 10000, html: bool = True)
     groups: dict[str, list] = {}
     for res, row in zip(runs, rows):
         groups.setdefault(method_of(row["name"]), []).append(res["run_dir"])
-    tests = significance.compare(groups, n_resamples=n_resamples) if len(groups) > 1 else []
+    tests = significance.compare(groups, baselines, n_resamples=n_resamples) if len(groups) > 1 else []
     if tests:
-        md += ["## Paired tests", "", "Each method against SFT and against RaDis on matched seeds: BLEU and chrF by "
+        vs = " and against ".join(b for b in baselines if b in groups)
+        md += ["## Paired tests", "", f"Each method against {vs} on matched seeds: BLEU and chrF by "
                f"paired approximate randomisation (sacrebleu, {n_resamples} trials), the general suites by a paired "
                f"permutation test on per-item outcomes (scipy, {n_resamples} resamples); retention: NLL per token of "
                "each base answer (lower is better).", "", significance.markdown(tests)]
