@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from radis_mlx.io import UserError
-from radis_mlx.generate import GenerateConfig, generate
+from radis_mlx.generate import GenerateConfig, format_summary, generate
 from radis_mlx.generate.filters import in_ratio, rationale_filter, repeat_share, trim_to_sentence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +74,7 @@ def test_rerun_skips_done_rows_and_refuses_other_settings(tmp_path, tiny_model_d
     assert Path(c.out).read_bytes() == first
     s = json.loads(Path(c.out + ".summary.json").read_text())
     assert s["runs"] == runs and s["tokens_per_s_this_run"] is None
+    assert "nothing generated this run" in format_summary(s)
     c.max_tokens = 9
     with pytest.raises(UserError, match="different settings.*max_tokens"):
         generate(c, progress=False)

@@ -227,6 +227,7 @@ def _summarise(cfg, rows, run: Run, wall) -> dict:
 
 def format_summary(s: dict) -> str:
     rej = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
+    speed = "nothing generated this run" if s["tokens_per_s_this_run"] is None \
+        else f"{s['tokens_per_s_this_run']} tok/s this run"
     return (f"{s['rows']} rows -> {s['out']}: kept {s['kept']}, rejected: {rej}; "
-            f"unfinished {s['unfinished']}; mean tokens (kept) {s['mean_tokens_kept']}; "
-            f"{s['tokens_per_s_this_run']} tok/s this run; {s['wall_s']} s")
+            f"unfinished {s['unfinished']}; mean tokens (kept) {s['mean_tokens_kept']}; {speed}; {s['wall_s']} s")
