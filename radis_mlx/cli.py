@@ -353,7 +353,6 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run di
     typer.echo((out / "report" / "report.md").read_text())
 
 
-
 @app.command(name="translate-suite")
 def translate_suite(
     suite: str = typer.Option(..., help="advbench | alpacaeval | mtbench | gsm8k"),
@@ -369,13 +368,11 @@ def translate_suite(
     out: Path = typer.Option(..., "--out", "-o", help="folder for SUITE.LANG.jsonl, its summary and cache")):
     """An English suite's prompts translated by a named model, for eval in the target language."""
     from .evals.flags import parse_test_data
-    from .evals.translate_suite import TranslateSuiteConfig, translate_suite as run_translate
+    from .evals.translate_suite import TranslateSuiteConfig, format_summary, translate_suite as run_translate
     s = run_translate(TranslateSuiteConfig(suite=suite, lang=lang, translator=translator, limit=limit, seed=seed,
                                            test_data=parse_test_data(test_data, [suite]), out=str(out),
                                            batch_size=batch_size, max_tokens=max_tokens))
-    rej = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
-    typer.echo(f"{s['kept']} of {s['items']} {suite} items in {lang} -> {s['out']} (left out: {rej}); evaluate with "
-               f"--test-data {suite}={s['out']}")
+    typer.echo(f"{format_summary(s)}; evaluate with --test-data {suite}={s['out']}")
 
 
 def unescape(s: str) -> str:

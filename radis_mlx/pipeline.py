@@ -357,10 +357,10 @@ def _run_report(st: Stage, progress: bool):
 
 
 def _run_translate(st: Stage, progress: bool):
-    from .evals.translate_suite import translate_suite
+    from .evals.translate_suite import format_summary, translate_suite
     if not st.out.exists():
         s = translate_suite(st.config)
-        _log(f"{st.name}: {s['kept']} of {s['items']} items in {s['lang']} -> {st.out} (left out: {s['rejected']})")
+        _log(f"{st.name}: {format_summary(s)}")
 
 
 RUN = {"sample": _run_sample, "subset": _run_subset, "translate": _run_translate, "generate": _run_generate,

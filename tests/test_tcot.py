@@ -260,7 +260,7 @@ def test_tcot_takes_its_answers_from_the_replay_method_of_the_same_settings(tmp_
     assert gens["tcot"].config.answers is None
 
 
-def test_a_recipe_with_translated_suites_and_tcot_eval_per_method(tmp_path, tiny_model_dir, monkeypatch):
+def test_a_recipe_with_translated_suites_and_tcot_eval_per_method(tmp_path, tiny_model_dir, monkeypatch, capsys):
     """translate_suites makes the German AdvBench once; base asked directly and base through zero-shot
     TCoT are two eval stages over the same translated items; the report holds both."""
     import yaml
@@ -279,6 +279,8 @@ def test_a_recipe_with_translated_suites_and_tcot_eval_per_method(tmp_path, tiny
     assert stages[2].config.tcot == "de" and stages[1].config.tcot is None
     assert stages[1].config.test_data["advbench"] == str(out / "data" / "advbench.de.jsonl")
     res = run(load_recipe(p), out, progress=False)
+    assert f"2 of 2 advbench items in de -> {out / 'data' / 'advbench.de.jsonl'} (left out: none)" \
+        in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "data" / "advbench.de.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["lang"] == "de" and r["en"] for r in rows)
     assert set(res["results"]) == {"base", "base-tcot"}

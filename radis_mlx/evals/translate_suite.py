@@ -78,3 +78,8 @@ def translate_suite(cfg: TranslateSuiteConfig) -> dict:
                "rejected": dict(reasons), "out": str(output_path(cfg)), "settings": asdict(cfg)}
     atomic_write_json(out / f"{cfg.suite}.{cfg.lang}.summary.json", summary)
     return summary
+
+
+def format_summary(s: dict) -> str:
+    rej = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
+    return f"{s['kept']} of {s['items']} {s['suite']} items in {s['lang']} -> {s['out']} (left out: {rej})"
