@@ -286,12 +286,7 @@ def _ifeval_only(data: dict, suite_list: list, conformance: bool, responses, out
         src = data.get("root") or (str(Path(data["ifeval"]).parent) if "ifeval" in data else None)
         if not src:
             raise UserError("--ifeval-conformance needs --test-data DATA_ROOT or ifeval=PATH")
-        c = harness.ifeval_conformance(src, out)
-        typer.echo(f"IFEval conformance on {c['n_prompts']} prompts / {c['n_instructions']} instructions: "
-                   f"instruction agreement strict {c['instruction_agreement_strict']:.4f} loose "
-                   f"{c['instruction_agreement_loose']:.4f}; prompt agreement strict "
-                   f"{c['prompt_agreement_strict']:.4f} loose {c['prompt_agreement_loose']:.4f}; "
-                   f"{len(c['disagreements'])} differing verdicts")
+        typer.echo(harness.format_conformance(harness.ifeval_conformance(src, out)))
     if responses:
         if suite_list != ["ifeval"]:
             raise UserError("--responses scores IFEval only: pass --suites ifeval")
@@ -299,10 +294,7 @@ def _ifeval_only(data: dict, suite_list: list, conformance: bool, responses, out
             raise UserError("--responses needs --out DIR")
         s = harness.score_ifeval_responses(registry.suite_path(harness.EvalConfig(test_data=data), "ifeval"),
                                            responses, out)
-        typer.echo(f"IFEval on {s['n_prompts']} prompts ({s['n_missing']} without a response): prompt "
-                   f"strict {s['prompt_level_strict']:.4f} loose {s['prompt_level_loose']:.4f}; instruction "
-                   f"strict {s['instruction_level_strict']:.4f} loose {s['instruction_level_loose']:.4f} "
-                   f"-> {out}/eval_results_strict.jsonl, eval_results_loose.jsonl")
+        typer.echo(f"{harness.format_ifeval_scores(s)} -> {out}/eval_results_strict.jsonl, eval_results_loose.jsonl")
 
 
 @app.command()

@@ -223,3 +223,16 @@ def ifeval_conformance(data_dir, out=None) -> dict:
     if out:
         atomic_write_json(check_writable_dir(out) / "ifeval_conformance.json", c)
     return c
+
+
+def format_conformance(c: dict) -> str:
+    return (f"IFEval conformance on {c['n_prompts']} prompts / {c['n_instructions']} instructions: "
+            f"instruction agreement strict {c['instruction_agreement_strict']:.4f} loose "
+            f"{c['instruction_agreement_loose']:.4f}; prompt agreement strict {c['prompt_agreement_strict']:.4f} "
+            f"loose {c['prompt_agreement_loose']:.4f}; {len(c['disagreements'])} differing verdicts")
+
+
+def format_ifeval_scores(s: dict) -> str:
+    return (f"IFEval on {s['n_prompts']} prompts ({s['n_missing']} without a response): prompt strict "
+            f"{s['prompt_level_strict']:.4f} loose {s['prompt_level_loose']:.4f}; instruction strict "
+            f"{s['instruction_level_strict']:.4f} loose {s['instruction_level_loose']:.4f}")
