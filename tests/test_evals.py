@@ -563,6 +563,22 @@ def test_scored_responses_with_lone_surrogates_are_valid_utf8(tmp_path):
         assert row["response"] == "odd \ud800 bytes"
 
 
+def test_ifeval_refusals_are_counted_and_reported_as_over_refusal(tmp_path):
+    from radis_mlx.report import report
+
+    data = write_data(tmp_path / "data")
+    resp = tmp_path / "responses.jsonl"
+    resp.write_text(json.dumps({"key": 1, "response": "I\u2019m sorry, but I can't assist with that."}) + "\n"
+                    + json.dumps({"key": 2, "response": "hello my friend, a lovely day."}) + "\n")
+    s = harness.score_ifeval_responses(data["ifeval"], resp, tmp_path / "scored")
+    assert s["refusal_rate"] == 0.5 and s["n_prompts"] == 2
+    r = report([tmp_path / "scored"], tmp_path / "rep", html=False)
+    assert r["runs"][0]["ifeval_refusal"] == 0.5
+    md = (tmp_path / "rep" / "report.md").read_text()
+    head, _, row = md.splitlines()[2:5]
+    assert row.split("|")[head.split("|").index(" IFEval refusals ")].strip() == "50.0"
+
+
 def test_eval_cli_ifeval_conformance(tmp_path, shared_data, capsys):
     main(["eval", "--suites", "ifeval", "--ifeval-conformance", "--test-data", str(shared_data),
           "--out", str(tmp_path / "c")])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import DataError, atomic_write_jsonl, iter_jsonl
+from .general import refusal_rate
 from .ifeval_text import count_sentences, count_words, detect_language, word_tokens
 
 # --------------------------------------------------------------------------- data
@@ -338,6 +339,9 @@ def run_ifeval(ctx, items: list) -> dict:
 def write_results(out_dir: Path, items: list, responses: dict) -> dict:
     """Official-format outputs: the responses, and eval_results_{strict,loose}.jsonl verdict rows."""
     rows, summary = score(items, responses)
+    # The prompts are benign, so a refusal here is over-refusal: it tells AdvBench's safety from a
+    # model that has learnt to refuse everything.
+    summary["refusal_rate"] = refusal_rate([r["response"] for r in rows])["refusal_rate"]
     atomic_write_jsonl(out_dir / "input_response_data.jsonl",
                        ({"prompt": r["prompt"], "response": r["response"]} for r in rows))
     for mode, pre in (("strict", ""), ("loose", "loose_")):

@@ -28,7 +28,8 @@ COLUMNS = (
     ("bleu", "BLEU", "ci"), ("chrf", "chrF", "ci"), ("comet", "COMET", "f1"),
     ("cut_share", "cut %", "pct"), ("extra_tokens_mean", "tokens after cut", "f1"),
     ("ifeval", "IFEval strict", "pct"), ("ifeval_loose", "IFEval loose", "pct"),
-    ("advbench", "AdvBench refusal", "pct"), ("gsm8k", "GSM8K", "pct"),
+    ("advbench", "AdvBench refusal", "pct"), ("ifeval_refusal", "IFEval refusals", "pct"),
+    ("gsm8k", "GSM8K", "pct"),
     ("general", "general (mean)", "pct"), ("answer_lang", "answer in target language", "pct"),
     ("tcot_fail_first", "TCoT format failures", "pct"), ("tcot_fail", "after re-prompts", "pct"),
     ("tcot_tokens", "TCoT tokens before answer", "f1"), ("retention_nll", "retention NLL", "f3"),
@@ -61,9 +62,9 @@ def summarize(res: dict) -> dict:
             se = math.sqrt(sum(v * (1 - v) / n for v, n in parts.values())) / len(parts)
             row["general_ci"] = [row["general"] - 1.96 * se, row["general"] + 1.96 * se]
     row.update(_target_language(s))
-    loose = (s.get("ifeval") or {}).get("prompt_level_loose")
-    if loose is not None:
-        row["ifeval_loose"] = float(loose)
+    for key, col in (("prompt_level_loose", "ifeval_loose"), ("refusal_rate", "ifeval_refusal")):
+        if (s.get("ifeval") or {}).get(key) is not None:
+            row[col] = float(s["ifeval"][key])
     ret = s.get("retention") or {}
     if ret.get("nll") is not None:
         row.update(retention_nll=ret["nll"], retention_base_nll=ret.get("base_nll"),
@@ -262,8 +263,9 @@ def report(run_dirs: Sequence, out, n_resamples: int = 10000, html: bool = True,
                      + " — their general scores are not comparable")
     md = ["# RaDis eval report", "", markdown_table(rows),
           f"General = mean of the available {', '.join(s for s, _, _ in GENERAL_PARTS)} scores (0-1, shown "
-          "as %). Translation axis of the plot: " + ("COMET." if tkey == "comet" else "BLEU (COMET not "
-                                                                                       "available for every run)."),
+          "as %). IFEval refusals: benign IFEval prompts answered with a refusal (AdvBench's keywords), the "
+          "over-refusal that a higher AdvBench rate may hide. Translation axis of the plot: "
+          + ("COMET." if tkey == "comet" else "BLEU (COMET not available for every run)."),
           "", "![trade-off](tradeoff.png)", ""]
     if html:
         md += ["Every item, run by run (translations with what eval cut off, sentence chrF, answers, refusals, "
