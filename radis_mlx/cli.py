@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -194,14 +193,10 @@ def finetune(
 ):
     """Stage 2: fine-tune (LoRA/DoRA/full) with the RaDis weighted loss or a baseline target."""
     from .tuner import finetune as run_finetune, format_summary, load_config
-    picked = [name for name, on in (("lora", lora), ("dora", dora), ("full", full)) if on]
-    if len(picked) > 1 or (picked and fine_tune_type and fine_tune_type != picked[0]):
-        given = picked + ([fine_tune_type] if fine_tune_type else [])
-        raise UserError(f"pick one fine-tune type (got {', '.join(given)})")
-    flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full", "picked", "run_finetune",
-                                                             "format_summary", "load_config")}
-    if picked:
-        flags["fine_tune_type"] = picked[0]
+    from .tuner.config import fine_tune_type_flag
+    flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full", "run_finetune",
+                                                             "format_summary", "load_config", "fine_tune_type_flag")}
+    flags["fine_tune_type"] = fine_tune_type_flag(fine_tune_type, lora=lora, dora=dora, full=full)
     cfg = load_config(config, **flags)
     try:
         summary = run_finetune(cfg)  # an OSError (disk full, permissions) is main's one line
@@ -251,7 +246,7 @@ def eval_(
 ):
     """Stage 3: translation quality and general-ability retention."""
     from .evals import harness, suites as registry
-    from .evals.flags import model_specs, parse_per_suite, parse_test_data
+    from .evals.flags import model_specs, parse_per_suite, parse_test_data, unescape
 
     suite_list = [s.strip() for s in suites.split(",") if s.strip()]
     bad = [s for s in suite_list if s not in registry.SUITES]
@@ -365,11 +360,6 @@ def translate_suite(
                                            test_data=parse_test_data(test_data, [suite]), out=str(out),
                                            batch_size=batch_size, max_tokens=max_tokens))
     typer.echo(f"{format_summary(s)}; evaluate with --test-data {suite}={s['out']}")
-
-
-def unescape(s: str) -> str:
-    """Shell-friendly ``--stop '\\n\\n'``: \\n, \\t and \\\\ become the characters."""
-    return re.sub(r"\\(n|t|\\)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], s)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

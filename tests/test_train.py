@@ -421,6 +421,17 @@ def test_config_precedence_and_cli_errors(tiny_model_dir, rows_file, tmp_path):
     assert e.value.code == 2 and (tmp_path / "taken" / "notes.txt").exists()
 
 
+def test_fine_tune_type_switches():
+    from radis_mlx.tuner.config import fine_tune_type_flag
+    assert fine_tune_type_flag(None, lora=True, dora=False, full=False) == "lora"
+    assert fine_tune_type_flag("dora", lora=False, dora=True, full=False) == "dora"
+    assert fine_tune_type_flag("full", lora=False, dora=False, full=False) == "full"
+    assert fine_tune_type_flag(None, lora=False, dora=False, full=False) is None
+    for given, sw in ((None, dict(lora=True, full=True)), ("full", dict(lora=True))):
+        with pytest.raises(UserError, match="pick one fine-tune type"):
+            fine_tune_type_flag(given, **sw)
+
+
 def test_replay_method_interleaves(tiny_model_dir, rows_file, tmp_path, tok):
     from radis_mlx.tuner.datasets import load_data
     rep = _write(tmp_path / "replay.jsonl", [{"id": f"q{i}", "mode": "replay", "instruction": f"Count to {i}.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..io import UserError
@@ -75,3 +76,8 @@ def model_specs(models, adapters, names) -> list:
             s.name = names[i]
         specs.append(s)
     return specs
+
+
+def unescape(s: str) -> str:
+    """Shell-friendly ``--stop '\\n\\n'``: \\n, \\t and \\\\ become the characters."""
+    return re.sub(r"\\(n|t|\\)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], s)

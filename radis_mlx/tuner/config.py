@@ -136,6 +136,14 @@ class FinetuneConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FREE_KEYS}
 
 
+def fine_tune_type_flag(given: str | None, **switches: bool) -> str | None:
+    """--lora/--dora/--full as --fine-tune-type; more than one type is an error."""
+    picked = [name for name, on in switches.items() if on]
+    if len(picked) > 1 or (picked and given and given != picked[0]):
+        raise UserError(f"pick one fine-tune type (got {', '.join(picked + ([given] if given else []))})")
+    return picked[0] if picked else given
+
+
 def load_config(config_file=None, **overrides) -> FinetuneConfig:
     """defaults < YAML file < overrides (CLI flags; None means 'not given')."""
     layers = []
