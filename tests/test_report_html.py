@@ -192,3 +192,13 @@ def test_the_page_filters_in_headless_chromium(browser, demo_eval, tmp_path):  #
     shot = tmp_path / "report.png"
     chromium(browser, tmp_path, "--hide-scrollbars", "--window-size=1280,1400", f"--screenshot={shot}", url)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20000
+
+
+def test_an_ifeval_answer_that_refuses_is_marked_refused():
+    from radis_mlx.report.html import _ifeval_cell
+
+    row = {"instruction_id_list": ["punctuation:no_comma"], "follow_instruction_list": [True],
+           "follow_all_instructions": True}
+    refusing = _ifeval_cell({**row, "response": "I\u2019m sorry, but I can't assist with that."})
+    answering = _ifeval_cell({**row, "response": "Hello friend"})
+    assert '<span class="badge bad">refused</span>' in refusing and "refused" not in answering

@@ -15,6 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..evals.general import is_refusal
 from ..io import DataError, atomic_write_text, iter_jsonl, read_json
 
 
@@ -57,7 +58,8 @@ def _translation_cell(r: dict) -> str:
 def _ifeval_cell(r: dict) -> str:
     verdicts = "".join(f'<li class="{"ok" if ok else "bad"}">{"✓" if ok else "✗"} {_e(i)}</li>'
                        for i, ok in zip(r["instruction_id_list"], r["follow_instruction_list"]))
-    return (_meta(_badge(bool(r["follow_all_instructions"]), "all followed", "not all followed"))
+    refused = '<span class="badge bad">refused</span>' if is_refusal(r["response"]) else ""  # over-refusal
+    return (_meta(_badge(bool(r["follow_all_instructions"]), "all followed", "not all followed"), refused)
             + f'<ul class="verdicts">{verdicts}</ul>' + _out(r["response"]))
 
 
