@@ -192,10 +192,9 @@ def finetune(
     project_name: Optional[str] = typer.Option(None, help="W&B project (default radis-mlx)"),
 ):
     """Stage 2: fine-tune (LoRA/DoRA/full) with the RaDis weighted loss or a baseline target."""
-    from .tuner import finetune as run_finetune, format_summary, load_config
-    from .tuner.config import fine_tune_type_flag
-    flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full", "run_finetune",
-                                                             "format_summary", "load_config", "fine_tune_type_flag")}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full")}  # before imports
+    from .tuner import finetune as run_finetune, format_summary
+    from .tuner.config import fine_tune_type_flag, load_config
     flags["fine_tune_type"] = fine_tune_type_flag(fine_tune_type, lora=lora, dora=dora, full=full)
     cfg = load_config(config, **flags)
     try:

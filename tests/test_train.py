@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from radis_mlx.tuner import batching, datasets
 from radis_mlx import prompts
@@ -419,6 +420,13 @@ def test_config_precedence_and_cli_errors(tiny_model_dir, rows_file, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(base + ["--data", str(rows_file), "--out", str(tmp_path / "taken"), "--overwrite"])
     assert e.value.code == 2 and (tmp_path / "taken" / "notes.txt").exists()
+    # every flag reaches the run's config, and --lora stands for --fine-tune-type
+    y.write_text("w_rat: 0.25\nlr: 1e-3\n")
+    main(base + ["--data", str(rows_file), "--out", str(tmp_path / "ok"), "--lora", "--iters", "1", "--lr", "7e-4",
+                 "--seed", "3", "--lora-rank", "4", "--config", str(y)])
+    saved = yaml.safe_load((tmp_path / "ok" / "config.yaml").read_text())
+    assert (saved["lr"], saved["seed"], saved["lora_rank"], saved["w_rat"], saved["fine_tune_type"]) == \
+        (7e-4, 3, 4, 0.25, "lora")
 
 
 def test_fine_tune_type_switches():
