@@ -22,7 +22,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "lion", "muon")
 
 # Settings that don't change the weights a run ends at: they may differ on --resume.
 _FREE_KEYS = {"out", "resume", "overwrite", "fuse", "steps_per_report", "steps_per_eval", "save_every",
-              "keep_checkpoints", "grad_checkpoint", "compile", "slice_head", "fast_exp", "best_metric", "quiet",
+              "keep_checkpoints", "grad_checkpoint", "memory_limit_gb", "compile", "slice_head", "fast_exp", "best_metric", "quiet",
               "trust_remote_code", "report_to", "project_name"}
 
 
@@ -61,6 +61,9 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0  # 0: no clipping
     grad_accum: int = 1
     grad_checkpoint: bool = False
+    # Stop at the first step whose peak memory is over this (GB); None: on Metal, the GPU's working set
+    # (past it a step swaps instead of failing), elsewhere no limit.
+    memory_limit_gb: float | None = None
     batch_size: int = 8
     epochs: float = 1.0
     iters: int | None = None  # optimizer steps; overrides epochs
@@ -125,6 +128,8 @@ class FinetuneConfig:
         need(not m.extra.required or getattr(self, m.extra.setting), m.extra.setting,
              f"required by method {self.method}")
         need((self.pad_multiple or 1) >= 1, "pad_multiple", f"must be >= 1, got {self.pad_multiple}")
+        need(self.memory_limit_gb is None or self.memory_limit_gb > 0, "memory_limit_gb",
+             f"must be > 0, got {self.memory_limit_gb}")
         need(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
         if self.report_to is not None:
             from .. import tracking  # imports mlx-lm's trainer: only when asked for
