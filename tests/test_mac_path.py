@@ -154,7 +154,7 @@ def test_qlora_finetune_compiled_checkpointed_agrees_with_float32(quant, rows_fi
     # gradient differences, which the bound below covers.
     runs = {}
     for name, kw in {"compiled": {}, "checkpointed": {"grad_checkpoint": True},
-                     "checkpointed again": {"grad_checkpoint": True}, "eager": {"compile": False},
+                     "checkpointed again": {"grad_checkpoint": True, "compile": False}, "eager": {"compile": False},
                      "float32": {"dtype": "float32", "compile": False}}.items():
         s = finetune(_cfg(model, rows_file, tmp_path / name.replace(" ", "-"), optimizer="sgd", iters=6, **kw),
                      on_step=during if "checkpointed" in name else None)
@@ -166,7 +166,7 @@ def test_qlora_finetune_compiled_checkpointed_agrees_with_float32(quant, rows_fi
     # Checkpointing recomputes the same forward: identical. Compiling fuses element-wise ops, which may
     # skip intermediate roundings: held to the bf16 bound below, though it is exact here.
     assert _lora_b_rel(runs["checkpointed"], runs["compiled"]) < 1e-6
-    assert _lora_b_rel(runs["checkpointed again"], runs["compiled"]) < 1e-6
+    assert _lora_b_rel(runs["checkpointed again"], runs["eager"]) < 1e-6
     # The float32 run uses the same dequantized weights, so the difference is bf16 rounding of the
     # activations alone. The SGD update is lr * sum of gradients, so the adapters' relative difference
     # is the gradients' (over 6 steps the trajectories barely separate). A gradient of a block-0 adapter
@@ -274,18 +274,17 @@ def test_quantized_base_refuses_full_dora_and_embeddings(quant, rows_file, tmp_p
     """One line before any work: nothing loaded, no run directory; and the same after a load when the
     files could not be read first (a hub id fetched by the load)."""
     from radis_mlx import models
-    from radis_mlx.models import loader
     from radis_mlx.tuner import finetune, trainable
 
-    real_load = loader.load
-    monkeypatch.setattr(loader, "load", lambda *a, **k: pytest.fail("loaded before the refusal"))
+    real_load = models.load
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("loaded before the refusal"))
     out = tmp_path / "run"
     with pytest.raises(UserError) as e:
         finetune(_cfg(quant["g64-untied"], rows_file, out, **kw))
     msg = str(e.value)
     assert msg.startswith(says) and "4-bit" in msg and "--dtype bfloat16" in msg and "\n" not in msg
     assert not out.exists()
-    monkeypatch.setattr(loader, "load", real_load)
+    monkeypatch.setattr(models, "load", real_load)
     monkeypatch.setattr(models, "stored_config", lambda m: None)
     with pytest.raises(UserError, match=says):
         trainable.setup_model(_cfg(quant["g64-untied"], rows_file, out, **kw))
