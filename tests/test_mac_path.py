@@ -187,8 +187,10 @@ def test_fuse_after_qlora_keeps_the_delta(quant, rows_file, tmp_path):
     the adapters are from the base (mlx-lm PR #1564)."""
     import mlx.core as mx
 
+    import mlx.nn as nn
+
     from radis_mlx import models
-    from radis_mlx.tuner import finetune
+    from radis_mlx.tuner import finetune, trainable
 
     model, out = quant["g32-tied"], tmp_path / "run"
     # lr 1e-4: a delta the size a real run's is next to the 4-bit rounding step (the issue's SmolLM2 case).
@@ -212,6 +214,17 @@ def test_fuse_after_qlora_keeps_the_delta(quant, rows_file, tmp_path):
     assert "model.embed_tokens.scales" in stored  # what was not adapted stays quantized
     assert json.loads((fused_dir / "config.json").read_text())["quantization"]["group_size"] == 32
     assert models.load(str(fused_dir), dtype="keep").model(mx.array([[1, 2]])).dtype == mx.bfloat16
+    # Quantized when asked, from the float fused weights: 8 bits keeps the delta; 4 bits, mlx-lm's
+    # default, rounds it away (its error is larger than the delta itself).
+    errs = {}
+    for bits in (8, 4):
+        loaded = models.load(str(model), str(out), dtype="keep")
+        trainable.fuse_into(tmp_path / f"fused{bits}", loaded, loaded.model, bits)
+        q = models.load(str(tmp_path / f"fused{bits}"), dtype="keep").model.layers[0].self_attn.q_proj
+        assert isinstance(q, nn.QuantizedLinear) and q.bits == bits and q.group_size == 32
+        got = models.load(str(tmp_path / f"fused{bits}"), dtype="float32").model(x)
+        errs[bits] = mx.abs(got - logits["adapters"]).max().item()
+    assert errs[8] < delta / 4 < delta < errs[4], (errs, delta)
 
 
 # ------------------------------------------------------------------ export --gguf from a QLoRA run

@@ -44,11 +44,11 @@ def wire_for_training(limit_gb: float | None) -> tuple[int | None, object]:
     return limit, lambda: mx.set_wired_limit(old)
 
 
-def check_fits(limit: int | None, step: int, setting: str = "memory_limit_gb") -> None:
+def check_fits(limit: int | None, step: int, setting: str = "memory-limit-gb") -> None:
     """Stop at the first step whose peak is over ``limit``: on Metal the next one would swap."""
     import mlx.core as mx
     peak = mx.get_peak_memory()
     if limit and peak > limit:
-        raise UserError(f"step {step} needed {peak / GB:.2f} GB, over the {limit / GB:.2f} GB limit ({setting}; "
-                        "on Metal the GPU's working set): lower --batch-size, or --max-seq-len, "
+        raise UserError(f"step {step} needed {peak / GB:.2f} GB, over the {limit / GB:.2f} GB limit (--{setting}; "
+                        "on Metal the GPU's working set, past which it swaps): lower --batch-size, or --max-seq-len, "
                         "or turn on --grad-checkpoint")

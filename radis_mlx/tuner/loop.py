@@ -318,7 +318,7 @@ def _finish(run: _Run, log: MetricsLog, t_start: float) -> dict:
     fused = None
     if cfg.fuse and run.main:
         fused = out / "fused"
-        fuse_into(fused, run.loaded, run.model)
+        fuse_into(fused, run.loaded, run.model, cfg.fuse_bits)
     t = log.totals
     run.summary.update({
         "steps_this_run": run.step - run.start, "train_loss_first": log.first_loss,
@@ -327,7 +327,8 @@ def _finish(run: _Run, log: MetricsLog, t_start: float) -> dict:
         "trained_tokens_this_run": t["trained"],
         "tok_s": round(t["tokens"] / t["time"], 1) if t["time"] else None,
         "trained_tok_s": round(t["trained"] / t["time"], 1) if t["time"] else None,
-        **{f"{k.removesuffix('_gb')}_mem_gb": v for k, v in memory_gb().items()}, "wall_s": round(time.perf_counter() - t_start, 1),
+        **{f"{k.removesuffix('_gb')}_mem_gb": v for k, v in memory_gb().items()},  # active, cache, peak
+        "wall_s": round(time.perf_counter() - t_start, 1),
         "adapters": str(out / "adapters.safetensors"), "fused": str(fused) if fused else None})
     if run.main:
         atomic_write_json(out / "summary.json", run.summary)
