@@ -415,8 +415,10 @@ cli("generate", "--data", str(work / "pairs.jsonl"), "--out", str(work / "gen.js
     "--max-tokens", "8", "--min-tokens", "1", "--dtype", "keep", "--workers", "1")
 cli("finetune", "--model", repo, "--data", str(work / "gen.jsonl"), "--out", str(work / "run"), "--iters", "2",
     "--batch-size", "2", "--dtype", "keep", "--compile", "--fuse", "--quiet", "--steps-per-eval", "0")
-cli("eval", "--model", str(work / "run" / "fused"), "--name", "fused", "--suites", "translation", "--test-data",
-    f"translation={work / 'pairs.jsonl'}", "--max-tokens", "6", "--dtype", "keep", "--out", str(work / "ev"))
+cli("eval", "--model", repo, "--adapter", str(work / "run"), "--name", "adapters",
+    "--model", str(work / "run" / "fused"), "--adapter", "-", "--name", "fused", "--suites", "translation",
+    "--test-data", f"translation={work / 'pairs.jsonl'}", "--max-tokens", "6", "--dtype", "keep",
+    "--out", str(work / "ev"))
 print(json.dumps({"card": (work / "run" / "fused" / "README.md").read_text()}))
 """
 
@@ -436,8 +438,9 @@ def test_hub_id_offline_load_generate_finetune_fuse_eval(quant, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     card = json.loads(p.stdout.strip().splitlines()[-1])["card"]
     assert f"base_model: {repo}" in card
-    res = json.loads((tmp_path / "ev" / "fused" / "results.json").read_text())
-    assert res["suites"]["translation"]["directions"]["de-en"]["n"] == len(PAIRS)
+    for run in ("adapters", "fused"):
+        res = json.loads((tmp_path / "ev" / run / "results.json").read_text())
+        assert res["suites"]["translation"]["directions"]["de-en"]["n"] == len(PAIRS)
 
 
 # ------------------------------------------------------------------ memory
