@@ -456,10 +456,9 @@ def test_memory_reported_and_a_step_over_the_limit_stops(quant, rows_file, tmp_p
     with pytest.raises(UserError) as e:
         finetune(_cfg(quant["g32-tied"], rows_file, tmp_path / "big", compile=False, memory_limit_gb=1e-4))
     assert str(e.value).startswith("step 1 needed ") and "--batch-size" in str(e.value)
-    # The Metal branch, guarded off on the CPU: wired to the GPU's working set, and unwired after.
+    # Metal's branch (the CPU names no working set): wired to the GPU's working set, unwired after.
     assert memory.wire_for_training(None)[0] is None
     calls = []
-    monkeypatch.setattr(mx.metal, "is_available", lambda: True)
     monkeypatch.setattr(mx, "device_info", lambda: {"max_recommended_working_set_size": 5e9})
     monkeypatch.setattr(mx, "set_wired_limit", lambda n: calls.append(n) or 7)
     limit, unwire = memory.wire_for_training(None)

@@ -5,8 +5,8 @@ On Metal, GPU memory is the Mac's RAM: a step needing more than the GPU's recomm
 does not fail, it pages to disk and runs many times slower, for hours. So training wires its buffers
 as mlx-lm's trainer does, and stops, with one line naming the settings to lower, at the first step
 whose peak is over the limit. MLX's peak counts live arrays only; the buffer cache (freed arrays
-kept for reuse) comes on top, so both are reported. The Metal calls are guarded, so the CPU runs
-the same code, with a limit only when one is set.
+kept for reuse) comes on top, so both are reported. Where the device names no working set (the
+CPU) the same code runs, wires nothing, and has a limit only when one is set.
 """
 
 from __future__ import annotations
@@ -24,24 +24,24 @@ def memory_gb() -> dict:
 
 
 def device_limit() -> int | None:
-    """Bytes the GPU holds without swapping (Metal's recommended working set); None off Metal."""
+    """Bytes the GPU holds without swapping (Metal's recommended working set); None where the device
+    names none (the CPU)."""
     import mlx.core as mx
-    if not mx.metal.is_available():
-        return None
-    return int(mx.device_info()["max_recommended_working_set_size"])
+    size = mx.device_info().get("max_recommended_working_set_size")
+    return int(size) if size else None
 
 
 def wire_for_training(limit_gb: float | None) -> tuple[int | None, object]:
     """(the limit a step's peak must stay under, in bytes, or None; the function undoing the wiring).
-    ``limit_gb`` None: the device's. On Metal the working set is wired, as mlx-lm's trainer does, so
-    the model's buffers are not paged out between steps."""
+    ``limit_gb`` None: the device's. The working set is wired as mlx-lm's trainer wires it (its
+    maybe_set_recommended_wired_limit, a no-op where the device names no working set), so the
+    model's buffers are not paged out between steps."""
     import mlx.core as mx
+    from mlx_lm.utils import maybe_set_recommended_wired_limit
     device = device_limit()
+    old = maybe_set_recommended_wired_limit()
     limit = int(limit_gb * GB) if limit_gb else device
-    if device is None:
-        return limit, lambda: None
-    old = mx.set_wired_limit(device)
-    return limit, lambda: mx.set_wired_limit(old)
+    return limit, (lambda: None) if old is None else (lambda: mx.set_wired_limit(old))
 
 
 def check_fits(limit: int | None, step: int, setting: str = "memory-limit-gb") -> None:
