@@ -419,6 +419,17 @@ cli("eval", "--model", repo, "--adapter", str(work / "run"), "--name", "adapters
     "--model", str(work / "run" / "fused"), "--adapter", "-", "--name", "fused", "--suites", "translation",
     "--test-data", f"translation={work / 'pairs.jsonl'}", "--max-tokens", "6", "--dtype", "keep",
     "--out", str(work / "ev"))
+# What cannot train on the kept 4-bit weights is refused from the cached config.json, before any load.
+import contextlib, io
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    try:
+        main(["finetune", "--model", repo, "--data", str(work / "gen.jsonl"), "--out", str(work / "full"), "--full",
+              "--dtype", "keep"])
+    except SystemExit as e:
+        assert e.code == 2
+assert err.getvalue().startswith(f"error: fine_tune_type full: {repo} is quantized (4-bit)"), err.getvalue()
+assert err.getvalue().count("\n") == 1 and not (work / "full").exists()
 print(json.dumps({"card": (work / "run" / "fused" / "README.md").read_text()}))
 """
 
