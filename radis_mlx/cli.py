@@ -164,6 +164,8 @@ def finetune(
     max_grad_norm: Optional[float] = typer.Option(None, help="clip the gradient norm (0: off)"),
     grad_accum: Optional[int] = typer.Option(None, help="batches per optimizer step"),
     grad_checkpoint: Optional[bool] = typer.Option(None, "--grad-checkpoint/--no-grad-checkpoint"),
+    memory_limit_gb: Optional[float] = typer.Option(None, help="stop at the first step whose peak memory is over "
+                                                    "this (default: on Metal, the GPU's working set)"),
     batch_size: Optional[int] = typer.Option(None),
     epochs: Optional[float] = typer.Option(None),
     iters: Optional[int] = typer.Option(None, help="optimizer steps (overrides --epochs)"),
@@ -183,6 +185,8 @@ def finetune(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile"),
     slice_head: Optional[bool] = typer.Option(None, "--slice-head/--no-slice-head"),
     fuse: Optional[bool] = typer.Option(None, "--fuse/--no-fuse", help="also write OUT/fused (a full model)"),
+    fuse_bits: Optional[int] = typer.Option(None, help="quantize the fused layers to 4 or 8 bits (default: keep "
+                                            "them in float; 4 bits can erase the adapters)"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="continue a stopped run in --out"),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite/--no-overwrite", help="replace --out"),
     quiet: Optional[bool] = typer.Option(None, "--quiet/--no-quiet"),

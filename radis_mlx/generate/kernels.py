@@ -210,7 +210,9 @@ def patch_rope(max_positions: int):
     step here. The table holds the same float32 values the fallback computes; a call gathers its
     rows and rotates in one compiled kernel. Swapped into the modules that call mx.fast.rope
     (mlx's RoPE and mlx-lm's variants); other frequencies, traditional rope and longer positions
-    go to mx.fast.rope. Returns the function that undoes the swap."""
+    go to mx.fast.rope, and so does every 16-bit input: a table in bf16 rounds the angles (and
+    the positions past 256), which moved a bf16 model's logits by 12% of their scale; the fallback
+    computes them in float32. Returns the function that undoes the swap."""
     import math
     import sys
     import mlx.core as mx
@@ -222,7 +224,7 @@ def patch_rope(max_positions: int):
 
     def rope(a, dims, *, traditional, base, scale, offset, freqs=None, **kw):
         simple = (freqs is None and base is not None and not traditional and not kw and a.ndim == 4
-                  and dims % 2 == 0 and dims <= a.shape[-1] and mx.issubdtype(a.dtype, mx.floating))
+                  and dims % 2 == 0 and dims <= a.shape[-1] and a.dtype == mx.float32)
         t = a.shape[2] if simple else 0
         if simple and isinstance(offset, int):
             simple = offset + t <= max_positions

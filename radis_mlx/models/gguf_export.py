@@ -57,6 +57,36 @@ def gguf_arch(config: dict) -> tuple[str, bool]:
     return ARCHS[model_type]
 
 
+def check_exportable(model: str | None) -> None:
+    """Refuse an architecture or tokenizer llama.cpp cannot take here, from the model's config.json
+    and tokenizer.json alone, before its weights are loaded."""
+    from .loader import resolve
+
+    path = resolve(model, "float32")
+    gguf_arch(json.loads(_model_file(path, "config.json").read_text()))
+    tok = _model_file(path, "tokenizer.json")
+    tok_json = json.loads(tok.read_text(encoding="utf-8")) if tok.is_file() else {}
+    if (tok_json.get("model") or {}).get("type") != "BPE":
+        raise UserError(f"export --gguf: unsupported tokenizer in {path} (gpt2 byte-level BPE only, from a "
+                        "tokenizer.json)")
+    _pre_tokenizer(tok_json)
+
+
+def _model_file(path: str, name: str) -> Path:
+    """One file of a local model dir, or of a hub repo (from the cache, or fetched alone)."""
+    if Path(path).is_dir():
+        return Path(path) / name
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(path, name))
+    except EntryNotFoundError:
+        return Path(path) / name  # absent: refused as such by the caller
+    except (LocalEntryNotFoundError, HfHubHTTPError) as e:
+        raise UserError(f"export --gguf: cannot read {name} of {path} ({type(e).__name__})") from None
+
+
 # ------------------------------------------------------------------ tokenizer
 def _pre_tokenizer(tokenizer_json: dict) -> str:
     """llama.cpp's name for the split a byte-level BPE applies before merging (tokenizer.py's
@@ -242,10 +272,11 @@ def export_gguf(model: str | None = None, adapter: str | None = None, out="model
     if type not in TYPES:
         raise UserError(f"--type {type}: choose {' or '.join(TYPES)}")
     out = check_output(out, overwrite)
+    check_exportable(model)  # from two small files: a 7B is ~28 GB in float32 before a refusal
     # float32: the fused weights are exact before the one rounding to F16/Q8_0.
     loaded = load(model, adapter, dtype="float32")
     config = dict(loaded.config)
-    gguf_arch(config)  # refused before the work
+    gguf_arch(config)
     fuse_adapters(loaded.model, dequantize=True)
     weights = dict(tree_flatten(loaded.model.parameters()))
     vocab = vocab_metadata(model_files(loaded.path), loaded.tokenizer,

@@ -39,6 +39,23 @@ def resolve(model: str | None, dtype: str = "auto") -> str:
 
 
 
+def stored_config(model: str | None) -> dict | None:
+    """A model's config.json read without loading or downloading anything: a local mlx-lm dir or a
+    hub id already in the Hugging Face cache; None otherwise (offline names and GGUF files are
+    converted at load, a hub id not cached yet is fetched then)."""
+    if not model or offline.offline_model(model) is not None or model.endswith(".gguf"):
+        return None
+    p = Path(model).expanduser() / "config.json"
+    if not p.is_file() and model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        from huggingface_hub import try_to_load_from_cache
+        cached = try_to_load_from_cache(model, "config.json")
+        p = Path(cached) if isinstance(cached, str) else p
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def model_bytes(path: str) -> int:
     """About what one process holds for this model directory's weights on the CPU, where quantized
     models become float32 at load; 0 for a hub id not on disk yet."""

@@ -21,8 +21,9 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "lion", "muon")
 
 
 # Settings that don't change the weights a run ends at: they may differ on --resume.
-_FREE_KEYS = {"out", "resume", "overwrite", "fuse", "steps_per_report", "steps_per_eval", "save_every",
-              "keep_checkpoints", "grad_checkpoint", "compile", "slice_head", "fast_exp", "best_metric", "quiet",
+_FREE_KEYS = {"out", "resume", "overwrite", "fuse", "fuse_bits", "steps_per_report", "steps_per_eval", "save_every",
+              "keep_checkpoints", "grad_checkpoint", "memory_limit_gb", "compile", "slice_head", "fast_exp",
+              "best_metric", "quiet",
               "trust_remote_code", "report_to", "project_name"}
 
 
@@ -61,6 +62,9 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0  # 0: no clipping
     grad_accum: int = 1
     grad_checkpoint: bool = False
+    # Stop at the first step whose peak memory is over this (GB); None: on Metal, the GPU's working set
+    # (past it a step swaps instead of failing), elsewhere no limit.
+    memory_limit_gb: float | None = None
     batch_size: int = 8
     epochs: float = 1.0
     iters: int | None = None  # optimizer steps; overrides epochs
@@ -81,6 +85,9 @@ class FinetuneConfig:
     slice_head: bool = True  # logits only at loss positions (checked exact at start)
     fast_exp: bool | None = None  # None: on CPU (see generate/kernels.py)
     fuse: bool = False
+    # Quantize the fused layers to this many bits (4 or 8, at the base's group size); None: they stay in
+    # float. At the base's 4 bits the rounding can erase what training changed (mlx-lm PR #1564).
+    fuse_bits: int | None = None
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -125,6 +132,9 @@ class FinetuneConfig:
         need(not m.extra.required or getattr(self, m.extra.setting), m.extra.setting,
              f"required by method {self.method}")
         need((self.pad_multiple or 1) >= 1, "pad_multiple", f"must be >= 1, got {self.pad_multiple}")
+        need(self.memory_limit_gb is None or self.memory_limit_gb > 0, "memory_limit_gb",
+             f"must be > 0, got {self.memory_limit_gb}")
+        need(self.fuse_bits in (None, 4, 8), "fuse_bits", f"4, 8 or unset, got {self.fuse_bits}")
         need(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
         if self.report_to is not None:
             from .. import tracking  # imports mlx-lm's trainer: only when asked for

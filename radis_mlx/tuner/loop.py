@@ -34,7 +34,9 @@ from .config import FinetuneConfig, config_hash
 from .datasets import load_data
 from .losses import make_loss, segment_counts, segment_weights, validation_losses
 from .metrics import MetricsLog, plot_losses
-from .trainable import adapter_config, build_optimizer, fuse_into, save_adapters, setup_model, write_adapter_config
+from ..runtime.memory import check_fits, memory_gb, wire_for_training
+from .trainable import (adapter_config, build_optimizer, checkpoint_blocks, fuse_into, preflight_quantized_base,
+                        save_adapters, setup_model, write_adapter_config)
 
 
 def finetune(cfg: FinetuneConfig, on_step=None, training_callback: TrainingCallback | None = None) -> dict:
@@ -47,22 +49,28 @@ def finetune(cfg: FinetuneConfig, on_step=None, training_callback: TrainingCallb
     world = mx.distributed.init()
     if cfg.batch_size % world.size():
         raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {world.size()} processes")
+    preflight_quantized_base(cfg)
     if world.rank() == 0:
         prepare_out(Path(cfg.out), cfg)
 
     loaded, model, split = setup_model(cfg)
     fast = cfg.fast_exp if cfg.fast_exp is not None else mx.default_device().type == mx.cpu
-    restore = patch_cpu_kernels(model) if fast else None
+    restores = [patch_cpu_kernels(model) if fast else None]
     try:
-        run = _start(cfg, world, loaded, model, split, fast, restore is not None)
+        restores.append(checkpoint_blocks(model) if cfg.grad_checkpoint else None)
+        limit, unwire = wire_for_training(cfg.memory_limit_gb)
+        restores.append(unwire)
+        run = _start(cfg, world, loaded, model, split, fast, restores[0] is not None)
+        run.memory_limit = limit
         steps = _compile_steps(cfg, run, make_loss(split, fast_ce=fast))
         with tracked(run, training_callback) as callback:
             log = MetricsLog(run, callback)
             _loop(run, steps, log, on_step)
             return _finish(run, log, t_start)
     finally:
-        if restore:
-            restore()
+        for restore in reversed(restores):
+            if restore:
+                restore()
 
 
 @dataclass
@@ -90,6 +98,7 @@ class _Run:
     last_val: dict | None = None
     clean: bool = True
     tokens: int = 0  # processed since step 0, across resumes: the run's cost even when it was interrupted
+    memory_limit: int | None = None  # bytes a step's peak must stay under (runtime/memory.py)
 
     @property
     def main(self) -> bool:
@@ -232,6 +241,7 @@ def _loop(run: _Run, steps: _Steps, log: "MetricsLog", on_step) -> None:
                                 + (f"{run.out}/checkpoints/step-{good[-1]:07d}" if good else "none (none saved yet)")
                                 + "; lower --lr, raise --warmup or set --max-grad-norm")
             run.clean = True
+            check_fits(run.memory_limit, run.step)
             log.step(run.step, loss, norm, n_tok, trained, time.perf_counter() - tic, prog)
             run.tokens += n_tok
             if cfg.steps_per_eval and run.step % cfg.steps_per_eval == 0 and run.step < run.total:
@@ -301,8 +311,6 @@ def _validate(run: _Run, steps: _Steps, log: "MetricsLog") -> None:
 
 def _finish(run: _Run, log: MetricsLog, t_start: float) -> dict:
     """The final adapters (and a fused model when asked), the loss plot and summary.json."""
-    import mlx.core as mx
-
     out, cfg = run.out, run.cfg
     if run.main:
         save_adapters(out, run.model, cfg.fine_tune_type)
@@ -310,7 +318,7 @@ def _finish(run: _Run, log: MetricsLog, t_start: float) -> dict:
     fused = None
     if cfg.fuse and run.main:
         fused = out / "fused"
-        fuse_into(fused, run.loaded, run.model)
+        fuse_into(fused, run.loaded, run.model, cfg.fuse_bits)
     t = log.totals
     run.summary.update({
         "steps_this_run": run.step - run.start, "train_loss_first": log.first_loss,
@@ -319,7 +327,8 @@ def _finish(run: _Run, log: MetricsLog, t_start: float) -> dict:
         "trained_tokens_this_run": t["trained"],
         "tok_s": round(t["tokens"] / t["time"], 1) if t["time"] else None,
         "trained_tok_s": round(t["trained"] / t["time"], 1) if t["time"] else None,
-        "peak_mem_gb": round(mx.get_peak_memory() / 1e9, 3), "wall_s": round(time.perf_counter() - t_start, 1),
+        **{f"{k.removesuffix('_gb')}_mem_gb": v for k, v in memory_gb().items()},  # active, cache, peak
+        "wall_s": round(time.perf_counter() - t_start, 1),
         "adapters": str(out / "adapters.safetensors"), "fused": str(fused) if fused else None})
     if run.main:
         atomic_write_json(out / "summary.json", run.summary)

@@ -12,6 +12,8 @@ only where a loss is taken (head_split).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ..generate.kernels import fast_cross_entropy
@@ -49,22 +51,31 @@ def head_split(model):
     import mlx.core as mx
     inner = getattr(model, "model", None)
     if inner is None or not callable(inner):
-        return None
+        return _not_sliced("the model has no .model body")
     if "lm_head" in model:
         head = lambda h: model.lm_head(h)  # noqa: E731 (looked up at call time: LoRA may wrap it)
     elif getattr(getattr(model, "args", None), "tie_word_embeddings", False) and hasattr(inner, "embed_tokens"):
         head = lambda h: inner.embed_tokens.as_linear(h)  # noqa: E731
     else:
-        return None
+        return _not_sliced("neither an lm_head nor tied embeddings")
     was_training = model.training
     model.eval()
     try:
         x = mx.array([[1, 2, 3, 4, 5, 6, 7, 8]])
-        ok = bool(mx.array_equal(model(x), head(inner(x))).item())
-    except Exception:
-        ok = False
+        full, split = model(x), head(inner(x))
+        ok = bool(mx.array_equal(full, split).item())
+        why = "" if ok else f"max |difference| {mx.abs(full.astype(mx.float32) - split).max().item():.3g}"
+    except Exception as e:  # noqa: BLE001 (whatever the head raised: the loss then uses the model's own logits)
+        ok, why = False, f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
     model.train(was_training)
-    return (inner, head) if ok else None
+    return (inner, head) if ok else _not_sliced(f"{why} from the model's logits")
+
+
+def _not_sliced(why: str) -> None:
+    """Loud, not silent: the fallback computes the full vocabulary head at every token (slower, more
+    memory), and a quantized or tied head that fails the check is a bug to see."""
+    print(f"warning: the head is not sliced ({why}): the loss takes every position's logits; "
+          "--no-slice-head silences this", file=sys.stderr, flush=True)
 
 
 def make_loss(split, fast_ce: bool = False):

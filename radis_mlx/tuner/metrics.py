@@ -56,7 +56,8 @@ class MetricsLog(TrainingCallback):
         for k, v in (("tokens", n_tok), ("trained", trained), ("time", dt)):
             self.totals[k] += v
         peak = mx.get_peak_memory() / 1e9
-        prog.update(1, tokens=n_tok, loss=loss, peak_gb=round(peak, 2))
+        # The buffer cache holds freed arrays for reuse on top of the peak of live ones.
+        prog.update(1, tokens=n_tok, loss=loss, peak_gb=round(peak, 2), cache_gb=round(mx.get_cache_memory() / 1e9, 2))
         run, w = self.run, self.win
         if step % run.cfg.steps_per_report == 0 or step == run.total:
             self.on_train_loss_report({
@@ -127,5 +128,6 @@ def format_summary(s: dict) -> str:
     return (f"trained {s['steps_this_run']} steps ({s['epochs']} epochs) -> {s['adapters']}; "
             f"loss {_f(s['train_loss_first'])} -> {_f(s['train_loss_last'])}; "
             f"val ref {_f(val.get('val_ref_loss'))}, rationale {_f(val.get('val_rat_loss'))}; "
-            f"{s['tok_s'] or 0:.0f} tok/s; peak {s['peak_mem_gb']:.2f} GB; padding {s['padding_share']:.1%}"
+            f"{s['tok_s'] or 0:.0f} tok/s; peak {s['peak_mem_gb']:.2f} GB "
+            f"(+ {s.get('cache_mem_gb') or 0:.2f} GB buffer cache); padding {s['padding_share']:.1%}"
             + (f"; fused -> {s['fused']}" if s.get("fused") else ""))

@@ -24,6 +24,7 @@ def setup_model(cfg: FinetuneConfig):
 
     loaded = models.load(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     model = loaded.model
+    check_quantized_base(cfg, quantized_bits(model))  # finetune checked the files, if it could read them
     n = len(model.layers)
     if cfg.num_layers > n or cfg.num_layers == 0 or cfg.num_layers < -1:
         raise UserError(f"--num-layers {cfg.num_layers}: the model has {n} blocks (use 1..{n}, or -1 for all)")
@@ -42,11 +43,57 @@ def setup_model(cfg: FinetuneConfig):
     if cfg.adapter_path:
         load_start_adapters(model, cfg)
     split = head_split(model) if cfg.slice_head else None
-    if cfg.grad_checkpoint:
-        from mlx_lm.tuner.trainer import grad_checkpoint
-        grad_checkpoint(model.layers[0])  # patches the block class: every block recomputes in backward
     model.train()
     return loaded, model, split
+
+
+def quantized_bits(model) -> int | None:
+    """The bits of the model's first quantized layer; None if nothing is quantized."""
+    import mlx.nn as nn
+    return next((m.bits for _, m in model.named_modules()
+                 if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))), None)
+
+
+def check_quantized_base(cfg: FinetuneConfig, bits: int | None) -> None:
+    """Refuse what cannot train on weights kept quantized (``bits``: the base's, None if it is not),
+    in one line naming the way out: a quantized weight is packed integers with no gradient, and DoRA
+    dequantizes each adapted weight in every step (a 16-bit copy of the model held for backward)."""
+    if not bits:
+        return
+    base = f"{cfg.model} is quantized ({bits}-bit) and --dtype {cfg.dtype} keeps it so"
+    way_out = "pass --dtype bfloat16 (or float32) to train a dequantized copy"
+    if cfg.fine_tune_type == "full":
+        raise UserError(f"fine_tune_type full: {base}; packed weights cannot be trained: {way_out}, or use lora")
+    if cfg.fine_tune_type == "dora":
+        raise UserError(f"fine_tune_type dora: {base}; DoRA would dequantize every adapted weight in every "
+                        f"step (a 16-bit copy of the model): use lora, or {way_out}")
+    if cfg.train_embeddings:
+        raise UserError(f"train_embeddings: {base}; its packed embeddings cannot be trained: {way_out}")
+
+
+def preflight_quantized_base(cfg: FinetuneConfig) -> None:
+    """check_quantized_base from the model's stored config, before anything is loaded or written."""
+    from ..backend import resolve_dtype
+    from ..models import stored_config
+    if resolve_dtype(cfg.dtype) == "keep":
+        check_quantized_base(cfg, ((stored_config(cfg.model) or {}).get("quantization") or {}).get("bits"))
+
+
+def checkpoint_blocks(model):
+    """Recompute every block in backward with mlx-lm's grad_checkpoint, which patches the block
+    *class*; returns the function that puts the class back. Without it a second finetune in one
+    process (a pipeline run) nested another checkpoint, and eval after training ran the wrapper."""
+    from mlx_lm.tuner.trainer import grad_checkpoint
+    cls = type(model.layers[0])
+    original = cls.__call__
+    if getattr(original, "_radis_checkpointed", False):  # wrapped by a run still going: wrap once
+        return lambda: None
+    grad_checkpoint(model.layers[0])
+    cls.__call__._radis_checkpointed = True
+
+    def restore():
+        cls.__call__ = original
+    return restore
 
 
 def unfreeze_embeddings(model) -> None:
@@ -150,26 +197,65 @@ def write_adapter_config(out: Path, conf: dict):
     os.replace(tmp, out / "adapter_config.json")
 
 
-def fuse_adapters(model, dequantize: bool) -> None:
-    """Fold LoRA/DoRA layers into plain (or quantized) linears in place (mlx_lm.fuse's step)."""
+def fuse_adapters(model, dequantize: bool) -> list[str]:
+    """Fold LoRA/DoRA layers into plain (or quantized) linears in place (mlx_lm.fuse's step); returns
+    the fused layers' names."""
     from mlx.utils import tree_unflatten
     fused = [(n, m.fuse(dequantize=dequantize)) for n, m in model.named_modules() if hasattr(m, "fuse")]
     if fused:
         model.update_modules(tree_unflatten(fused))
+    return [n for n, _ in fused]
 
 
-def fuse_into(out_dir: Path, loaded, model):
-    """Fold the adapters into the weights and save an mlx-lm model dir (mlx_lm.fuse's steps)."""
+def quantize_fused(model, names: list[str], bits: int, config: dict) -> None:
+    """Quantize the fused layers from their float weights, recorded per layer in config["quantization"]
+    as mlx-lm's loader reads it (the base's group size; 64, mlx-lm's default, for a float base)."""
+    import mlx.nn as nn
+    base = dict(config.get("quantization") or {})
+    q = {"group_size": base.get("group_size", 64), "bits": bits, "mode": base.get("mode", "affine")}
+    keep = set(names)
+    nn.quantize(model, class_predicate=lambda p, m: p in keep and hasattr(m, "to_quantized") and q)
+    config["quantization"] = {**(base or q), **dict.fromkeys(names, q)}
+
+
+def fuse_into(out_dir: Path, loaded, model, bits: int | None = None):
+    """Fold the adapters into the weights and save an mlx-lm model dir (mlx_lm.fuse's steps).
+
+    Always fused in float: an adapted layer of a quantized base becomes dequantize(W) + dW in the
+    scales' dtype. mlx-lm's default re-quantizes that at the base's bits and group, and the 4-bit
+    rounding step is larger than a LoRA delta, so the fused model lost the training (mlx-lm PR #1564;
+    tests/test_mac_path.py). Layers without adapters stay quantized: mlx-lm's loader quantizes only
+    the layers whose scales are stored, so the config keeps its ``quantization``. ``bits``: then
+    quantize the fused layers from their float weights."""
     from mlx_lm.utils import save
-    dequantize = loaded.dtype != "keep"  # trained against dequantized weights: re-quantizing would blur the delta
-    fuse_adapters(model, dequantize)
+    names = fuse_adapters(model, dequantize=True)
     config = dict(loaded.config)
-    if dequantize:
+    if loaded.dtype != "keep":  # the whole model was dequantized at load
         config.pop("quantization", None)
         config.pop("quantization_config", None)
+    if bits:
+        quantize_fused(model, names, bits, config)
     tmp = out_dir.with_name(f".tmp-{os.getpid()}-{out_dir.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save(tmp, loaded.path, model, loaded.tokenizer, config, donate_model=False)
+    # A hub id is saved from its local snapshot: mlx-lm's save would fetch the repo's model card,
+    # which no load caches, so a fuse failed under HF_HUB_OFFLINE after the whole training.
+    src = loaded.path if Path(loaded.path).exists() else _snapshot(loaded.path)
+    save(tmp, src, model, loaded.tokenizer, config, donate_model=False)
+    if src != loaded.path:
+        _card_names_base(tmp / "README.md", loaded.path)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
+
+
+def _snapshot(repo: str) -> str:
+    from mlx_lm.utils import hf_repo_to_path
+    return str(hf_repo_to_path(repo))  # local_files_only: the load just put it there
+
+
+def _card_names_base(readme: Path, repo: str) -> None:
+    """The card mlx-lm writes for a local source, with the hub id it came from as base_model."""
+    from huggingface_hub import ModelCard
+    card = ModelCard.load(readme)
+    card.data.base_model = repo
+    card.save(readme)
