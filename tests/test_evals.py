@@ -18,6 +18,8 @@ from radis_mlx.evals.suites import SUITES
 from radis_mlx.evals.harness import EvalConfig, evaluate
 from radis_mlx.io import UserError
 
+from conftest import make_adapter
+
 
 # ------------------------------------------------------------------ hand-made data
 
@@ -287,25 +289,6 @@ def test_adapter_specs_names_and_retention_against_another_base(tmp_path, tiny_m
     with pytest.raises(UserError, match="adapter_config.json"):
         evaluate(EvalConfig(models=[f"{tiny_model_dir},adapter={tmp_path}"], out=str(tmp_path / "o2"),
                             suites=["advbench"], test_data=cfg.test_data, progress=False))
-
-
-def make_adapter(model_dir: Path, out: Path) -> Path:
-    """A LoRA adapter with random (non-zero) B matrices, so the adapted model differs from its base."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten, tree_map
-    from mlx_lm import load
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    cfg = {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}}
-    model, _ = load(str(model_dir))
-    model.freeze()
-    linear_to_lora_layers(model, cfg["num_layers"], cfg["lora_parameters"])
-    mx.random.seed(3)
-    model.update(tree_map(lambda p: mx.random.normal(p.shape) * 0.05, model.trainable_parameters()))
-    out.mkdir(parents=True)
-    (out / "adapter_config.json").write_text(json.dumps(cfg))
-    mx.save_safetensors(str(out / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
-    return out
 
 
 def test_adapter_run_measures_forgetting_against_its_base(tmp_path, tiny_model_dir, count_decode):
