@@ -260,11 +260,14 @@ def eval_(
         return _ifeval_only(data, suite_list, ifeval_conformance, responses, out)
     if out is None:
         raise UserError("pass --out DIR for the results")
+    specs = model_specs(model, adapter, name)
+    if adapter_scale is not None and not any(s.adapter for s in specs):
+        raise UserError(f"--adapter-scale {adapter_scale:g} needs an adapter (--adapter DIR) to scale")
     lim, limits = parse_per_suite(limit, "limit")
     default_mt, mts = parse_per_suite(max_tokens, "max-tokens")
     if default_mt is not None:
         mts = {**{s: default_mt for s in registry.SUITES}, **mts}
-    cfg = harness.EvalConfig(models=model_specs(model, adapter, name), out=str(out), suites=suite_list,
+    cfg = harness.EvalConfig(models=specs, out=str(out), suites=suite_list,
                              test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
                              batch_size=batch_size, base_model=base_model, stop=unescape(stop), judge_url=judge_url,
                              adapter_scale=adapter_scale, split=split,

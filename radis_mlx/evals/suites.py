@@ -148,4 +148,6 @@ def suite_settings(cfg, suite: str) -> dict:
     from ..tcot import PLAIN
     if getattr(cfg, "tcot", None) and suite not in PLAIN:
         s.update(tcot=cfg.tcot, tcot_zero_shot=cfg.tcot_zero_shot)
+    if getattr(cfg, "split", None) and get(suite).splits:
+        s["split"] = cfg.split
     return {**s, **get(suite).settings(cfg)}
