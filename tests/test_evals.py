@@ -603,7 +603,8 @@ def test_real_model_all_judge_free_suites(tmp_path, real_model_dir, shared_data)
 
 def test_suite_registry_is_the_one_lookup():
     from radis_mlx.evals import suites
-    assert suites.SUITES == ("translation", "ifeval", "advbench", "gsm8k", "retention", "mtbench", "alpacaeval")
+    assert suites.SUITES == ("translation", "ifeval", "advbench", "gsm8k", "retention", "kl", "mtbench", "alpacaeval")
+    assert suites.get("kl").data_from == "alpacaeval"
     assert suites.DATA_LAYOUT["retention"] == suites.DATA_LAYOUT["alpacaeval"]
     assert suites.get("retention").data_from == "alpacaeval"
     with pytest.raises(UserError, match=r"unknown suite 'bogus' \(choose from translation, ifeval, .*alpacaeval\)"):
