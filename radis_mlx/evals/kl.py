@@ -55,8 +55,9 @@ def base_topk(model, seqs: Sequence[tuple[list[int], int]], k: int, max_batch_to
                 out[j] = {"ids": np.zeros((0, k), np.int32), "logp": np.zeros((0, k), np.float32),
                           "log_rest": np.zeros((0,), np.float32)}
             continue
-        kk = min(k, logits.shape[-1])
-        ids = mx.argpartition(-logits, kk - 1, axis=-1)[..., :kk]
+        V = logits.shape[-1]
+        kk = min(k, V)
+        ids = mx.argpartition(logits, V - kk, axis=-1)[..., V - kk:]  # the k largest, in no order: no negated copy
         logp = mx.take_along_axis(logits, ids, axis=-1) - mx.logsumexp(logits, axis=-1, keepdims=True)
         rest = _log_rest(logp)
         mx.eval(ids, logp, rest)

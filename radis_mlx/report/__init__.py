@@ -255,10 +255,11 @@ def plot(rows: Sequence[dict], path, translation_key: str) -> None:
             xerr, yerr = _err(r, translation_key), _err(r, key)
             ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=colors[family(r["name"])])
             ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        for run, path in interpolation_paths(rs).items():  # the cheap alternative a method must lie above
+        paths = interpolation_paths(rs)
+        for run, path in paths.items():  # the cheap alternative a method must lie above
             ax.plot([r[translation_key] for r in path], [r[key] for r in path], "--", lw=1,
                     color=colors.get(family(run), "grey"), label=f"{run}: adapter scale 0→1")
-        if interpolation_paths(rs):
+        if paths:
             ax.legend(fontsize=7, loc="best")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
