@@ -39,3 +39,12 @@ def test_no_split_keeps_the_old_sample_and_translation_ignores_the_split(tmp_pat
     assert len(pairs) == 12  # translation's dev set is its own test data (WMT21), not a part of WMT22
     with pytest.raises(UserError, match="split must be one of dev, test"):
         check_config(EvalConfig(suites=["gsm8k"], split="valid"))
+
+
+def test_the_translation_dev_set_is_wmt21_both_directions_and_shares_no_sentence_with_wmt22(shared_data):
+    dev = suites.load_inputs(EvalConfig(test_data={"translation": str(
+        shared_data / "alma_human_parallel/deen/valid.de-en.json")}, pairs="de-en,en-de", limit=100), "translation")
+    test = suites.load_inputs(EvalConfig(test_data={"translation": str(shared_data / "wmt22_general_test")},
+                                         pairs="de-en,en-de"), "translation")
+    assert {(p.src_lang, p.tgt_lang) for p in dev} == {("de", "en"), ("en", "de")} and len(dev) == 200
+    assert not {p.src for p in dev} & {p.src for p in test}
