@@ -218,9 +218,13 @@ def eval_(
     adapter: Optional[List[str]] = typer.Option(None, "--adapter", help="adapter dir for the --model at the same "
                                                 "position ('-' for none); one model + N adapters = N runs"),
     name: Optional[List[str]] = typer.Option(None, "--name", help="run name for the model at the same position"),
+    adapter_scale: Optional[float] = typer.Option(None, help="evaluate base + A x each LoRA adapter's delta "
+                                                  "(0 = the base, 1 = as trained); runs are named NAME@A"),
     suites: str = typer.Option("translation,ifeval,advbench,gsm8k,retention",
-                               help="comma list of translation, ifeval, advbench, gsm8k, retention, mtbench, "
+                               help="comma list of translation, ifeval, advbench, gsm8k, retention, kl, mtbench, "
                                     "alpacaeval"),
+    split: Optional[str] = typer.Option(None, help="dev | test: a fixed seeded part of each general suite's "
+                                        "items, dev never overlapping test (default: all items)"),
     test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="SUITE=PATH (repeatable), or a data "
                                                   "root laid out like ../shared/data"),
     pairs: Optional[str] = typer.Option(None, help="translation directions, e.g. de-en,en-de"),
@@ -260,13 +264,17 @@ def eval_(
         return _ifeval_only(data, suite_list, ifeval_conformance, responses, out)
     if out is None:
         raise UserError("pass --out DIR for the results")
+    specs = model_specs(model, adapter, name)
+    if adapter_scale is not None and not any(s.adapter for s in specs):
+        raise UserError(f"--adapter-scale {adapter_scale:g} needs an adapter (--adapter DIR) to scale")
     lim, limits = parse_per_suite(limit, "limit")
     default_mt, mts = parse_per_suite(max_tokens, "max-tokens")
     if default_mt is not None:
         mts = {**{s: default_mt for s in registry.SUITES}, **mts}
-    cfg = harness.EvalConfig(models=model_specs(model, adapter, name), out=str(out), suites=suite_list,
+    cfg = harness.EvalConfig(models=specs, out=str(out), suites=suite_list,
                              test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
                              batch_size=batch_size, base_model=base_model, stop=unescape(stop), judge_url=judge_url,
+                             adapter_scale=adapter_scale, split=split,
                              judge_model=judge_model, judge_api_model=judge_api_model,
                              judge_max_tokens=judge_max_tokens, dtype=dtype, tcot=tcot,
                              tcot_zero_shot=tcot_zero_shot)

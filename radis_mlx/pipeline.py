@@ -160,18 +160,25 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
         ft = _finetune_stage(recipe, name, spec, method, out, gen.out if gen else None, progress)
         stages.append(ft)
         specs.append(ModelSpec(model=model, adapter=str(ft.out), name=name))
+        specs += [ModelSpec(model=model, adapter=str(ft.out), name=f"{name}@{a:g}", scale=a)  # no new training
+                  for a in spec.get("scales") or []]
     share_answers([st for st in stages if st.kind == "generate"])
     if recipe.get("translate_suites"):
         recipe = _translated_suites(recipe, out, progress, stages)
     groups: dict[str, list] = {}  # methods with the same own eval settings share one eval stage
     for s in specs:
-        own = recipe["methods"][s.name].get("eval") or {}
+        own = recipe["methods"][_recipe_method(s)].get("eval") or {}
         groups.setdefault(json.dumps(own, sort_keys=True), []).append(s)
-    evals = [_eval_stage(recipe, g, out, progress, g[0].name) for g in groups.values()]
+    evals = [_eval_stage(recipe, g, out, progress, _recipe_method(g[0])) for g in groups.values()]
     stages += evals
     stages.append(Stage("report", "report", out / "report", {"runs": [d for e in evals for d in run_dirs(e.config)],
                                                              **recipe["report"]}, "report"))
     return stages
+
+
+def _recipe_method(spec) -> str:
+    """The recipe's method a run belongs to: sft-s0@0.5 is sft-s0's adapter at scale 0.5."""
+    return spec.name.rsplit("@", 1)[0] if spec.scale is not None else spec.name
 
 
 def _translated_suites(recipe: dict, out: Path, progress: bool, stages: list) -> dict:
@@ -344,7 +351,7 @@ def _track_scores(specs, results: dict) -> None:
 
     keys = [k for k, _, _ in COLUMNS if not k.startswith(("train_", "gen_"))]
     for spec in specs:
-        if spec.adapter and spec.name in results:
+        if spec.adapter and spec.scale is None and spec.name in results:  # a scaled run is no training run
             row = summarize(results[spec.name])
             done = tracking.log_scores(spec.adapter, {k: row[k] for k in keys if k in row})
             if done:

@@ -106,7 +106,9 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     r["methods"] = {}
     for m, spec in listed.items():
         spec = dict(_mapping(spec, where(f"methods.{m}")))
-        methods.get(spec.get("method", m), where(f"methods.{m}"))
+        picked = methods.get(spec.get("method", m), where(f"methods.{m}"))
+        if "scales" in spec:
+            spec["scales"] = _scales(spec["scales"], picked, where(f"methods.{m}.scales"))
         for key in ("generate", "finetune", "eval"):
             _mapping(spec.get(key), where(f"methods.{m}.{key}"))
         r["methods"][str(m)] = spec
@@ -126,6 +128,19 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     td = _mapping(r["eval"].get("test_data"), where("eval.test_data"))
     r["eval"]["test_data"] = {k: resolve_data(v, data_root, where(f"eval.test_data.{k}")) for k, v in td.items()}
     return r
+
+
+def _scales(v, method, where: str) -> list[float]:
+    """``scales: [0.25, 0.5, 0.75]``: the trained adapter also evaluated at these scales (run NAME@A each)."""
+    import math
+    if not isinstance(v, list) or not v or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                                   and math.isfinite(a) for a in v):
+        raise UserError(f"{where}: expected a list of adapter scales (numbers, e.g. [0.25, 0.5]), got {v!r:.60}")
+    if not method.trains:
+        raise UserError(f"{where}: method {method.name} trains no adapter to scale")
+    if len(set(v)) != len(v) or 1 in v:
+        raise UserError(f"{where}: each scale once, and not 1 (the trained adapter is its own run already)")
+    return [float(a) for a in v]
 
 
 def only_methods(recipe: dict, patterns: str) -> dict:

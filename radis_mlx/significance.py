@@ -2,7 +2,7 @@
 
 Translation: sacrebleu's paired approximate randomisation (BLEU and chrF on the cut hypotheses,
 every reference). General suites: a paired permutation test (scipy) on the per-item outcomes:
-IFEval prompt-level strict, AdvBench refusal, GSM8K correct, and the retention NLL per answer.
+IFEval prompt-level strict, AdvBench refusal, GSM8K correct, the retention NLL and the KL per answer.
 
 A method is the runs named METHOD-sN (report.method_of). Two methods are compared on matched
 seeds, items of seed k of one paired with the same items of seed k of the other, all seeds in
@@ -37,6 +37,8 @@ ITEMS: dict[str, tuple[str, Callable, bool, str]] = {
     "gsm8k": ("gsm8k.jsonl", _by("id", lambda r: float(r["correct"])), True, "correct"),
     "retention": ("retention.jsonl", _by("instruction", lambda r: r["nll_sum"] / max(r["n"], 1)), False,
                   "NLL per token of the base model's answer"),
+    "kl": ("kl.jsonl", _by("id", lambda r: r["kl_sum"] / max(r["n"], 1)), False,
+           "KL(base ‖ model) per token of the base model's answer"),
 }
 
 
@@ -151,7 +153,7 @@ def _better(r: dict) -> bool:
 UNITS = {"bleu": ("BLEU", 1, "{:+.2f}"), "chrf": ("chrF", 1, "{:+.2f}"),
          "ifeval": ("IFEval strict", 100, "{:+.1f} pts"),
          "advbench": ("AdvBench refusal", 100, "{:+.1f} pts"), "gsm8k": ("GSM8K", 100, "{:+.1f} pts"),
-         "retention": ("retention NLL", 1, "{:+.3f}")}
+         "retention": ("retention NLL", 1, "{:+.3f}"), "kl": ("KL(base‖model)", 1, "{:+.4f}")}
 
 
 def describe(r: dict) -> str:

@@ -71,6 +71,25 @@ def edited_copy(model_dir: Path, out: Path, json_file: str, **changes) -> Path:
     return out
 
 
+def make_adapter(model_dir: Path, out: Path, fine_tune_type: str = "lora", seed: int = 3) -> Path:
+    """A LoRA (or DoRA) adapter with random (non-zero) B matrices, so the adapted model differs from its base."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_map
+    from mlx_lm import load
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    cfg = {"fine_tune_type": fine_tune_type, "num_layers": 2, "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}}
+    model, _ = load(str(model_dir))
+    model.freeze()
+    linear_to_lora_layers(model, cfg["num_layers"], cfg["lora_parameters"], use_dora=fine_tune_type == "dora")
+    mx.random.seed(seed)
+    model.update(tree_map(lambda p: mx.random.normal(p.shape) * 0.05, model.trainable_parameters()))
+    out.mkdir(parents=True)
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+    mx.save_safetensors(str(out / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -18,6 +18,8 @@ from radis_mlx.evals.suites import SUITES
 from radis_mlx.evals.harness import EvalConfig, evaluate
 from radis_mlx.io import UserError
 
+from conftest import make_adapter
+
 
 # ------------------------------------------------------------------ hand-made data
 
@@ -289,25 +291,6 @@ def test_adapter_specs_names_and_retention_against_another_base(tmp_path, tiny_m
                             suites=["advbench"], test_data=cfg.test_data, progress=False))
 
 
-def make_adapter(model_dir: Path, out: Path) -> Path:
-    """A LoRA adapter with random (non-zero) B matrices, so the adapted model differs from its base."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten, tree_map
-    from mlx_lm import load
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    cfg = {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}}
-    model, _ = load(str(model_dir))
-    model.freeze()
-    linear_to_lora_layers(model, cfg["num_layers"], cfg["lora_parameters"])
-    mx.random.seed(3)
-    model.update(tree_map(lambda p: mx.random.normal(p.shape) * 0.05, model.trainable_parameters()))
-    out.mkdir(parents=True)
-    (out / "adapter_config.json").write_text(json.dumps(cfg))
-    mx.save_safetensors(str(out / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
-    return out
-
-
 def test_adapter_run_measures_forgetting_against_its_base(tmp_path, tiny_model_dir, count_decode):
     adapter = make_adapter(tiny_model_dir, tmp_path / "adapter")
     cfg = small_cfg(tmp_path, tiny_model_dir, suites=["advbench", "retention"])
@@ -527,6 +510,8 @@ def test_report_reads_training_cost_only_from_uninterrupted_runs(tmp_path):
     (["--suites", "translation", "--responses", "r.jsonl"], "IFEval only"),
     (["--suites", "advbench", "--model", "a", "--model", "b", "--adapter", "x", "--adapter", "y",
       "--adapter", "z"], "--adapter"),
+    (["--suites", "advbench", "--adapter-scale", "0.5"], "needs an adapter"),
+    (["--suites", "advbench", "--split", "valid"], "split must be one of dev, test"),
 ])
 def test_eval_cli_exits_2_on_bad_input(tmp_path, capsys, argv, msg):
     with pytest.raises(SystemExit) as e:
@@ -618,7 +603,8 @@ def test_real_model_all_judge_free_suites(tmp_path, real_model_dir, shared_data)
 
 def test_suite_registry_is_the_one_lookup():
     from radis_mlx.evals import suites
-    assert suites.SUITES == ("translation", "ifeval", "advbench", "gsm8k", "retention", "mtbench", "alpacaeval")
+    assert suites.SUITES == ("translation", "ifeval", "advbench", "gsm8k", "retention", "kl", "mtbench", "alpacaeval")
+    assert suites.get("kl").data_from == "alpacaeval"
     assert suites.DATA_LAYOUT["retention"] == suites.DATA_LAYOUT["alpacaeval"]
     assert suites.get("retention").data_from == "alpacaeval"
     with pytest.raises(UserError, match=r"unknown suite 'bogus' \(choose from translation, ifeval, .*alpacaeval\)"):

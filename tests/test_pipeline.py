@@ -107,13 +107,31 @@ def test_methods_with_their_own_generate_settings_get_their_own_file(tmp_path, t
     assert 10 < sum(r["reason"] == "ratio" for r in half) < 38
 
 
+def test_a_method_listed_at_several_adapter_scales_is_one_training_and_a_row_per_scale(tmp_path, tiny_model_dir):
+    from radis_mlx.pipeline import plan
+    recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
+    recipe.update(model=str(tiny_model_dir), methods={"base": {}, "sft-s0": {"method": "sft", "scales": [0.25, 0.5]}})
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    stages = plan(load_recipe(p), tmp_path / "run", progress=False)
+    assert [st.kind for st in stages].count("finetune") == 1
+    (ev,) = [st for st in stages if st.kind == "eval"]
+    got = [(s.name, s.adapter, s.scale) for s in ev.config.models]
+    train = str(tmp_path / "run" / "sft-s0" / "train")
+    assert got == [("base", None, None), ("sft-s0", train, None), ("sft-s0@0.25", train, 0.25),
+                   ("sft-s0@0.5", train, 0.5)]
+    assert [Path(d).name for d in stages[-1].config["runs"]] == ["base", "sft-s0", "sft-s0@0.25", "sft-s0@0.5"]
+
+
 # ---------------------------------------------------------------- settings checked before any work
 
 BAD_KEYS = ["generate.bogus=1", "finetune.bogus=1", "eval.bogus=1", "methods.radis.generate.bogus=1",
             "methods.sft.finetune.bogus=1", "generate.max_tokens=many", "finetune.lr=[1]", "eval.limit=x",
             "finetune.report_to=[wandb, mlflow]",
             "eval.suites=[nope]", "methods.radis.generate.mode=seqkd", "generate.mode=nope", "finetune.normalize=mean",
-            "methods.radis.finetune.w_ref=0", "generate.ratio=2", "seed=x", "limit=-1"]
+            "methods.radis.finetune.w_ref=0", "generate.ratio=2", "seed=x", "limit=-1",
+            "methods.sft.scales=[0.5, x]", "methods.sft.scales=[0.5, 1]", "methods.base.scales=[0.5]",
+            "eval.split=valid"]
 
 
 @pytest.mark.parametrize("override", BAD_KEYS)

@@ -2,7 +2,7 @@
 
 ``harness`` runs every suite on every model (``evaluate(EvalConfig(...))``); ``suites`` is the suite
 registry; ``context`` holds what a suite runs with (the model, its cached generation); the suite
-families are ``translation``, ``ifeval`` (+ ``ifeval_text``), ``general`` and ``retention``;
+families are ``translation``, ``ifeval`` (+ ``ifeval_text``), ``general``, ``retention`` and ``kl``;
 ``judge`` scores MT-Bench / AlpacaEval answers.
 """
 

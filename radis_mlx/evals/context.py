@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import prompts
 from ..generate.decode import DecodeConfig, decode
+from ..models.interpolate import scale_suffix
 from ..io import DataError, JsonlAppender, UserError, iter_jsonl, json_line, repair_jsonl_tail
 from ..progress import Progress
 
@@ -22,10 +23,11 @@ class ModelSpec:
     model: str | None = None  # None: the offline default model
     adapter: str | None = None
     name: str | None = None
+    scale: float | None = None  # base + scale x the adapter's delta (models/interpolate.py); None: as trained
 
 
 def parse_model_spec(spec) -> ModelSpec:
-    """``name=MODEL[,adapter=DIR]``, ``MODEL[,adapter=DIR]`` or a ModelSpec. Paths can't hold commas."""
+    """``name=MODEL[,adapter=DIR][,scale=A]``, ``MODEL[,adapter=DIR]`` or a ModelSpec. Paths can't hold commas."""
     if spec is None or isinstance(spec, ModelSpec):
         return spec or ModelSpec()
     s = ModelSpec()
@@ -35,6 +37,11 @@ def parse_model_spec(spec) -> ModelSpec:
             s.model = part  # a bare model (a path like runs/lr=1e-4/m is a model, not name=model)
         elif k in ("model", "adapter", "name"):
             setattr(s, k, v or None)
+        elif k == "scale":
+            try:
+                s.scale = float(v)
+            except ValueError:
+                raise UserError(f"bad model spec {spec!r}: scale={v!r} is not a number") from None
         elif i == 0:
             s.name, s.model = k, v
         else:
@@ -52,17 +59,20 @@ def run_name(s: ModelSpec) -> str:
         a = Path(f"{a.parent.name}-{a.name}")
     raw = s.name or (a.name if a else None) or \
         (Path(s.model).stem if s.model and s.model.endswith(".gguf") else Path(s.model or DEFAULT_MODEL).name)
-    name = re.sub(r"[^\w.+-]", "_", raw).strip("._") or "model"
-    return name
+    name = re.sub(r"[^\w.+@-]", "_", raw).strip("._") or "model"  # @: a scaled adapter (sft-s0@0.5)
+    return name if s.name else name + scale_suffix(s.scale)
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def model_key(path: str, adapter: str | None, dtype: str) -> str:
-    """Identity of a model for the cache: its path, its weight files' size+mtime, the adapter's bytes."""
+def model_key(path: str, adapter: str | None, dtype: str, scale: float | None = None) -> str:
+    """Identity of a model for the cache: its path, its weight files' size+mtime, the adapter's bytes and
+    its scale (left out at 1, the adapter as trained, so those keys and caches stay as they were)."""
     h = hashlib.sha1(f"{path}\x00{dtype}".encode())
+    if adapter and scale is not None and scale != 1:
+        h.update(f"\x00scale={float(scale)!r}".encode())
     p = Path(path)
     if p.is_dir():
         for f in sorted([*p.glob("*.safetensors"), p / "config.json"]):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__, prompts
+from ..models.interpolate import check_scalable
 from ..io import UserError, atomic_write_json, atomic_write_text, check_writable_dir, read_json, safe_join
 from . import general, ifeval, judge, retention, suites
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
@@ -40,6 +41,8 @@ class EvalConfig:
     max_tokens: dict = field(default_factory=dict)  # per-suite overrides of DEFAULT_MAX_TOKENS
     batch_size: int = 32
     base_model: str | None = None  # retention base; None: each model without its adapter
+    adapter_scale: float | None = None  # every adapter at base + A x its delta (a model's own scale= wins)
+    split: str | None = None  # dev | test: a fixed disjoint part of each general suite's items (suites.split_items)
     stop: str = "\n\n"
     translate_template: str = prompts.TRANSLATE
     system: str | None = None  # translation prompts' system prompt (match training)
@@ -56,6 +59,7 @@ class EvalConfig:
     tcot: str | None = None  # answer through English in TCoT format, this target language (e.g. de)
     tcot_zero_shot: bool = False  # an untrained model: prefill <EN> and re-prompt every missing tag
     nll_batch_tokens: int = 2048
+    kl_top_k: int = 64  # the base's distribution kept per answer token by the kl suite (evals/kl.py)
     progress: bool = True
 
 
@@ -77,15 +81,23 @@ def check_config(cfg: EvalConfig) -> list[ModelSpec]:
     for k in list(cfg.limits) + list(cfg.max_tokens):
         if k not in SUITES:
             raise UserError(f"unknown suite {k!r} in a per-suite setting (choose from {', '.join(SUITES)})")
-    for s in map(parse_model_spec, cfg.models or [None]):
+    if cfg.split not in (None, *suites.SPLITS):
+        raise UserError(f"split must be one of {', '.join(suites.SPLITS)}, got {cfg.split!r}")
+    specs = name_runs(cfg)
+    for s in specs:
         if s.adapter and not (Path(s.adapter) / "adapter_config.json").is_file():
             raise UserError(f"{s.adapter}: no adapter_config.json (not an adapter directory)")
-    return name_runs(cfg)
+        if s.scale is not None:
+            check_scalable(s.adapter, s.scale)
+    return specs
 
 
 def name_runs(cfg: EvalConfig) -> list[ModelSpec]:
     """The models to evaluate, each with its run's name (its folder under ``out``)."""
     specs = [parse_model_spec(m) for m in (cfg.models or [None])]
+    for s in specs:
+        if s.scale is None and s.adapter and cfg.adapter_scale is not None:
+            s.scale = cfg.adapter_scale
     names = [run_name(s) for s in specs]
     for i, n in enumerate(names):
         if names.count(n) > 1:
@@ -116,8 +128,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     out = check_writable_dir(cfg.out)
     inputs = {s: suites.load_inputs(cfg, s) for s in cfg.suites}  # all data checked before the first model load
     in_order = specs
-    if "retention" in cfg.suites:
-        specs = _answer_retention_bases(cfg, specs, inputs["retention"])
+    specs = _prepare_bases(cfg, specs, inputs)
     results = {spec.name: evaluate_model(cfg, spec, out, inputs) for spec in specs}
     results = {s.name: results[s.name] for s in in_order}
     if (cfg.judge_url or cfg.judge_model) and {"mtbench", "alpacaeval"} & set(cfg.suites):
@@ -130,16 +141,21 @@ def evaluate(cfg: EvalConfig) -> dict:
     return results
 
 
-def _answer_retention_bases(cfg: EvalConfig, specs: list[ModelSpec], items: list) -> list[ModelSpec]:
-    """A model that is its own base goes first and answers for it while loaded; other bases answer
-    here, before any evaluated model is loaded (so two models are never in memory at once)."""
+def _prepare_bases(cfg: EvalConfig, specs: list[ModelSpec], inputs: dict) -> list[ModelSpec]:
+    """Suites that read the base model (retention's answers, kl's top-k) get them computed once: a model
+    that is its own base goes first and answers for it while loaded; other bases answer here, before
+    any evaluated model is loaded (so two models are never in memory at once)."""
     from ..models import resolve
 
+    need = [s for s in cfg.suites if suites.get(s).base_prep]
+    if not need:
+        return specs
     specs = sorted(specs, key=lambda s: not retention.is_base(cfg, s))
     selfs = {resolve(retention.base_of(cfg, s)) for s in specs if retention.is_base(cfg, s)}
     for base in dict.fromkeys(retention.base_of(cfg, s) for s in specs):
         if resolve(base) not in selfs:
-            retention.retention_base(cfg, base, items, suites.max_tokens(cfg, "retention"))
+            for s in need:
+                suites.get(s).base_prep(cfg, base, inputs[s], suites.max_tokens(cfg, s))
     return specs
 
 
@@ -150,8 +166,8 @@ def evaluate_model(cfg: EvalConfig, spec: ModelSpec, out: Path, inputs: dict) ->
 
     t0 = time.perf_counter()
     run_dir = safe_join(out, spec.name)
-    loaded = load(spec.model, spec.adapter, dtype=cfg.dtype)
-    key = model_key(loaded.path, spec.adapter, loaded.dtype)
+    loaded = load(spec.model, spec.adapter, dtype=cfg.dtype, adapter_scale=spec.scale)
+    key = model_key(loaded.path, spec.adapter, loaded.dtype, spec.scale)
     res_path = run_dir / "results.json"
     res = read_json(res_path) if res_path.exists() else {}
     if res and res.get("model_key") not in (None, key):
@@ -159,6 +175,8 @@ def evaluate_model(cfg: EvalConfig, spec: ModelSpec, out: Path, inputs: dict) ->
                         f"{res.get('adapter')}); pass another name or --out")
     res.update(name=spec.name, model=spec.model or loaded.name, model_path=loaded.path, adapter=spec.adapter,
                dtype=loaded.dtype, model_key=key, version=__version__)
+    if spec.scale is not None:
+        res["adapter_scale"] = spec.scale
     res.setdefault("suites", {})
     gen = Generator(loaded, key, run_dir / "cache", cfg.batch_size, cfg.seed, spec.name, cfg.progress)
     if cfg.tcot:
@@ -187,12 +205,14 @@ def _first_requests(ctx: Ctx, inputs: dict) -> list[tuple]:
     """Generation requests for every suite's first prompts; a model that is its own retention base
     also answers the retention prompts for it (into the base's cache)."""
     cfg = ctx.cfg
-    reqs = [(s, suites.first_prompts(ctx, s, inputs[s]), ctx.max_tokens[s]) for s in cfg.suites if s != "retention"]
-    if "retention" in cfg.suites and retention.is_base(cfg, ctx.spec):
+    based = [s for s in cfg.suites if suites.get(s).base_prep]
+    reqs = [(s, suites.first_prompts(ctx, s, inputs[s]), ctx.max_tokens[s]) for s in cfg.suites if s not in based]
+    if based and retention.is_base(cfg, ctx.spec):
         where, bkey, _ = retention.retention_dir(cfg, retention.base_of(cfg, ctx.spec))
         if bkey == ctx.key:
-            texts = [prompts.chat(ctx.loaded.tokenizer, r["instruction"]) for r in inputs["retention"]]
-            reqs.append(("retention", texts, ctx.max_tokens["retention"], where / "cache"))
+            for s in based:  # the base answers (retention's cache), shared by retention and kl
+                texts = [prompts.chat(ctx.loaded.tokenizer, r["instruction"]) for r in inputs[s]]
+                reqs.append(("retention", texts, ctx.max_tokens[s], where / "cache"))
     return reqs
 
 

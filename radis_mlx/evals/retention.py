@@ -16,18 +16,18 @@ from ..io import JsonlAppender, atomic_write_jsonl
 from .context import Ctx, Generator, ModelSpec, model_key, read_cache, run_name, sha1
 
 
-def sequence_nll(model, seqs: Sequence[tuple[list[int], int]], max_batch_tokens: int = 2048) -> list[tuple[float, int]]:
-    """Summed NLL and count of the tokens after the prompt, for each ``(ids, n_prompt)``.
+def forward_batches(model, seqs: Sequence[tuple[list[int], int]], max_batch_tokens: int = 2048):
+    """Yield ``(indices, logits, targets, mask)`` over batches of ``(ids, n_prompt)`` rows, where ``logits[r, t]``
+    predicts token t+1 of row ``indices[r]`` and ``mask`` marks the answer's tokens (float32).
 
     Batched forward over right-padded rows: with a causal mask the padding at the end can't
     change the logits of earlier positions, so no attention mask is needed. Batches are capped
-    by token count because the logits are (batch, length, vocab).
+    by token count because the logits are (batch, length, vocab). Rows shorter than 2 tokens
+    come as a batch with ``logits`` None (nothing to predict).
     """
     import mlx.core as mx
-    import mlx.nn as nn
     import numpy as np
 
-    out: list[tuple[float, int] | None] = [None] * len(seqs)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
     i = 0
     while i < len(order):
@@ -44,12 +44,23 @@ def sequence_nll(model, seqs: Sequence[tuple[list[int], int]], max_batch_tokens:
             x[r, :len(ids)] = ids
             mask[r, max(n_prompt - 1, 0):len(ids) - 1] = 1.0  # position t predicts token t+1
         if T < 2:
+            yield batch, None, None, None
+            continue
+        yield batch, model(mx.array(x[:, :-1])).astype(mx.float32), mx.array(x[:, 1:]), mx.array(mask)
+
+
+def sequence_nll(model, seqs: Sequence[tuple[list[int], int]], max_batch_tokens: int = 2048) -> list[tuple[float, int]]:
+    """Summed NLL and count of the tokens after the prompt, for each ``(ids, n_prompt)``."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    out: list[tuple[float, int] | None] = [None] * len(seqs)
+    for batch, logits, targets, m in forward_batches(model, seqs, max_batch_tokens):
+        if logits is None:
             for k in batch:
                 out[k] = (0.0, 0)
             continue
-        logits = model(mx.array(x[:, :-1])).astype(mx.float32)
-        ce = nn.losses.cross_entropy(logits, mx.array(x[:, 1:]), reduction="none")
-        m = mx.array(mask)
+        ce = nn.losses.cross_entropy(logits, targets, reduction="none")
         sums, counts = (ce * m).sum(axis=1), m.sum(axis=1)
         mx.eval(sums, counts)
         for r, k in enumerate(batch):

@@ -4,18 +4,19 @@ A suite says where its test file sits under a data root, its default max new tok
 items are read (before any model loads: bad data fails fast), the prompts it generates from
 first (all suites' first prompts go into one continuous batch), how it runs and scores, and its
 one-line headline. Adding a suite is one ``register`` call; the family modules (translation,
-ifeval, general, retention) hold the code.
+ifeval, general, retention, kl) hold the code.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..data import sample
 from ..io import UserError
-from . import general, ifeval, retention, translation
+from . import general, ifeval, kl, retention, translation
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Suite:
     headline: Callable = lambda s: s.get("note", "")  # summary -> one line of progress
     settings: Callable = lambda cfg: {}  # its own settings, recorded beside the common ones
     data_from: str | None = None  # the suite whose test data it reads when given none of its own
+    base_prep: Callable | None = None  # (cfg, base, items, max_tokens, loaded) -> None: from the base model, once
+    splits: bool = True  # its items take split: dev|test (translation's dev set is another test set: WMT21)
 
 
 REGISTRY: dict[str, Suite] = {}
@@ -47,7 +50,8 @@ def get(name: str) -> Suite:
 
 
 register(Suite("translation", "wmt22_general_test", 256, translation.load_test_pairs, translation.run_translation,
-               translation.translation_prompts, translation.translation_headline, translation.translation_settings))
+               translation.translation_prompts, translation.translation_headline, translation.translation_settings,
+               splits=False))
 register(Suite("ifeval", "ifeval/input_data.jsonl", 512,
                lambda cfg, path, limit: sample(ifeval.load_prompts(path), limit, cfg.seed), ifeval.run_ifeval,
                ifeval.ifeval_prompts, ifeval.ifeval_headline))
@@ -57,7 +61,10 @@ register(Suite("gsm8k", "gsm8k/test.jsonl", 384, general.load_gsm8k, general.run
                lambda s: f"accuracy {100 * s['accuracy']:.1f}% of {s['n']}"))
 register(Suite("retention", "alpaca_eval/alpaca_eval_instructions.jsonl", 256, general.load_plain,
                retention.run_retention, None, retention.headline, lambda cfg: {"base_model": cfg.base_model},
-               data_from="alpacaeval"))
+               data_from="alpacaeval", base_prep=retention.retention_base))
+register(Suite("kl", "alpaca_eval/alpaca_eval_instructions.jsonl", 256, general.load_plain, kl.run_kl,
+               headline=kl.headline, settings=lambda cfg: {"base_model": cfg.base_model, "top_k": cfg.kl_top_k},
+               data_from="alpacaeval", base_prep=kl.prepare))
 register(Suite("mtbench", "mt_bench/question.jsonl", 512, general.load_mtbench, general.run_mtbench,
                general.mtbench_prompts))
 register(Suite("alpacaeval", "alpaca_eval/alpaca_eval_instructions.jsonl", 512, general.load_plain,
@@ -99,7 +106,33 @@ def load_inputs(cfg, suite: str) -> list:
     path, limit = suite_path(cfg, suite), suite_limit(cfg, suite)
     if limit is not None and limit < 1:
         raise UserError(f"limit for {suite} must be >= 1, got {limit}")
-    return get(suite).load(cfg, path, limit)
+    split = getattr(cfg, "split", None)
+    if split is None or not get(suite).splits:
+        return get(suite).load(cfg, path, limit)
+    return sample(split_items(get(suite).load(cfg, path, None), split, path), limit, cfg.seed)
+
+
+SPLITS = ("dev", "test")
+DEV_SHARE = 0.25  # of each suite's items; IFEval 541 -> ~135 dev, AdvBench 520 -> ~130, GSM8K 1319 -> ~330
+
+
+def item_id(item) -> str:
+    return str(getattr(item, "key", None) if not isinstance(item, dict) else item.get("id"))
+
+
+def in_dev(item_key: str) -> bool:
+    """A fixed part of the items, by a hash of the item's id alone: no seed, limit, file order or
+    translation (which keeps the ids) moves an item across, so dev-phase picks never see an item the
+    study later tests; the seed and the limit only sample within a part."""
+    h = hashlib.sha1(f"radis-dev-split\x00{item_key}".encode()).digest()
+    return int.from_bytes(h[:8], "big") < DEV_SHARE * 2 ** 64
+
+
+def split_items(items: list, split: str, path) -> list:
+    keep = [x for x in items if in_dev(item_id(x)) == (split == "dev")]
+    if not keep:
+        raise UserError(f"{path}: no items in the {split} split ({len(items)} items in all)")
+    return keep
 
 
 def first_prompts(ctx, suite: str, items: list) -> list[str]:
@@ -115,4 +148,6 @@ def suite_settings(cfg, suite: str) -> dict:
     from ..tcot import PLAIN
     if getattr(cfg, "tcot", None) and suite not in PLAIN:
         s.update(tcot=cfg.tcot, tcot_zero_shot=cfg.tcot_zero_shot)
+    if getattr(cfg, "split", None) and get(suite).splits:
+        s["split"] = cfg.split
     return {**s, **get(suite).settings(cfg)}

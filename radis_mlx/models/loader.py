@@ -15,6 +15,7 @@ from pathlib import Path
 from ..backend import resolve_dtype
 from ..io import UserError
 from . import offline
+from .interpolate import check_scalable, scale_adapters
 from .offline import DEFAULT_MODEL, REGISTRY
 
 
@@ -138,14 +139,17 @@ def _hub_error(repo: str, e: Exception) -> str:
 
 
 def load(model: str | None = None, adapter_path: str | None = None, *, dtype: str = "auto",
-         trust_remote_code: bool = False) -> Loaded:
+         trust_remote_code: bool = False, adapter_scale: float | None = None) -> Loaded:
     """Load a model + tokenizer. dtype: auto (float32 on CPU, as stored on GPU), keep, float32,
-    float16, bfloat16."""
+    float16, bfloat16. adapter_scale A: the base plus A x the LoRA adapter's delta (interpolate.py)."""
+
     import mlx.core as mx
     from mlx_lm.tuner.utils import load_adapters
     from mlx_lm.utils import load as mlx_load
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    if adapter_scale is not None:
+        adapter_scale = check_scalable(adapter_path, adapter_scale)  # before the load: a bad setting costs nothing
     path = resolve(model, dtype)
     try:
         m, tok, config = mlx_load(path, tokenizer_config={"trust_remote_code": trust_remote_code},
@@ -176,5 +180,7 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
         except (ValueError, KeyError) as e:  # adapters trained on another model (shapes or layer names)
             first = " ".join(str(e).split())[:160]
             raise UserError(f"{adapter_path}: these adapters do not fit {model or DEFAULT_MODEL} ({first})") from None
+        if adapter_scale is not None and adapter_scale != 1:
+            scale_adapters(m, adapter_scale)
     m.eval()
     return Loaded(m, tok, model or DEFAULT_MODEL, path, adapter_path, dtype, config)

@@ -33,7 +33,7 @@ COLUMNS = (
     ("general", "general (mean)", "pct"), ("answer_lang", "answer in target language", "pct"),
     ("tcot_fail_first", "TCoT format failures", "pct"), ("tcot_fail", "after re-prompts", "pct"),
     ("tcot_tokens", "TCoT tokens before answer", "f1"), ("retention_nll", "retention NLL", "f3"),
-    ("retention_increase", "NLL increase", "f3"), ("mtbench", "MT-Bench", "f2"), ("alpacaeval", "AlpacaEval", "f2"),
+    ("retention_increase", "NLL increase", "f3"), ("kl", "KL(base‖model)", "f4"), ("mtbench", "MT-Bench", "f2"), ("alpacaeval", "AlpacaEval", "f2"),
     ("gen_tokens", "gen tokens", "f0"), ("train_tokens", "train tokens", "f0"), ("train_wall_s", "train s", "f0"),
 )
 
@@ -69,6 +69,10 @@ def summarize(res: dict) -> dict:
     if ret.get("nll") is not None:
         row.update(retention_nll=ret["nll"], retention_base_nll=ret.get("base_nll"),
                    retention_increase=ret.get("nll_increase"))
+    if (s.get("kl") or {}).get("kl") is not None:
+        row["kl"] = s["kl"]["kl"]
+    if res.get("adapter_scale") is not None:
+        row["adapter_scale"] = res["adapter_scale"]
     for suite in ("mtbench", "alpacaeval"):
         if suite in s:  # answers saved but no judge: say so instead of leaving a blank
             row[suite] = s[suite]["score"] if s[suite].get("score") is not None else "not judged"
@@ -111,11 +115,34 @@ def generation_tokens(adapter) -> int | None:
 
 DEFAULT_BASELINES = ("sft", "radis")  # what the paired tests compare every other method with
 SEED_SUFFIX = re.compile(r"^(.+)-s(\d+)$")  # sft-s0, sft-s1: one method trained with two seeds
+SCALE_SUFFIX = re.compile(r"^(.+)@(\d+(?:\.\d*)?(?:e-?\d+)?)$")  # sft-s0@0.5: its adapter at scale 0.5
 
 
 def method_of(name: str) -> str:
-    m = SEED_SUFFIX.match(name)
-    return m.group(1) if m else name
+    """sft-s1 -> sft; sft-s1@0.5 -> sft@0.5 (the seeds of one scale are one method too)."""
+    sc = SCALE_SUFFIX.match(name)
+    run, tag = (sc.group(1), f"@{sc.group(2)}") if sc else (name, "")
+    m = SEED_SUFFIX.match(run)
+    return (m.group(1) if m else run) + tag
+
+
+def interpolation_paths(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    """RUN -> its rows in order of adapter scale: the base (scale 0, when a run is named base and no
+    RUN@0 is), every RUN@A, and RUN itself (scale 1), for each RUN evaluated at some scale."""
+    by_name = {r["name"]: r for r in rows}
+    paths: dict[str, list] = {}
+    for r in rows:
+        m = SCALE_SUFFIX.match(r["name"])
+        if m:
+            paths.setdefault(m.group(1), []).append((float(m.group(2)), r))
+    out = {}
+    for run, pts in paths.items():
+        if run in by_name:
+            pts.append((1.0, by_name[run]))
+        if "base" in by_name and all(a != 0 for a, _ in pts):
+            pts.append((0.0, by_name["base"]))
+        out[run] = [r for _, r in sorted(pts, key=lambda t: t[0])]
+    return out
 
 
 def by_method(rows: Sequence[dict]) -> list[dict]:
@@ -209,21 +236,31 @@ def plot(rows: Sequence[dict], path, translation_key: str) -> None:
     pts = [r for r in rows if r.get(translation_key) is not None]
     with_gen = [r for r in pts if r.get("general") is not None]
     with_ret = [r for r in pts if r.get("retention_increase") is not None]
+    with_kl = [r for r in pts if r.get("kl") is not None]
     panels = [("general", "general ability (mean of available 0-1 scores)", with_gen)]
     if with_ret:
         panels.append(("retention_increase", "self-retention NLL increase (lower = less forgetting)", with_ret))
+    if with_kl:
+        panels.append(("kl", "KL(base ‖ model) per token (lower = less forgetting)", with_kl))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), squeeze=False)
     xlabel = {"comet": "COMET (wmt22-comet-da)", "bleu": "BLEU"}[translation_key]
     for ax, (key, ylabel, rs) in zip(axes[0], panels):
         if not rs:
             ax.text(0.5, 0.5, "no run has both a translation and a general-ability score",
                     ha="center", va="center", transform=ax.transAxes, fontsize=9)
-        colors = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(method_of(r["name"]) for r in rs))}
+        family = lambda n: method_of(n).split("@")[0]  # noqa: E731  (sft@0.5 is drawn in sft's colour)
+        colors = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(family(r["name"]) for r in rs))}
         for r in rs:  # one colour per method, so a method's seeds read as one cloud
             x, y = r[translation_key], r[key]
             xerr, yerr = _err(r, translation_key), _err(r, key)
-            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=colors[method_of(r["name"])])
+            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=colors[family(r["name"])])
             ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        paths = interpolation_paths(rs)
+        for run, path in paths.items():  # the cheap alternative a method must lie above
+            ax.plot([r[translation_key] for r in path], [r[key] for r in path], "--", lw=1,
+                    color=colors.get(family(run), "grey"), label=f"{run}: adapter scale 0→1")
+        if paths:
+            ax.legend(fontsize=7, loc="best")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

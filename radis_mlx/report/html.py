@@ -105,6 +105,8 @@ SUITES = (
           lambda r: [f'<div class="out">{_e(r["question"])}</div>' + _meta(f"gold {_e(r['gold'])}")], _gsm8k_cell),
     Suite("retention", "Self-retention", "retention.jsonl", ("instruction",), lambda r: r["instruction"],
           _retention_head, _retention_cell),
+    Suite("kl", "KL(base ‖ model)", "kl.jsonl", ("instruction",), lambda r: str(r["id"]), _retention_head,
+          lambda r: _meta(f"KL/token {r['kl_sum'] / max(r['n'], 1):.4f}", f"{r['n']} tokens")),
     Suite("mtbench", "MT-Bench answers", "mt_bench/model_answer/*.jsonl", ("question",),
           lambda r: str(r["question_id"]), lambda r: [f'<div class="tag">question {_e(r["question_id"])}</div>'],
           _mtbench_cell),
