@@ -78,7 +78,8 @@ def make_adapter(model_dir: Path, out: Path, fine_tune_type: str = "lora", seed:
     from mlx_lm import load
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
-    cfg = {"fine_tune_type": fine_tune_type, "num_layers": 2, "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}}
+    cfg = {"fine_tune_type": fine_tune_type, "num_layers": 2,
+           "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}}
     model, _ = load(str(model_dir))
     model.freeze()
     linear_to_lora_layers(model, cfg["num_layers"], cfg["lora_parameters"], use_dora=fine_tune_type == "dora")

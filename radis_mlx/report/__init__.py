@@ -33,7 +33,8 @@ COLUMNS = (
     ("general", "general (mean)", "pct"), ("answer_lang", "answer in target language", "pct"),
     ("tcot_fail_first", "TCoT format failures", "pct"), ("tcot_fail", "after re-prompts", "pct"),
     ("tcot_tokens", "TCoT tokens before answer", "f1"), ("retention_nll", "retention NLL", "f3"),
-    ("retention_increase", "NLL increase", "f3"), ("kl", "KL(base‖model)", "f4"), ("mtbench", "MT-Bench", "f2"), ("alpacaeval", "AlpacaEval", "f2"),
+    ("retention_increase", "NLL increase", "f3"), ("kl", "KL(base‖model)", "f4"),
+    ("mtbench", "MT-Bench", "f2"), ("alpacaeval", "AlpacaEval", "f2"),
     ("gen_tokens", "gen tokens", "f0"), ("train_tokens", "train tokens", "f0"), ("train_wall_s", "train s", "f0"),
 )
 
