@@ -166,6 +166,10 @@ def split_files(repo: str, config: str | None, split: str, revision: str = "main
         meta = DatasetCard.load(download(card) / "README.md").data.to_dict()
     except UserError as e:
         if "no file README.md" not in str(e):
+            if _offline():  # the whole dataset is missing, not only its card: say how to get all of it
+                raise UserError(f"{repo}@{revision}: not in the Hugging Face cache ({_cache_dir()}) and the hub is "
+                                f"offline; fetch it once online with: hf download {repo} --repo-type dataset "
+                                f"--revision {revision} (or point --data-root / --test-data at a local copy)") from None
             raise
         meta = {}
     for c in meta.get("configs") or []:
