@@ -39,9 +39,9 @@ def _commit(repo: str, revision: str) -> str:
     return hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
 
 
-def put(cache: Path, repo: str, revision: str, path: str, data: bytes) -> Path:
-    """One file of a dataset repository, stored the way hf_hub_download stores it."""
-    root = cache / f"datasets--{repo.replace('/', '--')}"
+def put(cache: Path, repo: str, revision: str, path: str, data: bytes, repo_type: str = "dataset") -> Path:
+    """One file of a hub repository, stored the way hf_hub_download stores it."""
+    root = cache / f"{repo_type}s--{repo.replace('/', '--')}"
     lfs = path.endswith(".parquet")
     blob_id = (hashlib.sha256(data).hexdigest() if lfs else
                hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
@@ -132,3 +132,15 @@ def offline_env(home: Path) -> dict[str, str]:
     """The environment of a process that may use only the cache under ``home``."""
     return {"HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_DATASETS_CACHE": str(home / "datasets"),
             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def use_cache(monkeypatch, home: Path) -> Path:
+    """This process and its children read the hub cache under ``home`` only, offline."""
+    from huggingface_hub import constants
+
+    for k, v in offline_env(home).items():
+        monkeypatch.setenv(k, v)
+    # huggingface_hub reads its settings once, at import: set them where it looks at call time.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return home

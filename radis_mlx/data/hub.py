@@ -58,8 +58,8 @@ def _cache_dir() -> str:
 
 def _missing(src: HubFiles, what: str) -> UserError:
     return UserError(f"{src.label}: {what} is not in the Hugging Face cache ({_cache_dir()}) and the hub is "
-                     f"offline; fetch it once online with: {src.fetch_command()} (or pass --data-root with a "
-                     "local copy)")
+                     f"offline; fetch it once online with: {src.fetch_command()} (or point "
+                     "--data-root / --test-data at a local copy)")
 
 
 def _hub_error(src: HubFiles, e: Exception, what: str) -> UserError:

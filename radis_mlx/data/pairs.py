@@ -366,8 +366,10 @@ def _load_hf(source: str, dirs, split: str) -> list[Pair]:
     """A hub dataset's split, read through the hub cache (hub.py); see _hf_plan for the names."""
     got: dict[tuple[str, str], list[Pair]] = {}
     for files, ds, default in _hf_plan(source, dirs, split):
-        for f in hub.matching(hub.download(files), files.patterns):
-            pairs = (_rows_to_pairs(f, parquet_rows(f), ds, default) if f.suffix == ".parquet"
+        root = hub.download(files)
+        for f in hub.matching(root, files.patterns):
+            label = f"{files.label}:{f.relative_to(root).as_posix()}"  # errors name the hub file, not the cache
+            pairs = (_rows_to_pairs(label, parquet_rows(f), ds, default) if f.suffix == ".parquet"
                      else _load_file(f, ds or default))
             for p in pairs:
                 got.setdefault((p.src_lang, p.tgt_lang), []).append(p)
