@@ -46,8 +46,12 @@ def model_status(model: str | None) -> str:
 
     if model is None or offline.offline_model(model) is not None:
         return f"offline model {offline.gguf_file(model)}"  # raises, saying how to install, when missing
-    if model.endswith(".gguf") or Path(model).expanduser().exists():
-        return f"local {resolve(model) if not model.endswith('.gguf') else model}"
+    if model.endswith(".gguf"):
+        if not Path(model).is_file():
+            raise UserError(f"{model}: GGUF file not found")
+        return f"local {model}"
+    if Path(model).expanduser().exists():
+        return f"local {resolve(model)}"  # raises when the folder has no config.json
     resolve(model)  # the form: owner/name
     cfg = try_to_load_from_cache(model, "config.json")
     if not isinstance(cfg, str):
