@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hub_data import fill_hub_cache, put, use_cache
+from hub_data import _parquet, fill_hub_cache, put, use_cache
 
 from radis_mlx.cli import main
 from radis_mlx.data import load_pairs
@@ -172,3 +172,15 @@ def test_model_status_reads_a_cached_config(tmp_path, monkeypatch):
         model_status("acme/broken")
     with pytest.raises(UserError, match="not a Hugging Face id"):
         model_status("a/b/c")
+
+
+def test_translation_reads_only_the_declared_directions(hub_only):
+    # a whole-repository download also brings WMT21's is-en into the snapshot folder
+    src = suites.WMT22_HUB
+    extra = put(hub_only / "hub", src.repo, src.revision, "is-en/test-00000-of-00001-bb3b8280f4b7ff31.parquet",
+                _parquet([{"is-en": {"is": "Halló", "en": "Hello"}}]))
+    try:
+        pairs = suites.load_inputs(EvalConfig(suites=["translation"], limit=1), "translation")
+    finally:
+        extra.unlink()  # the cache is the module's
+    assert sorted({f"{p.src_lang}-{p.tgt_lang}" for p in pairs}) == sorted(f.split("/")[0] for f in src.files)

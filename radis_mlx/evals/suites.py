@@ -10,6 +10,7 @@ ifeval, general, retention) hold the code.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -164,6 +165,11 @@ def load_inputs(cfg, suite: str) -> list:
     path, limit = suite_path(cfg, suite), suite_limit(cfg, suite)
     if limit is not None and limit < 1:
         raise UserError(f"limit for {suite} must be >= 1, got {limit}")
+    kind, where = _locate(cfg, suite)
+    if kind == "hub" and len(where.files) > 1 and not cfg.pairs:
+        # The declared files' directions only (<s>-<t>/test-*.parquet): a whole-repository download
+        # puts more of them (WMT21's is-en) in the same snapshot folder.
+        cfg = dataclasses.replace(cfg, pairs=",".join(Path(f).parts[0] for f in where.files))
     return get(suite).load(cfg, path, limit)
 
 
