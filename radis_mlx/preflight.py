@@ -61,7 +61,8 @@ def model_status(model: str | None) -> str:
     try:
         config = json.loads(Path(cfg).read_text())
     except (OSError, ValueError) as e:
-        raise UserError(f"{model}: its cached config.json ({cfg}) is unreadable ({e}); delete it and fetch again") from None
+        raise UserError(f"{model}: its cached config.json ({cfg}) is unreadable ({e}); delete it and fetch "
+                        "again") from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise UserError(f"{model}: its cached config.json ({cfg}) names no model_type: not a model mlx-lm loads")
     return f"cached {model} ({config['model_type']})"

@@ -103,7 +103,8 @@ def _alma_parallel(cache: Path, data: Path, revision: str = "main") -> None:
             if not f.exists():
                 continue
             text = f.read_text()
-            rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x]
+            is_array = text.lstrip().startswith("[")  # valid files: an array; train files: JSON Lines
+            rows = json.loads(text) if is_array else [json.loads(x) for x in text.splitlines() if x]
             put(cache, ALMA_PARALLEL, revision, f"{pair}/{split}-00000-of-00001.parquet",
                 _parquet([{"translation": r["translation"]} for r in rows]))
             files.append({"split": split, "path": f"{pair}/{split}-*"})

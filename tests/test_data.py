@@ -297,7 +297,8 @@ def test_hf_dataset_ids_read_the_hub_cache(monkeypatch, tmp_path):
            "owner/name:de-en", split="test")
     raises(UserError, "owner/name: no config 'fr-en' (has: de-en)", load_pairs, "owner/name:fr-en")
     put(cache, "owner/name", "main", "de-en/train-00001-of-00002.parquet", _parquet([tr("a", "")]))
-    raises(DataError, "owner/name@main:de-en/train-00001-of-00002.parquet:[0]: translation.en: empty", load_pairs, "owner/name:de-en")
+    raises(DataError, "owner/name@main:de-en/train-00001-of-00002.parquet:[0]: translation.en: empty", load_pairs,
+           "owner/name:de-en")
     err = raises(UserError, "other/set@main: not in the Hugging Face cache", load_pairs, "other/set:de-en")
     assert "hf download other/set --repo-type dataset --revision main" in str(err)
 

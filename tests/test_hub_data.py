@@ -106,7 +106,8 @@ def test_eval_runs_every_suite_offline_from_the_cache_as_from_the_data_root(tmp_
     assert set(hub) == set(suites.SUITES)
     # The hub's WMT22 copy (ALMA's) has reference A only; the local one adds the second references,
     # so BLEU/chrF may differ. The same sources were translated to the same outputs:
-    hyps = lambda out: [(r["id"], r["hyp"]) for r in map(json.loads, next(out.glob("*/translation.jsonl")).open())]  # noqa: E731
+    def hyps(out: Path) -> list:
+        return [(r["id"], r["hyp"]) for r in map(json.loads, next(out.glob("*/translation.jsonl")).open())]
     assert hyps(tmp_path / "hub") == hyps(tmp_path / "local")
     for s in set(suites.SUITES) - {"translation"}:
         assert hub[s] == local[s], s
