@@ -185,3 +185,27 @@ def test_translation_reads_only_the_declared_directions(hub_only):
     finally:
         extra.unlink()  # the cache is the module's
     assert sorted({f"{p.src_lang}-{p.tgt_lang}" for p in pairs}) == sorted(f.split("/")[0] for f in src.files)
+
+
+def test_online_check_asks_the_hub_which_files_it_has(tmp_path, monkeypatch):
+    """Online and not cached: --check asks the hub for the repository's file list (no download)."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from radis_mlx.data import hub
+
+    use_cache(monkeypatch, tmp_path / "hf")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    asked = []
+
+    def repo_info(self, repo, repo_type=None, revision=None, files_metadata=False):
+        asked.append((repo, repo_type, revision))
+        return SimpleNamespace(siblings=[SimpleNamespace(rfilename="main/test-00000-of-00001.parquet")])
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", repo_info)
+    assert hub.status(suites.GSM8K_HUB) == "on the hub, downloaded on first use (openai/gsm8k@main)"
+    assert asked == [("openai/gsm8k", "dataset", "main")]
+    with pytest.raises(UserError, match=r"google/IFEval@966cd89545d6: no file ifeval_input_data.jsonl in the repo"):
+        hub.status(suites.IFEVAL_HUB)
