@@ -1,10 +1,10 @@
 """The suite registry: every eval suite, declared once, with where its data sits and how it runs.
 
 A suite says where its test file sits under a data root and on the Hugging Face hub (repository,
-pinned revision, files: read through the hub cache when no local copy is given), its default max new tokens, how its
-items are read (before any model loads: bad data fails fast), the prompts it generates from
-first (all suites' first prompts go into one continuous batch), how it runs and scores, and its
-one-line headline. Adding a suite is one ``register`` call; the family modules (translation,
+pinned revision, files: read through the hub cache when no local copy is given), its default max
+new tokens, how its items are read (before any model loads: bad data fails fast), the prompts it
+generates from first (all suites' first prompts go into one continuous batch), how it runs and
+scores, and its one-line headline. Adding a suite is one ``register`` call; the family modules (translation,
 ifeval, general, retention) hold the code.
 """
 
