@@ -278,7 +278,8 @@ def check_sources(recipe: dict, out, progress: bool = False) -> str:
     """Where the model, the training pairs, the replay/mix data and every suite's test set come
     from (local, cached, or on the hub); raises a UserError for one that cannot resolve."""
     picked = [methods.get(spec.get("method", name)) for name, spec in recipe["methods"].items()]
-    used = [k for k in GENERAL_KEYS if recipe.get(k) and any(m.trains and _uses(m, k) for m in picked)]
+    used = {k: _where(recipe, k) for k in GENERAL_KEYS if recipe.get(k) and any(m.trains and _uses(m, k)
+                                                                                 for m in picked)}
     cfg = _eval_stage(recipe, [], Path(out), progress).config
     return preflight.format_sources(preflight.model_status(recipe.get("model")),
                                     preflight.data_sources(recipe, cfg, used))

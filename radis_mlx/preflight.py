@@ -68,9 +68,9 @@ def model_status(model: str | None) -> str:
     return f"cached {model} ({config['model_type']})"
 
 
-def data_sources(recipe: dict, eval_cfg, used: list[str]) -> list[tuple[str, str]]:
-    """(what, where it comes from) for the training pairs, the replay/mix data in ``used`` and
-    every eval suite's test set; a source that cannot resolve raises a UserError naming it."""
+def data_sources(recipe: dict, eval_cfg, used: dict[str, str]) -> list[tuple[str, str]]:
+    """(what, where it comes from) for the training pairs, the replay/mix data in ``used`` (key ->
+    where the recipe sets it) and every eval suite's test set; one that cannot resolve raises."""
     out = []
     train = recipe.get("train_data")
     if train:
@@ -78,8 +78,8 @@ def data_sources(recipe: dict, eval_cfg, used: list[str]) -> list[tuple[str, str
         if not srcs and not Path(train).exists():
             raise UserError(f"{recipe['_path']}: train_data: {train}: file not found")
         out.append(("train_data", "; ".join(hub.status(s) for s in srcs) or f"local {train}"))
-    for key in used:
-        out.append((key, _status(general_source(recipe[key], key))))
+    for key, where in used.items():
+        out.append((key, _status(general_source(recipe[key], where))))
     for suite in eval_cfg.suites:
         try:
             out.append((f"eval {suite}", suites.data_status(eval_cfg, suite)))

@@ -209,3 +209,12 @@ def test_online_check_asks_the_hub_which_files_it_has(tmp_path, monkeypatch):
     assert asked == [("openai/gsm8k", "dataset", "main")]
     with pytest.raises(UserError, match=r"google/IFEval@966cd89545d6: no file ifeval_input_data.jsonl in the repo"):
         hub.status(suites.IFEVAL_HUB)
+
+
+def test_replay_data_names_a_file_or_a_known_hub_dataset(hub_only, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "demo", "--check", "--set", "methods=[replay]", "--set", "replay_data=nobody/nothing",
+              "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --set replay_data: nobody/nothing: no such file, and not a hub dataset radis-mlx reads "
+                          "instructions from (") and "tatsu-lab/alpaca_eval" in err
