@@ -340,6 +340,7 @@ def run(recipe: str = typer.Argument(..., help="recipe YAML (or a name in recipe
     res = run_recipe(r, out, progress=not quiet, check=check)
     if check:
         typer.echo(format_plan(r, out, res["plan"]))
+        typer.echo(f"sources:\n{res['sources']}")
 
 
 @app.command()

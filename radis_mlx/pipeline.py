@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import methods, settings
+from . import methods, preflight, settings
 from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, safe_join
 from .recipe import (DEMO_DATA, GENERAL_KEYS, RECIPES, _from_set, _mapping, _where, find_recipe,  # noqa: F401
                      load_recipe, only_methods, resolve_data)
@@ -191,18 +191,13 @@ def _translated_suites(recipe: dict, out: Path, progress: bool, stages: list) ->
     test_data = dict(recipe["eval"].get("test_data") or {})
     for suite in t.get("suites") or []:
         cfg = TranslateSuiteConfig(suite=suite, lang=lang, translator=t.get("translator", recipe.get("model")),
-                                   test_data={suite: str(suites_path(base, suite))},
+                                   test_data=dict(base.test_data),  # resolved (and fetched) when it runs
                                    limit=base.limits.get(suite, base.limit), seed=base.seed,
                                    out=str(out / "data"), progress=progress)
         path = out / "data" / f"{suite}.{lang}.jsonl"
         stages.append(Stage("translate", suite, path, cfg, f"translate {suite} into {lang}"))
         test_data[suite] = str(path)
     return {**recipe, "eval": {**recipe["eval"], "test_data": test_data}}
-
-
-def suites_path(cfg, suite: str):
-    from .evals import suites
-    return suites.suite_path(cfg, suite)
 
 
 def _uses(method: methods.Method, key: str) -> bool:
@@ -244,8 +239,10 @@ def _general_subsets(recipe: dict, picked: dict, out: Path, progress: bool, stag
     recipe = dict(recipe)
     for key in used:
         limit = (recipe.get("_subset") or {}).get(key)
+        # A hub id becomes its cached file here: the disjointness below is checked on the data itself.
+        recipe[key] = str(preflight.general_path(recipe[key], _where(recipe, key)))
         if limit is None:
-            if held_out and Path(recipe[key]).exists():
+            if held_out:
                 check_disjoint(recipe[key], held_out, _where(recipe, key))
             continue
         path = out / "data" / f"{key}.jsonl"
@@ -282,6 +279,17 @@ STATUS = {"sample": lambda st: "done" if st.out.exists() else "to do", "generate
           "subset": lambda st: "done" if st.out.exists() else "to do",
           "translate": lambda st: "done" if st.out.exists() else "to do",
           "finetune": _finetune_status, "eval": _eval_status, "report": _report_status}
+
+
+def check_sources(recipe: dict, out, progress: bool = False) -> str:
+    """Where the model, the training pairs, the replay/mix data and every suite's test set come
+    from (local, cached, or on the hub); raises a UserError for one that cannot resolve."""
+    picked = [methods.get(spec.get("method", name)) for name, spec in recipe["methods"].items()]
+    used = {k: _where(recipe, k) for k in GENERAL_KEYS if recipe.get(k) and any(m.trains and _uses(m, k)
+                                                                                 for m in picked)}
+    cfg = _eval_stage(recipe, [], Path(out), progress).config
+    return preflight.format_sources(preflight.model_status(recipe.get("model")),
+                                    preflight.data_sources(recipe, cfg, used))
 
 
 def format_plan(recipe: dict, out, stages: list[Stage]) -> str:
@@ -382,9 +390,10 @@ def _log(m: str) -> None:
 def run(recipe: dict, out, *, progress: bool = True, check: bool = False) -> dict:
     """Plan the recipe (every stage's settings checked first), then run the stages in order;
     ``check``: only return the plan."""
+    sources = check_sources(recipe, out, progress)  # every data source and the model, before any work
     stages = plan(recipe, out, progress)
     if check:
-        return {"plan": stages}
+        return {"plan": stages, "sources": sources}
     t0 = time.perf_counter()
     out = check_writable_dir(out)
     atomic_write_json(out / "recipe.json", {k: v for k, v in recipe.items() if not k.startswith("_")})

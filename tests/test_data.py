@@ -273,35 +273,34 @@ def test_src_ref_jsonl_bad_rows(tmp_path, row, field, msg):
 
 # ---------------------------------------------------------------- Hugging Face ids (no network)
 
-def test_hf_dataset_via_monkeypatched_load_dataset(monkeypatch, tmp_path):
-    datasets = pytest.importorskip("datasets")
-    calls = []
+def test_hf_dataset_ids_read_the_hub_cache(monkeypatch, tmp_path):
+    """NAME[:CONFIG[:SPLIT]]: the split's parquet shards, as the dataset card's configs name them, read
+    through the hub cache (filled here as huggingface_hub fills it; offline, no network)."""
+    from hub_data import _parquet, put, use_cache
 
-    def fake(name, config=None, split=None):
-        calls.append((name, config, split))
-        return datasets.Dataset.from_list([tr("a", "b"), tr("c", "d"), tr("e", "f")])
-
-    monkeypatch.setattr(datasets, "load_dataset", fake)
+    cache = use_cache(monkeypatch, tmp_path / "hf") / "hub"
+    card = {"configs": [{"config_name": "de-en", "data_files": [{"split": "train", "path": "de-en/train-*"},
+                                                                {"split": "validation", "path": "de-en/valid-*"}]}]}
+    put(cache, "owner/name", "main", "README.md", f"---\n{json.dumps(card)}\n---\n".encode())
+    put(cache, "owner/name", "main", "de-en/train-00000-of-00002.parquet", _parquet([tr("a", "b"), tr("c", "d")]))
+    put(cache, "owner/name", "main", "de-en/train-00001-of-00002.parquet", _parquet([tr("e", "f")]))
+    put(cache, "owner/name", "main", "de-en/valid-00000-of-00001.parquet", _parquet([tr("v", "w")]))
     monkeypatch.chdir(tmp_path)
-    pairs = load_pairs("haoranxu/ALMA-Human-Parallel:de-en")
-    assert calls[-1] == ("haoranxu/ALMA-Human-Parallel", "de-en", "train")
-    assert [p.src for p in pairs] == ["a", "c", "e"]
-    pairs = load_pairs("owner/name", "en-de,de-en", split="test", limit=4, seed=0)
-    assert calls[-1] == ("owner/name", "en-de", "test") and len(pairs) == 4
-    load_pairs("haoranxu/ALMA-Human-Parallel:de-en:validation", split="test")  # a dev split where test is read
-    assert calls[-1] == ("haoranxu/ALMA-Human-Parallel", "de-en", "validation")
+    assert [p.src for p in load_pairs("owner/name:de-en")] == ["a", "c", "e"]  # shards in order
+    # no config: each direction reads the config named for it or its reverse
+    pairs = load_pairs("owner/name", "en-de,de-en", split="train")
+    assert [(p.src_lang, p.src) for p in pairs] == [("en", "b"), ("en", "d"), ("en", "f"), ("de", "a"), ("de", "c"),
+                                                    ("de", "e")]
+    assert [p.src for p in load_pairs("owner/name:de-en:validation", split="test")] == ["v"]  # a dev split
     raises(UserError, "owner/name: pass --pairs", load_pairs, "owner/name")
-
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_list([tr("a", "")]))
-    raises(DataError, "owner/name:de-en:train:[0]: translation.en: empty", load_pairs, "owner/name", "de-en")
-
-    def boom(*a, **k):
-        raise ConnectionError("offline\nretry later")
-
-    monkeypatch.setattr(datasets, "load_dataset", boom)
-    err = raises(UserError, "owner/name:de-en: no such local path, and could not load it as a Hugging Face dataset",
-                 load_pairs, "owner/name:de-en")
-    assert str(err).endswith("ConnectionError: offline retry later")
+    raises(UserError, "owner/name: config de-en has no split 'test' (has: train, validation)", load_pairs,
+           "owner/name:de-en", split="test")
+    raises(UserError, "owner/name: no config 'fr-en' (has: de-en)", load_pairs, "owner/name:fr-en")
+    put(cache, "owner/name", "main", "de-en/train-00001-of-00002.parquet", _parquet([tr("a", "")]))
+    raises(DataError, "owner/name@main:de-en/train-00001-of-00002.parquet:[0]: translation.en: empty", load_pairs,
+           "owner/name:de-en")
+    err = raises(UserError, "other/set@main: not in the Hugging Face cache", load_pairs, "other/set:de-en")
+    assert "hf download other/set --repo-type dataset --revision main" in str(err)
 
 
 # ---------------------------------------------------------------- instructions

@@ -505,7 +505,7 @@ def test_report_reads_training_cost_only_from_uninterrupted_runs(tmp_path):
     (["--suites", "translation,nope"], "unknown suite"),
     (["--suites", "advbench", "--limit", "abc"], "--limit"),
     (["--suites", "advbench", "--limit", "gsm9k=3"], "unknown suite"),
-    (["--suites", "gsm8k"], "needs test data"),
+    (["--suites", "gsm8k"], "openai/gsm8k@main: main/test-00000-of-00001.parquet is not in the Hugging Face cache"),
     (["--suites", "advbench", "--test-data", "/no/such/file.csv"], "no such file"),
     (["--suites", "translation", "--responses", "r.jsonl"], "IFEval only"),
     (["--suites", "advbench", "--model", "a", "--model", "b", "--adapter", "x", "--adapter", "y",
@@ -513,7 +513,9 @@ def test_report_reads_training_cost_only_from_uninterrupted_runs(tmp_path):
     (["--suites", "advbench", "--adapter-scale", "0.5"], "needs an adapter"),
     (["--suites", "advbench", "--split", "valid"], "split must be one of dev, test"),
 ])
-def test_eval_cli_exits_2_on_bad_input(tmp_path, capsys, argv, msg):
+def test_eval_cli_exits_2_on_bad_input(tmp_path, capsys, monkeypatch, argv, msg):
+    from hub_data import use_cache
+    use_cache(monkeypatch, tmp_path / "hf")  # no data given: the hub copy, which an empty offline cache lacks
     with pytest.raises(SystemExit) as e:
         main(["eval", "--out", str(tmp_path / "o"), *argv])
     assert e.value.code == 2

@@ -1,4 +1,5 @@
-"""Instruction sets (IFEval, AdvBench, GSM8K, MT-Bench, AlpacaEval, replay data): JSONL, a JSON array or CSV."""
+"""Instruction sets (IFEval, AdvBench, GSM8K, MT-Bench, AlpacaEval, replay data): JSONL, a JSON array, CSV or
+parquet (a hub dataset's file)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..io import DataError, UserError
+from .hub import parquet_rows
 from .rows import array_rows, check_encodable, jsonl_rows, keys_of, read_text, row_id, sample, string_field
 
 _INSTRUCTION_FIELDS = ("instruction", "prompt", "question", "goal")
@@ -59,6 +61,10 @@ def load_instructions(source, limit=None, seed=0) -> list[dict]:
     path = Path(source)
     if path.suffix.lower() == ".csv":
         rows = _csv_rows(path)
+    elif path.suffix.lower() == ".parquet":  # a hub dataset's file (hub.py fetches it)
+        if not path.is_file():
+            raise UserError(f"{path}: file not found")
+        rows = parquet_rows(path)
     else:
         text = read_text(path)
         head = text.lstrip()[:1]

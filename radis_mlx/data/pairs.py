@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..io import DataError, UserError
+from . import hub
+from .hub import parquet_rows
 from .rows import array_rows, check_encodable, jsonl_rows, read_text, row_id, sample, string_field, text_lines
 
 LANG_NAMES: dict[str, str] = {
@@ -117,6 +119,17 @@ def _lang(obj: dict, key: str, path, where) -> str:
     return code
 
 
+def _direction_column(row: dict) -> str | None:
+    """The column of a row like ``{"de-en": {"de": ..., "en": ...}}`` (ALMA's WMT22-Test on the hub:
+    one struct column named for the direction), else None."""
+    if len(row) == 1:
+        (key, value), = row.items()
+        m = re.fullmatch(r"([a-z]+)-([a-z]+)", str(key))
+        if m and isinstance(value, dict) and _known_direction(m[1], m[2]):
+            return key
+    return None
+
+
 def _rows_to_pairs(label, rows: Iterable[tuple[Any, dict]], dirs, default_dirs) -> list[Pair]:
     rows = iter(rows)
     first = next(rows, None)
@@ -124,6 +137,12 @@ def _rows_to_pairs(label, rows: Iterable[tuple[Any, dict]], dirs, default_dirs) 
         raise UserError(f"{label}: no data rows")
     rows = itertools.chain([first], rows)
     where, row = first
+    column = _direction_column(row)
+    if column:  # the same object as ALMA's "translation", under the direction's name
+        s, t = column.split("-")
+        default_dirs = [(s, t)]
+        rows = ((w, {"translation": r.get(column)}) for w, r in rows)
+        row = {"translation": row[column]}
     if "translation" in row:
         dirs = dirs or default_dirs
         if not dirs:
@@ -259,7 +278,31 @@ def _load_alma_dir(root: Path, dirs, split: str) -> list[Pair]:
     return [p for d in wanted for p in got.get(d, [])]
 
 
+def _load_parquet(path: Path, dirs) -> list[Pair]:
+    # Hub layout <s>-<t>/<split>-*.parquet: the folder names the direction.
+    m = re.fullmatch(r"([a-z]+)-([a-z]+)", path.parent.name)
+    return _rows_to_pairs(path, parquet_rows(path), dirs, _known_direction(m[1], m[2]) if m else None)
+
+
+def _load_parquet_dir(root: Path, dirs, split: str) -> list[Pair]:
+    """A hub dataset's snapshot laid out as push_to_hub writes it: ``<s>-<t>/<split>-*.parquet``."""
+    found = {}
+    for d in sorted(root.iterdir()):
+        m = re.fullmatch(r"([a-z]+)-([a-z]+)", d.name)
+        shards = sorted(d.glob(f"{split}-*.parquet")) if d.is_dir() and m else []
+        if shards and _known_direction(m[1], m[2]):
+            found[(m[1], m[2])] = shards
+    out = []
+    for s, t in dirs or list(found):
+        if (s, t) not in found:
+            raise UserError(f"{root}: no {split} files for {s}-{t} (available: {_fmt_dirs(found) or 'none'})")
+        out += [p for f in found[(s, t)] for p in _load_parquet(f, [(s, t)])]
+    return out
+
+
 def _load_file(path: Path, dirs) -> list[Pair]:
+    if path.suffix == ".parquet":
+        return _load_parquet(path, dirs)
     text = read_text(path)
     head = text.lstrip()[:1]
     if not head:
@@ -287,35 +330,50 @@ def _looks_like_hf(source: str) -> bool:
     return not Path(source.split("/")[0]).exists()  # 'data/x' with a local data/ is a missing file
 
 
-def _load_hf(source: str, dirs, split: str) -> list[Pair]:
-    """NAME, NAME:CONFIG or NAME:CONFIG:SPLIT (the split overrides the caller's, e.g. a dev set
-    read where a test split is expected)."""
+def _hf_plan(source: str, dirs, split: str) -> list[tuple["hub.HubFiles", list | None, Any]]:
+    """NAME, NAME:CONFIG or NAME:CONFIG:SPLIT (the split overrides the caller's, e.g. a dev set read
+    where a test split is expected) -> (the files of one config's split, the directions read from
+    it, its default direction). Without a config, each direction reads the config named for it or
+    for its reverse (ALMA's de-en config holds en-de too)."""
     name, _, rest = source.partition(":")
     config, _, own_split = rest.partition(":")
     split = own_split or split
-    if not config:
-        if not dirs:
-            raise UserError(f"{source}: pass --pairs (e.g. de-en) or a config as {name}:de-en")
-        config = f"{dirs[0][0]}-{dirs[0][1]}"
-    m = re.fullmatch(r"([a-z]+)-([a-z]+)", config)
-    default = _known_direction(m[1], m[2]) if m else None
-    try:
-        import datasets  # lazy: importing it costs seconds and the other formats don't need it
+    if config:
+        m = re.fullmatch(r"([a-z]+)-([a-z]+)", config)
+        return [(hub.split_files(name, config, split), dirs, _known_direction(m[1], m[2]) if m else None)]
+    if not dirs:
+        raise UserError(f"{source}: pass --pairs (e.g. de-en) or a config as {name}:de-en")
+    by_config: dict[str, list] = {}
+    for s, t in dirs:
+        try:
+            hub.split_files(name, f"{s}-{t}", split)
+            by_config.setdefault(f"{s}-{t}", []).append((s, t))
+        except UserError as e:
+            if "no config" not in str(e):
+                raise
+            by_config.setdefault(f"{t}-{s}", []).append((s, t))
+    return [(hub.split_files(name, c, split), ds, None) for c, ds in by_config.items()]
 
-        ds = datasets.load_dataset(name, config, split=split)
-    except Exception as e:  # network, missing dataset/config/split: all the user's to fix
-        why = " ".join(f"{type(e).__name__}: {e}".split())  # one line for the CLI
-        raise UserError(f"{source}: no such local path, and could not load it as a Hugging Face dataset "
-                        f"(config {config!r}, split {split!r}): {why}") from None
-    label = f"{name}:{config}:{split}"
 
-    def rows():
-        for i, row in enumerate(ds):
-            if not isinstance(row, dict):
-                raise DataError(label, f"[{i}]", None, f"expected an object, got {type(row).__name__}")
-            yield f"[{i}]", row
+def hub_sources(source: str, directions=None, split: str = "train") -> list["hub.HubFiles"]:
+    """The hub files a pairs source reads ([] for a local path), without reading them (for --check)."""
+    if not _looks_like_hf(str(source)):
+        return []
+    return [files for files, _, _ in _hf_plan(str(source), _directions(directions), split)]
 
-    return _rows_to_pairs(label, rows(), dirs, default)
+
+def _load_hf(source: str, dirs, split: str) -> list[Pair]:
+    """A hub dataset's split, read through the hub cache (hub.py); see _hf_plan for the names."""
+    got: dict[tuple[str, str], list[Pair]] = {}
+    for files, ds, default in _hf_plan(source, dirs, split):
+        root = hub.download(files)
+        for f in hub.matching(root, files.patterns):
+            label = f"{files.label}:{f.relative_to(root).as_posix()}"  # errors name the hub file, not the cache
+            pairs = (_rows_to_pairs(label, parquet_rows(f), ds, default) if f.suffix == ".parquet"
+                     else _load_file(f, ds or default))
+            for p in pairs:
+                got.setdefault((p.src_lang, p.tgt_lang), []).append(p)
+    return [p for d in (dirs or list(got)) for p in got.get(d, [])]
 
 
 def load_pairs(source, directions=None, limit=None, seed=0, ref=None, split="train") -> list[Pair]:
@@ -328,6 +386,8 @@ def load_pairs(source, directions=None, limit=None, seed=0, ref=None, split="tra
     elif p.is_dir():
         if (p / "sources").is_dir() and (p / "references").is_dir():
             pairs = _load_wmt_dir(p, dirs)
+        elif any(p.glob(f"*-*/{split}-*.parquet")):
+            pairs = _load_parquet_dir(p, dirs, split)
         else:
             pairs = _load_alma_dir(p, dirs, split)
     elif p.exists():

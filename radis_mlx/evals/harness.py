@@ -125,8 +125,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     from ..report import markdown_table, summarize
 
     specs = check_config(cfg)
+    inputs = {s: suites.load_inputs(cfg, s) for s in cfg.suites}  # all data checked before any output or model
     out = check_writable_dir(cfg.out)
-    inputs = {s: suites.load_inputs(cfg, s) for s in cfg.suites}  # all data checked before the first model load
     in_order = specs
     specs = _prepare_bases(cfg, specs, inputs)
     results = {spec.name: evaluate_model(cfg, spec, out, inputs) for spec in specs}
