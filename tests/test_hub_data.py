@@ -216,5 +216,5 @@ def test_replay_data_names_a_file_or_a_known_hub_dataset(hub_only, tmp_path, cap
         main(["run", "demo", "--check", "--set", "methods=[replay]", "--set", "replay_data=nobody/nothing",
               "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --set replay_data: nobody/nothing: no such file, and not a hub dataset radis-mlx reads "
-                          "instructions from (") and "tatsu-lab/alpaca_eval" in err
+    assert err.startswith("error: --set replay_data: nobody/nothing: no such file, and not a hub dataset "
+                          "radis-mlx reads instructions from (") and "tatsu-lab/alpaca_eval" in err
