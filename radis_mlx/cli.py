@@ -318,16 +318,18 @@ def run(recipe: str = typer.Argument(..., help="recipe YAML (or a name in recipe
                                            "patterns, comma-separated (e.g. 'base,*-s0': every first seed)"),
         quiet: bool = typer.Option(False, help="no progress lines"),
         check: bool = typer.Option(False, "--check", help="check every setting and print the plan (stages, "
-                                   "their files, what is done) without running anything")):
+                                   "their files, what is done, estimated memory) without running anything"),
+        fit_for: Optional[str] = typer.Option(None, help="check memory for this machine (here, the default), "
+                                              "another (mac-16gb, mac-32gb, cpu-64gb), or not at all (off)")):
     """Run a recipe: generate -> finetune -> eval -> report for every method; resumes where it stopped."""
     from .pipeline import format_plan, load_recipe, only_methods, run as run_recipe
     r = load_recipe(recipe, set_ or [], data_root)
     if only:
         r = only_methods(r, only)
     out = out or Path("runs") / str(r.get("name") or Path(recipe).stem)
-    res = run_recipe(r, out, progress=not quiet, check=check)
+    res = run_recipe(r, out, progress=not quiet, check=check, fit_for=fit_for)
     if check:
-        typer.echo(format_plan(r, out, res["plan"]))
+        typer.echo(format_plan(r, out, res["plan"], res["target"]))
 
 
 @app.command()

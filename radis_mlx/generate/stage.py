@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .. import __version__, methods, prompts
+from .. import __version__, memory, methods, prompts
 from ..data import Pair, load_instructions, load_pairs
 from ..io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line,
                   read_json)
@@ -125,6 +125,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     mode = methods.get_mode(cfg.mode)
     if mode.composite:  # a mode made of other stages (tcot: answers, then translations)
         return mode.run(cfg, progress)
+    memory.require_fit("generate", cfg, cfg.teacher or cfg.model, "--batch-size")
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out names a .jsonl file")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlx_lm.tuner.trainer import TrainingCallback
 
-from .. import __version__
+from .. import __version__, memory
 from ..tracking import tracked
 from ..generate.kernels import patch_cpu_kernels
 from ..io import UserError, atomic_write_json, atomic_write_text, read_json
@@ -43,6 +43,7 @@ def finetune(cfg: FinetuneConfig, on_step=None, training_callback: TrainingCallb
     import mlx.core as mx
 
     cfg.validate()
+    memory.require_fit("finetune", cfg, cfg.model, "--batch-size")  # before any data or model is read
     t_start = time.perf_counter()
     world = mx.distributed.init()
     if cfg.batch_size % world.size():

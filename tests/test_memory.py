@@ -1,0 +1,129 @@
+"""The memory estimator: its counts against what MLX allocates, the budget targets, and `run --check`'s
+refusal of a recipe that cannot fit. (Estimates against measured peaks: bench/bench_memory.py.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from radis_mlx import memory
+from radis_mlx.io import UserError
+from radis_mlx.tuner.config import FinetuneConfig
+
+
+def _loaded(model_dir):
+    from radis_mlx.models import load
+    return load(str(model_dir), dtype="float32")
+
+
+def test_parameter_count_is_the_models(real_model_dir, qwen_dir):
+    from mlx.utils import tree_flatten
+    for folder in (real_model_dir, qwen_dir):
+        d = memory.model_dims(str(folder))
+        n = sum(v.size for _, v in tree_flatten(_loaded(folder).model.parameters()))
+        assert abs(d.params - n) / n < 0.001, (folder, d.params, n)  # only biases are left out
+        assert memory.weight_bytes(d, "float32") == 4 * d.params
+
+
+def test_quantized_weight_bytes_match_a_quantized_model(tmp_path, tiny_model_dir):
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    model = _loaded(tiny_model_dir).model
+    model.update(__import__("mlx.utils", fromlist=["tree_map"]).tree_map(
+        lambda p: p.astype(mx.float16), model.parameters()))
+    nn.quantize(model, group_size=32, bits=4)
+    real = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    cfg = json.loads((tiny_model_dir / "config.json").read_text())
+    d = memory.Dims.from_config({**cfg, "quantization": {"group_size": 32, "bits": 4}}, "test")
+    assert abs(memory.weight_bytes(d, "keep") - real) / real < 0.05
+
+
+def test_lora_parameters_are_the_ones_mlx_lm_adds(tiny_model_dir):
+    from radis_mlx.tuner.trainable import setup_model
+    from radis_mlx.tuner.checkpoint import trainable_weights
+    d = memory.model_dims(str(tiny_model_dir))
+    for kw in ({}, {"lora_rank": 4, "num_layers": 1}, {"lora_keys": ["self_attn.q_proj", "self_attn.v_proj"]},
+               {"fine_tune_type": "dora"}):
+        cfg = FinetuneConfig(model=str(tiny_model_dir), data="x", **kw)
+        _, model, _ = setup_model(cfg)
+        real = sum(v.size for v in trainable_weights(model).values())
+        assert memory._trainable(d, cfg)[0] == real, kw
+
+
+def test_kv_cache_bytes_are_mlx_lm_caches(tiny_model_dir):
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+    model = _loaded(tiny_model_dir).model
+    d = memory.model_dims(str(tiny_model_dir))
+    for batch, positions in ((1, 10), (3, 300)):
+        cache = make_prompt_cache(model)
+        model(mx.zeros((batch, positions), mx.int32), cache=cache)
+        real = sum(c.keys.nbytes + c.values.nbytes for c in cache)
+        assert memory.kv_bytes(d, batch, positions, "float32") == real
+
+
+def test_estimates_grow_with_the_settings_that_the_refusal_names(tiny_model_dir):
+    d = memory.model_dims(str(tiny_model_dir))
+    cpu = memory.Target("cpu", 10**12, "test")
+    ft = lambda **kw: memory.finetune_estimate(d, FinetuneConfig(data="x", **kw), cpu).total  # noqa: E731
+    assert ft(batch_size=16) > ft(batch_size=8) and ft(max_seq_len=1024) > ft(max_seq_len=512)
+    assert ft(batch_size=16, grad_checkpoint=True) < ft(batch_size=16)
+    assert memory.finetune_estimate(d, FinetuneConfig(data="x"), cpu).knob == "batch_size"
+
+
+def test_targets():
+    mac = memory.parse_target("mac-16gb")
+    assert mac.device == "gpu" and 11.0e9 < mac.budget < 11.6e9 and mac.runs_as("auto") == "keep"
+    assert memory.parse_target("mac-64gb").budget == int(64 * 2 ** 30 * 0.75)
+    cpu = memory.parse_target("cpu-24gb")
+    assert (cpu.device, cpu.budget, cpu.runs_as("auto")) == ("cpu", 24 * 10**9, "float32")
+    assert memory.parse_target("off") is None
+    with pytest.raises(UserError, match=r"--fit-for .*'16gb'.*mac-NNgb"):
+        memory.parse_target("16gb")
+
+
+def test_unknown_hub_model_is_unavailable_and_known_or_cached_ones_are_read(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert memory.model_dims("someone/not-downloaded") is None
+    est = memory.estimate("finetune", FinetuneConfig(data="x"), "someone/not-downloaded", memory.parse_target("mac-16gb"))
+    assert not est.parts and "not downloaded yet" in est.line()
+    known = memory.model_dims("mlx-community/Qwen2.5-1.5B-Instruct-4bit")
+    assert known.layers == 28 and "table" in known.source
+    snap = tmp_path / "models--someone--cached" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (tmp_path / "models--someone--cached" / "refs").mkdir()
+    (tmp_path / "models--someone--cached" / "refs" / "main").write_text("abc")
+    (snap / "config.json").write_text(json.dumps({**memory.KNOWN["mlx-community/Qwen2.5-1.5B-Instruct-4bit"],
+                                                   "num_hidden_layers": 3}))
+    assert memory.model_dims("someone/cached").layers == 3
+
+
+def _refused(capsys, *args) -> str:
+    from radis_mlx.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["run", "demo", "--check", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1  # one line
+    return err
+
+
+def test_run_check_prints_estimates_and_refuses_what_cannot_fit(tmp_path, capsys):
+    from radis_mlx.cli import main
+    out = ["--out", str(tmp_path / "d")]
+    main(["run", "demo", "--check", *out, "--fit-for", "cpu-64gb"])
+    text = capsys.readouterr().out
+    assert text.count("memory: finetune (batch 4 x 256 tokens): ~") == 2 and "memory: generate (batch 64" in text
+    assert "memory: every stage fits 64 GB of RAM" in text
+    err = _refused(capsys, *out, "--fit-for", "cpu-1gb")
+    assert err.startswith("error: finetune (batch 4 x 256 tokens): ~") and "does not fit 1 GB of RAM: lower " in err
+    assert "demo.yaml: finetune.batch_size" in err
+    assert "lower --set finetune.batch_size" in _refused(capsys, *out, "--fit-for", "cpu-1gb",
+                                                          "--set", "finetune.batch_size=4")
+    err = _refused(capsys, *out, "--fit-for", "cpu-1.2gb", "--set", "finetune.batch_size=1",
+                   "--set", "finetune.max_seq_len=64")
+    assert err.startswith("error: generate (batch 64") and "demo.yaml: generate.batch_size" in err
+    assert (tmp_path / "d").exists() is False  # refused before any work
