@@ -31,6 +31,7 @@ RATIONALE = (" The German sentence is carried over into English clause by clause
 
 FINETUNE = r"""
 import json, sys
+import radis_mlx  # before mlx.core: loads OpenBLAS (backend.preload_openblas)
 import mlx.core as mx
 from radis_mlx.tuner import load_config, finetune
 a = json.loads(sys.argv[1])
@@ -43,6 +44,7 @@ print(json.dumps({"peak": mx.get_peak_memory(), "data": s["data"]}))
 
 GENERATE = r"""
 import json, sys
+import radis_mlx  # before mlx.core: loads OpenBLAS (backend.preload_openblas)
 import mlx.core as mx
 from radis_mlx.generate import GenerateConfig, generate
 a = json.loads(sys.argv[1])

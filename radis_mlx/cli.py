@@ -106,6 +106,9 @@ def generate(
     tcot_lang: str = typer.Option("de", help="--mode tcot: the target language"),
     translator: Optional[str] = typer.Option(None, help="--mode tcot: MODEL[,adapter=DIR] that translates "
                                              "(default: the model itself)"),
+    auto_probe_rows: int = typer.Option(16, help="--mode rationale-auto: try continuation on this many first rows"),
+    auto_min_yield: float = typer.Option(0.5, help="--mode rationale-auto: keep continuation when this share of "
+                                         "them gets a rationale"),
 ):
     """Stage 1: self-rationales (RaDis) or the baselines' self-generated targets, as JSONL."""
     from .generate import GenerateConfig, format_summary, generate as run_generate
@@ -117,7 +120,7 @@ def generate(
                          explain_template=explain_template or P.EXPLAIN, system=system, thinking=thinking,
                          min_tokens=min_tokens, max_len=max_len, max_repeat=max_repeat, unfinished=unfinished,
                          ratio=ratio, dtype=dtype, trust_remote_code=trust_remote_code, tcot_lang=tcot_lang,
-                         translator=translator)
+                         translator=translator, auto_probe_rows=auto_probe_rows, auto_min_yield=auto_min_yield)
     summary = run_generate(cfg)
     if summary:
         typer.echo(format_summary(summary))

@@ -256,11 +256,13 @@ def _trainable(d: Dims, cfg) -> tuple[int, int]:
     return n_blocks * per_block + extra, 4 * 4  # LoRA matrices are float32 whatever the model's dtype
 
 
-def _block_tokens(d: Dims) -> int:
-    """Activation elements one block keeps per token for backward: normed inputs, q/k/v, the attention
-    output, the residual, and the MLP's gate, up, SiLU and product (each in the activation dtype)."""
+def _block_tokens(d: Dims, device: str = "cpu") -> int:
+    """Activation elements one block keeps per token for backward: its input and normed inputs, the
+    residual, q/k/v after rope and the attention output, and the MLP's gate and up projections with
+    their product. mlx-lm's swiglu is compiled, so on Metal SiLU's intermediates are recomputed; the
+    CPU's swapped SiLU (generate/kernels.py) keeps two more (measured: BENCHMARKS.md)."""
     q, kv = d.heads * d.head_dim, d.kv_heads * d.head_dim
-    return 4 * d.hidden + 2 * q + 2 * kv + 5 * d.intermediate
+    return 4 * d.hidden + 2 * q + 2 * kv + (5 if device == "cpu" else 3) * d.intermediate
 
 
 def finetune_estimate(d: Dims, cfg, target: Target) -> Estimate:
@@ -272,7 +274,7 @@ def finetune_estimate(d: Dims, cfg, target: Target) -> Estimate:
     trained = n * per + (n * 4 if cfg.grad_accum > 1 else 0)
     if cfg.fine_tune_type == "full":
         trained = n * (4 if dtype == "float32" else 2) * 4
-    block = tokens * _block_tokens(d) * a
+    block = tokens * _block_tokens(d, target.device) * a
     # Attention scores: the CPU materialises softmax(QK^T) per block (kept for backward); Metal's fused
     # attention recomputes them in backward, one block at a time.
     scores = B * d.heads * L * L * 4
@@ -280,24 +282,27 @@ def finetune_estimate(d: Dims, cfg, target: Target) -> Estimate:
         acts = d.layers * tokens * d.hidden * a + block + scores
     else:
         acts = d.layers * block + (d.layers if target.device == "cpu" else 1) * scores
-    # The head's output, its float32 log-softmax and the gradient of both, at every position.
-    logits = tokens * d.vocab * (a + 8)
+    # The head's output, its log-softmax and the gradient, at every position (the CPU's cross-entropy
+    # kernel works in float32; Metal's in the activation dtype).
+    logits = tokens * d.vocab * (a + 8 if target.device == "cpu" else 3 * a)
     return Estimate(f"finetune (batch {B} x {L} tokens)", {
         "weights": weight_bytes(d, dtype), "trainable + Adam": trained, "activations": acts, "logits": logits},
         knob="batch_size")
 
 
-def kv_bytes(d: Dims, batch: int, positions: int, dtype: str) -> int:
-    ctx = -(-positions // KV_STEP) * KV_STEP
+def kv_bytes(d: Dims, batch: int, positions: int, dtype: str, step: int = KV_STEP) -> int:
+    """Keys and values of every block for ``positions`` (mlx-lm's KVCache rounds up to ``step``)."""
+    ctx = -(-positions // step) * step
     return 2 * d.layers * d.kv_heads * d.head_dim * batch * ctx * act_bytes(d, dtype)
 
 
 def decode_estimate(d: Dims, stage: str, batch: int, new_tokens: int, dtype: str, knob: str,
                     prompt: int = PROMPT_TOKENS, prefill_tokens: int = 2048) -> Estimate:
-    """Batched decoding (generate/decode.py): the batch's KV cache, which a joining wave of rows copies
-    once (so twice at that moment), and prefill's one block of activations and attention scores."""
+    """Batched decoding (generate/decode.py): the batch's KV cache (sized to prompt + new tokens at
+    once, so never regrown), which a joining wave of rows copies whole (twice it at that moment), and
+    prefill's one block of activations and attention scores."""
     a = act_bytes(d, dtype)
-    kv = kv_bytes(d, batch, prompt + new_tokens + 1, dtype)
+    kv = kv_bytes(d, batch, prompt + new_tokens + 1, dtype, step=1)
     rows = max(1, prefill_tokens // prompt)
     prefill = prefill_tokens * _block_tokens(d) * a + rows * d.heads * prompt * prompt * 4
     return Estimate(f"{stage} (batch {batch}, {prompt}+{new_tokens} tokens)", {

@@ -127,3 +127,12 @@ def test_run_check_prints_estimates_and_refuses_what_cannot_fit(tmp_path, capsys
                    "--set", "finetune.max_seq_len=64")
     assert err.startswith("error: generate (batch 64") and "demo.yaml: generate.batch_size" in err
     assert (tmp_path / "d").exists() is False  # refused before any work
+
+
+def test_this_machine_is_the_default(monkeypatch):
+    monkeypatch.delenv(memory.FIT_FOR_ENV, raising=False)
+    here = memory.parse_target()
+    assert here.device == "cpu" and "available RAM" in here.what  # the test box has no Metal
+    assert 0 < here.budget <= memory._available_ram() * 1.5
+    monkeypatch.setenv(memory.FIT_FOR_ENV, "mac-32gb")
+    assert memory.parse_target().device == "gpu" and memory.parse_target("cpu-8gb").budget == 8 * 10**9
