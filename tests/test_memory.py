@@ -136,3 +136,35 @@ def test_this_machine_is_the_default(monkeypatch):
     assert 0 < here.budget <= memory._available_ram() * 1.5
     monkeypatch.setenv(memory.FIT_FOR_ENV, "mac-32gb")
     assert memory.parse_target().device == "gpu" and memory.parse_target("cpu-8gb").budget == 8 * 10**9
+
+
+def _recipe_estimates(name: str, sets: list[str], target) -> list:
+    """The estimates `run --check` makes for a recipe's generate, finetune and eval settings."""
+    from radis_mlx.evals.harness import EvalConfig
+    from radis_mlx.evals.suites import DEFAULT_MAX_TOKENS
+    from radis_mlx.generate import GenerateConfig
+    from radis_mlx.recipe import load_recipe
+    r = load_recipe(name, sets)
+    ev = EvalConfig(**{k: v for k, v in r["eval"].items() if k in ("batch_size", "max_tokens", "suites")})
+    longest = max(ev.max_tokens.get(s, DEFAULT_MAX_TOKENS[s]) for s in ev.suites)
+    return [memory.estimate("finetune", FinetuneConfig(data="x", **r["finetune"]), r["model"], target),
+            memory.estimate("generate", GenerateConfig(data="x", out="x", **{k: v for k, v in r["generate"].items()
+                                                                                  if k != "limit"}), r["model"], target),
+            memory.estimate("eval", ev, r["model"], target, longest=longest)]
+
+
+@pytest.mark.parametrize("name", ["radis-llama2-7b-chat", "radis-mistral-7b-instruct-v0.2",
+                                  "radis-qwen2.5-1.5b-instruct"])
+def test_mac_recipes_fit_the_macs_their_headers_name(name):
+    import re
+    from radis_mlx.recipe import find_recipe
+    header = "".join(line[1:] for line in find_recipe(name).read_text().splitlines(True) if line.startswith("#"))
+    assert "Memory: set for a 16 GB Mac" in header and "rationale-auto" in header
+    mac16, mac32 = memory.parse_target("mac-16gb"), memory.parse_target("mac-32gb")
+    assert all(e.parts and e.total <= mac16.budget for e in _recipe_estimates(name, [], mac16))
+    sets = re.findall(r"--set (\S+)", header.split("On a 32 GB Mac:")[1])
+    assert sets and all(e.total <= mac32.budget for e in _recipe_estimates(name, sets, mac32))
+    # The settings before this issue did not fit a 16 GB Mac (the finetune at batch 8-16 and full length).
+    old = ["finetune.batch_size=16", "finetune.grad_accum=1"] if "7b" in name else \
+        ["finetune.batch_size=8", "finetune.grad_accum=1", "finetune.max_seq_len=768"]
+    assert _recipe_estimates(name, old, mac16)[0].total > mac16.budget
