@@ -291,8 +291,7 @@ def format_plan(recipe: dict, out, stages: list[Stage], target=None) -> str:
 
 def _knob(recipe: dict, st: Stage) -> str:
     """Where the setting that shrinks a stage's memory is set: the method's own section or the recipe's."""
-    knob = st.memory.knob
-    section = {"generate": "generate", "finetune": "finetune", "eval": "eval"}[st.kind]
+    knob, section = st.memory.knob, st.kind  # a stage kind is its recipe section's name
     own = (recipe["methods"].get(st.name) or {}).get(section) or {}
     return _where(recipe, f"methods.{st.name}.{section}.{knob}" if knob in own else f"{section}.{knob}")
 

@@ -126,6 +126,8 @@ def test_run_check_prints_estimates_and_refuses_what_cannot_fit(tmp_path, capsys
     err = _refused(capsys, *out, "--fit-for", "cpu-1.2gb", "--set", "finetune.batch_size=1",
                    "--set", "finetune.max_seq_len=64")
     assert err.startswith("error: generate (batch 64") and "demo.yaml: generate.batch_size" in err
+    assert "lower --set methods.sft.finetune.batch_size" in _refused(
+        capsys, *out, "--fit-for", "cpu-2gb", "--set", "methods.sft.finetune.batch_size=64")
     assert (tmp_path / "d").exists() is False  # refused before any work
 
 
