@@ -7,10 +7,13 @@ Each measurement runs in a process of its own, so its peak is that stage's alone
 - finetune: LoRA r 8 on every linear layer, ``--steps`` optimizer steps, every row as long as
   ``--seq-len`` (ALMA de-en pairs with a rationale long enough to be cut at the limit), so every
   batch has the shape the estimate assumes (the check's worst case: batches at max_seq_len);
-- generate: explain-mode rationales for ``batch`` ALMA pairs, ``--new-tokens`` each, one batch.
+- generate: explain-mode rationales for 2 x ``batch`` ALMA pairs, ``--new-tokens`` each, so a second
+  wave of rows joins the batch as a long run's do.
 
-The estimate is the one `radis-mlx run --check` prints for these settings on this machine
-(float32 on the CPU). Peaks include the weights.
+"estimate" is what `radis-mlx run --check` prints for these settings on this machine (float32 on the
+CPU): an upper bound on the data side (finetune: a loss at every position; generate: 256-token
+prompts). For generate the bench also gives the estimate at its rows' longest prompt, which checks the
+model of memory rather than the guess of the data. Peaks include the weights.
 """
 
 from __future__ import annotations
@@ -48,10 +51,18 @@ import radis_mlx  # before mlx.core: loads OpenBLAS (backend.preload_openblas)
 import mlx.core as mx
 from radis_mlx.generate import GenerateConfig, generate
 a = json.loads(sys.argv[1])
+from pathlib import Path
+from mlx_lm.utils import load_tokenizer
+from radis_mlx import prompts
+from radis_mlx.generate.stage import build_items
+from radis_mlx.models import resolve
 cfg = GenerateConfig(data=a["data"], out=a["out"], mode="rationale-explain", model=a["model"], pairs="de-en",
-                     limit=a["batch"], batch_size=a["batch"], max_tokens=a["new_tokens"], workers=1)
+                     limit=2 * a["batch"], batch_size=a["batch"], max_tokens=a["new_tokens"], workers=1)
 s = generate(cfg, progress=False)
-print(json.dumps({"peak": mx.get_peak_memory(), "mean_tokens": s["mean_tokens_kept"]}))
+peak = mx.get_peak_memory()
+tok = load_tokenizer(Path(resolve(a["model"])))
+longest = max(len(prompts.encode(tok, it.prompt)) for it in build_items(cfg, tok))
+print(json.dumps({"peak": peak, "mean_tokens": s["mean_tokens_kept"], "longest_prompt": longest}))
 """
 
 
@@ -71,7 +82,8 @@ def measure(script: str, args: dict) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def estimates(model: str, kind: str, batch: int, a) -> int:
+def estimates(model: str, kind: str, batch: int, a, got: dict) -> tuple[int, int | None]:
+    """(the check's estimate, the estimate at the rows' longest prompt or None)."""
     from radis_mlx import memory
     from radis_mlx.generate import GenerateConfig
     from radis_mlx.tuner.config import FinetuneConfig
@@ -80,9 +92,11 @@ def estimates(model: str, kind: str, batch: int, a) -> int:
     if kind == "finetune":
         cfg = FinetuneConfig(model=model, data="x", batch_size=batch, max_seq_len=a.seq_len, lora_rank=8,
                              grad_checkpoint=a.grad_checkpoint)
-        return memory.finetune_estimate(dims, cfg, target).total
+        return memory.finetune_estimate(dims, cfg, target).total, None
     cfg = GenerateConfig(data="x", out="x", model=model, batch_size=batch, max_tokens=a.new_tokens)
-    return memory.generate_estimate(dims, cfg, target).total
+    at = memory.decode_estimate(dims, "generate", batch, a.new_tokens, target.runs_as("auto"), "batch_size",
+                                prompt=got["longest_prompt"])
+    return memory.generate_estimate(dims, cfg, target).total, at.total
 
 
 def main():
@@ -108,14 +122,19 @@ def main():
                     if kind == "generate":
                         args["out"] += ".jsonl"
                     got = measure(FINETUNE if kind == "finetune" else GENERATE, args)
-                    est = estimates(model, kind, batch, a)
+                    est, at = estimates(model, kind, batch, a, got)
                     rows.append({"model": model, "stage": kind, "batch": batch, "estimate_gb": round(est / 1e9, 2),
-                                 "measured_gb": round(got["peak"] / 1e9, 2),
-                                 "error": round(est / got["peak"] - 1, 3)})
+                                 "measured_gb": round(got["peak"] / 1e9, 2), "error": round(est / got["peak"] - 1, 3),
+                                 "at_data_gb": round(at / 1e9, 2) if at else None,
+                                 "at_data_error": round(at / got["peak"] - 1, 3) if at else None,
+                                 "longest_prompt": got.get("longest_prompt")})
                     print(json.dumps(rows[-1]), flush=True)
-    print("\n| model | stage | batch | estimate (GB) | measured peak (GB) | error |\n|---|---|---:|---:|---:|---:|")
+    print("\n| model | stage | batch | estimate (GB) | at the rows' longest prompt | measured peak (GB) | error |"
+          "\n|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['model']} | {r['stage']} | {r['batch']} | {r['estimate_gb']:.2f} | {r['measured_gb']:.2f} | "
+        at = f"{r['at_data_gb']:.2f} ({r['longest_prompt']} tokens, {100 * r['at_data_error']:+.0f} %)" \
+            if r["at_data_gb"] else "-"
+        print(f"| {r['model']} | {r['stage']} | {r['batch']} | {r['estimate_gb']:.2f} | {at} | {r['measured_gb']:.2f} | "
               f"{100 * r['error']:+.0f} % |")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))

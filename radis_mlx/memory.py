@@ -258,11 +258,11 @@ def _trainable(d: Dims, cfg) -> tuple[int, int]:
 
 def _block_tokens(d: Dims, device: str = "cpu") -> int:
     """Activation elements one block keeps per token for backward: its input and normed inputs, the
-    residual, q/k/v after rope and the attention output, and the MLP's gate and up projections with
-    their product. mlx-lm's swiglu is compiled, so on Metal SiLU's intermediates are recomputed; the
-    CPU's swapped SiLU (generate/kernels.py) keeps two more (measured: BENCHMARKS.md)."""
+    residual, q/k/v after rope and the attention output, and the MLP's projections. mlx-lm's swiglu is
+    compiled, so on Metal SiLU's intermediates are recomputed (three intermediate-sized tensors, counted);
+    on the CPU, with its swapped SiLU (generate/kernels.py), four fit the measured peaks (BENCHMARKS.md)."""
     q, kv = d.heads * d.head_dim, d.kv_heads * d.head_dim
-    return 4 * d.hidden + 2 * q + 2 * kv + (5 if device == "cpu" else 3) * d.intermediate
+    return 4 * d.hidden + 2 * q + 2 * kv + (4 if device == "cpu" else 3) * d.intermediate
 
 
 def finetune_estimate(d: Dims, cfg, target: Target) -> Estimate:
@@ -278,13 +278,13 @@ def finetune_estimate(d: Dims, cfg, target: Target) -> Estimate:
     # Attention scores: the CPU materialises softmax(QK^T) per block (kept for backward); Metal's fused
     # attention recomputes them in backward, one block at a time.
     scores = B * d.heads * L * L * 4
-    if cfg.grad_checkpoint:
-        acts = d.layers * tokens * d.hidden * a + block + scores
+    if cfg.grad_checkpoint:  # each block's input and output kept, one block recomputed at a time
+        acts = d.layers * tokens * 2 * d.hidden * a + block + scores
     else:
         acts = d.layers * block + (d.layers if target.device == "cpu" else 1) * scores
-    # The head's output, its log-softmax and the gradient, at every position (the CPU's cross-entropy
-    # kernel works in float32; Metal's in the activation dtype).
-    logits = tokens * d.vocab * (a + 8 if target.device == "cpu" else 3 * a)
+    # The head's output, its log-softmax, the softmax and the gradient, at every position: four copies
+    # (measured on the CPU: 16.8 bytes an element in float32, BENCHMARKS.md).
+    logits = tokens * d.vocab * 4 * a
     return Estimate(f"finetune (batch {B} x {L} tokens)", {
         "weights": weight_bytes(d, dtype), "trainable + Adam": trained, "activations": acts, "logits": logits},
         knob="batch_size")
