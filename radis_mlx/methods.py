@@ -223,8 +223,9 @@ def describe() -> str:
     return "\n".join(lines)
 
 
-TRANSLATION = tuple(n for n, m in MODES.items() if m.reads == "pairs")
-RADIS = tuple(n for n, m in MODES.items() if m.rationale)
+# The modes rows are written in (a mode that picks another, rationale-auto, writes the one it picked).
+TRANSLATION = tuple(n for n, m in MODES.items() if m.reads == "pairs" and m.tries is None)
+RADIS = tuple(n for n, m in MODES.items() if m.rationale and m.tries is None)
 
 for _method in (
     Method("base", "the model as it is (no training)", data=None, inputs={}),

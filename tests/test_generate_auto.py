@@ -68,6 +68,7 @@ def test_a_resumed_run_keeps_the_choice_without_probing_again(tmp_path, tiny_mod
 
 def test_registered_for_radis_and_listed():
     assert "rationale-auto" in methods.get("radis").generate
+    assert "rationale-auto" not in methods.get("radis").data.modes  # its rows carry the mode it chose
     text = methods.describe()
     assert "rationale-auto" in text.split("radis ")[1].splitlines()[1]  # radis's generate list
     assert any(line.startswith("rationale-auto") for line in text.splitlines())
