@@ -243,17 +243,17 @@ def act_bytes(d: Dims, dtype: str) -> int:
     return 4 if dtype == "float32" else 2
 
 
-def _trainable(d: Dims, cfg) -> tuple[int, int]:
-    """(parameters trained, bytes each with its gradient and Adam's two moments)."""
+def trained_params(d: Dims, cfg) -> int:
+    """Parameters finetune trains: LoRA/DoRA matrices (or whole blocks), and the embeddings if asked."""
     n_blocks = d.layers if cfg.num_layers == -1 else min(cfg.num_layers, d.layers)
     extra = d.vocab * d.hidden * (1 if d.tied else 2) if cfg.train_embeddings else 0
     if cfg.fine_tune_type == "full":
-        return n_blocks * d.block_params + extra, 4 * 4
+        return n_blocks * d.block_params + extra
     shapes = d.linear_shapes()
     keys = [k for k in shapes if not cfg.lora_keys or k in cfg.lora_keys]
     per_block = sum(cfg.lora_rank * (shapes[k][0] + shapes[k][1]) + (shapes[k][1] if cfg.fine_tune_type == "dora" else 0)
                     for k in keys)
-    return n_blocks * per_block + extra, 4 * 4  # LoRA matrices are float32 whatever the model's dtype
+    return n_blocks * per_block + extra
 
 
 def _block_tokens(d: Dims, device: str = "cpu") -> int:
@@ -270,10 +270,11 @@ def finetune_estimate(d: Dims, cfg, target: Target) -> Estimate:
     a = act_bytes(d, dtype)
     B, L = cfg.batch_size, cfg.max_seq_len
     tokens = B * L
-    n, per = _trainable(d, cfg)
-    trained = n * per + (n * 4 if cfg.grad_accum > 1 else 0)
-    if cfg.fine_tune_type == "full":
-        trained = n * (4 if dtype == "float32" else 2) * 4
+    # Each trained parameter, its gradient and Adam's two moments (+ the accumulated gradient); LoRA
+    # matrices are float32 whatever the model's dtype, whole blocks keep theirs.
+    n = trained_params(d, cfg)
+    width = 4 if cfg.fine_tune_type != "full" or dtype == "float32" else 2
+    trained = n * width * (4 + (cfg.grad_accum > 1))
     block = tokens * _block_tokens(d, target.device) * a
     # Attention scores: the CPU materialises softmax(QK^T) per block (kept for backward); Metal's fused
     # attention recomputes them in backward, one block at a time.

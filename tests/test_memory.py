@@ -50,7 +50,7 @@ def test_lora_parameters_are_the_ones_mlx_lm_adds(tiny_model_dir):
         cfg = FinetuneConfig(model=str(tiny_model_dir), data="x", **kw)
         _, model, _ = setup_model(cfg)
         real = sum(v.size for v in trainable_weights(model).values())
-        assert memory._trainable(d, cfg)[0] == real, kw
+        assert memory.trained_params(d, cfg) == real, kw
 
 
 def test_kv_cache_bytes_are_mlx_lm_caches(tiny_model_dir):
