@@ -279,16 +279,19 @@ def finetune_estimate(d: Dims, cfg, target: Target) -> Estimate:
     # Attention scores: the CPU materialises softmax(QK^T) per block (kept for backward); Metal's fused
     # attention recomputes them in backward, one block at a time.
     scores = B * d.heads * L * L * 4
-    if cfg.grad_checkpoint:  # each block's input and output kept, one block recomputed at a time
-        acts = d.layers * tokens * 2 * d.hidden * a + block + scores
-    else:
-        acts = d.layers * block + (d.layers if target.device == "cpu" else 1) * scores
     # The head's output, its log-softmax, the softmax and the gradient, at every position: four copies
     # (measured on the CPU: 16.8 bytes an element in float32, BENCHMARKS.md).
     logits = tokens * d.vocab * 4 * a
-    return Estimate(f"finetune (batch {B} x {L} tokens)", {
-        "weights": weight_bytes(d, dtype), "trainable + Adam": trained, "activations": acts, "logits": logits},
-        knob="batch_size")
+    parts = {"weights": weight_bytes(d, dtype), "trainable + Adam": trained}
+    if cfg.grad_checkpoint:
+        # Each block's input and output kept; the logits are gone before the first block is recomputed,
+        # so the larger of the two adds to them.
+        parts["activations"] = d.layers * tokens * 2 * d.hidden * a
+        parts["logits or one block"] = max(logits, block + scores)
+    else:
+        parts["activations"] = d.layers * block + (d.layers if target.device == "cpu" else 1) * scores
+        parts["logits"] = logits
+    return Estimate(f"finetune (batch {B} x {L} tokens)", parts, knob="batch_size")
 
 
 def kv_bytes(d: Dims, batch: int, positions: int, dtype: str, step: int = KV_STEP) -> int:
