@@ -170,3 +170,19 @@ def test_mac_recipes_fit_the_macs_their_headers_name(name):
     old = ["finetune.batch_size=16", "finetune.grad_accum=1"] if "7b" in name else \
         ["finetune.batch_size=8", "finetune.grad_accum=1", "finetune.max_seq_len=768"]
     assert _recipe_estimates(name, old, mac16)[0].total > mac16.budget
+
+
+def test_plain_generate_and_finetune_refuse_before_any_work(tmp_path, tiny_model_dir, monkeypatch):
+    from radis_mlx.generate import GenerateConfig, generate
+    from radis_mlx.tuner import finetune
+    from test_generate import write_pairs
+    monkeypatch.setenv(memory.FIT_FOR_ENV, "cpu-0.001gb")  # 1 MB: not even the tiny model's weights
+    data = write_pairs(tmp_path / "train.de-en.json", 4)
+    with pytest.raises(UserError, match=r"^generate \(batch 64.* does not fit 0.001 GB of RAM: lower --batch-size"):
+        generate(GenerateConfig(data=str(data), out=str(tmp_path / "g.jsonl"), model=str(tiny_model_dir)))
+    assert not list(tmp_path.glob("g.jsonl*"))
+    with pytest.raises(UserError, match=r"^finetune \(batch 8 x 512 tokens\).* lower --batch-size"):
+        finetune(FinetuneConfig(model=str(tiny_model_dir), data=str(data), out=str(tmp_path / "ft"), method="sft"))
+    assert not (tmp_path / "ft").exists()
+    monkeypatch.setenv(memory.FIT_FOR_ENV, "off")
+    assert memory.require_fit("finetune", FinetuneConfig(data="x"), str(tiny_model_dir)) is None

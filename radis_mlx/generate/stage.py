@@ -125,7 +125,6 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     mode = methods.get_mode(cfg.mode)
     if mode.composite:  # a mode made of other stages (tcot: answers, then translations)
         return mode.run(cfg, progress)
-    memory.require_fit("generate", cfg, cfg.teacher or cfg.model, "--batch-size")
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out names a .jsonl file")
@@ -138,6 +137,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     else:
         ids = [r["id"] for r in load_instructions(cfg.data, limit=cfg.limit, seed=cfg.seed)]
     ids = list(dict.fromkeys(ids))  # the same pair twice in the data is one row
+    memory.require_fit("generate", cfg, cfg.teacher or cfg.model, "--batch-size")  # the model id checked here
     check_meta(cfg, out)
 
     rank, size = workers.distributed()
