@@ -4,7 +4,6 @@ refusal of a recipe that cannot fit. (Estimates against measured peaks: bench/be
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -30,10 +29,9 @@ def test_parameter_count_is_the_models(real_model_dir, qwen_dir):
 def test_quantized_weight_bytes_match_a_quantized_model(tmp_path, tiny_model_dir):
     import mlx.core as mx
     import mlx.nn as nn
-    from mlx.utils import tree_flatten
+    from mlx.utils import tree_flatten, tree_map
     model = _loaded(tiny_model_dir).model
-    model.update(__import__("mlx.utils", fromlist=["tree_map"]).tree_map(
-        lambda p: p.astype(mx.float16), model.parameters()))
+    model.update(tree_map(lambda p: p.astype(mx.float16), model.parameters()))  # as a hub model is stored
     nn.quantize(model, group_size=32, bits=4)
     real = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     cfg = json.loads((tiny_model_dir / "config.json").read_text())
