@@ -106,6 +106,9 @@ def generate(
     tcot_lang: str = typer.Option("de", help="--mode tcot: the target language"),
     translator: Optional[str] = typer.Option(None, help="--mode tcot: MODEL[,adapter=DIR] that translates "
                                              "(default: the model itself)"),
+    auto_probe_rows: int = typer.Option(16, help="--mode rationale-auto: try continuation on this many first rows"),
+    auto_min_yield: float = typer.Option(0.5, help="--mode rationale-auto: keep continuation when this share of "
+                                         "them gets a rationale"),
 ):
     """Stage 1: self-rationales (RaDis) or the baselines' self-generated targets, as JSONL."""
     from .generate import GenerateConfig, format_summary, generate as run_generate
@@ -117,7 +120,7 @@ def generate(
                          explain_template=explain_template or P.EXPLAIN, system=system, thinking=thinking,
                          min_tokens=min_tokens, max_len=max_len, max_repeat=max_repeat, unfinished=unfinished,
                          ratio=ratio, dtype=dtype, trust_remote_code=trust_remote_code, tcot_lang=tcot_lang,
-                         translator=translator)
+                         translator=translator, auto_probe_rows=auto_probe_rows, auto_min_yield=auto_min_yield)
     summary = run_generate(cfg)
     if summary:
         typer.echo(format_summary(summary))
@@ -330,16 +333,18 @@ def run(recipe: str = typer.Argument(..., help="recipe YAML (or a name in recipe
                                            "patterns, comma-separated (e.g. 'base,*-s0': every first seed)"),
         quiet: bool = typer.Option(False, help="no progress lines"),
         check: bool = typer.Option(False, "--check", help="check every setting and print the plan (stages, "
-                                   "their files, what is done) without running anything")):
+                                   "their files, what is done, estimated memory) without running anything"),
+        fit_for: Optional[str] = typer.Option(None, help="check memory for this machine (here, the default), "
+                                              "another (mac-16gb, mac-32gb, cpu-64gb), or not at all (off)")):
     """Run a recipe: generate -> finetune -> eval -> report for every method; resumes where it stopped."""
     from .pipeline import format_plan, load_recipe, only_methods, run as run_recipe
     r = load_recipe(recipe, set_ or [], data_root)
     if only:
         r = only_methods(r, only)
     out = out or Path("runs") / str(r.get("name") or Path(recipe).stem)
-    res = run_recipe(r, out, progress=not quiet, check=check)
+    res = run_recipe(r, out, progress=not quiet, check=check, fit_for=fit_for)
     if check:
-        typer.echo(format_plan(r, out, res["plan"]))
+        typer.echo(format_plan(r, out, res["plan"], res["target"]))
         typer.echo(f"sources:\n{res['sources']}")
 
 

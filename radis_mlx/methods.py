@@ -34,6 +34,11 @@ class Mode:
     rationale = False  # the text explains the reference (kept after it), not a new answer
     composite = False  # made by its own ``run(cfg, progress)`` from other generate runs, not one decode
     trims_unfinished = True  # apply --unfinished to outputs that hit max_tokens
+    # A mode that picks another per model: it tries ``tries`` on the first rows and falls back to
+    # ``fallback`` where that yields too little (generate/auto.py); its rows carry the mode it chose.
+    tries: str | None = None
+    fallback: str | None = None
+    own_settings: tuple = ()  # GenerateConfig fields only this mode reads (in its outputs' fingerprint)
 
     def prompt(self, tokenizer, pair: Pair, t: prompts.Templates) -> str:
         return prompts.translation_prompt(tokenizer, pair, t)
@@ -72,6 +77,14 @@ class RationaleExplain(Mode):
         return [(ref, REF), (separator + text.strip(), RAT)]
 
 
+class RationaleAuto(Mode):
+    name, rationale = "rationale-auto", True
+    tries, fallback = "rationale-continue", "rationale-explain"
+    own_settings = ("auto_probe_rows", "auto_min_yield")
+    help = ("rationale-continue where it yields rationales on the first rows (auto_probe_rows), else "
+            "rationale-explain; the choice is kept in the output's meta")
+
+
 class SeqKD(Mode):
     name, trims_unfinished = "seqkd", False  # a cut translation is cut at its end anyway
     help = "the model's own translation replaces the reference (self-SeqKD)"
@@ -98,6 +111,7 @@ class Replay(Mode):
 
 class TCoTRows(Mode):
     name, reads, composite = "tcot", "instructions", True
+    own_settings = ("tcot_lang", "translator")
     help = "TransLLM's TCoT rows (target-language query -> <EN> .. <RESPONSE> .. <DE> ..) and recovery-KD rows"
 
     def run(self, cfg, progress: bool):
@@ -113,7 +127,7 @@ def register_mode(mode: Mode) -> Mode:
     return mode
 
 
-for _m in (RationaleContinue(), RationaleExplain(), SeqKD(), SDFT(), Replay(), TCoTRows()):
+for _m in (RationaleContinue(), RationaleExplain(), RationaleAuto(), SeqKD(), SDFT(), Replay(), TCoTRows()):
     register_mode(_m)
 
 
@@ -209,8 +223,9 @@ def describe() -> str:
     return "\n".join(lines)
 
 
-TRANSLATION = tuple(n for n, m in MODES.items() if m.reads == "pairs")
-RADIS = tuple(n for n, m in MODES.items() if m.rationale)
+# The modes rows are written in (a mode that picks another, rationale-auto, writes the one it picked).
+TRANSLATION = tuple(n for n, m in MODES.items() if m.reads == "pairs" and m.tries is None)
+RADIS = tuple(n for n, m in MODES.items() if m.rationale and m.tries is None)
 
 for _method in (
     Method("base", "the model as it is (no training)", data=None, inputs={}),
@@ -231,7 +246,7 @@ for _method in (
            extra=Extra("mix_data", Rule(None, ("pairs",)), required=False)),
     # rationale-explain first: the mode the recipes and the paper's main results use.
     Method("radis", "reference + the model's own rationale (RaDis)", Rule(RADIS),
-           generate=("rationale-explain", "rationale-continue")),
+           generate=("rationale-explain", "rationale-continue", "rationale-auto")),
 ):
     register(_method)
 

@@ -31,6 +31,7 @@ class Stage:
     out: Path
     config: object = None
     what: str = ""
+    memory: object = None  # memory.Estimate of its peak (generate, finetune, eval), set by check_memory
 
     def status(self) -> str:
         return STATUS[self.kind](self)
@@ -292,11 +293,43 @@ def check_sources(recipe: dict, out, progress: bool = False) -> str:
                                     preflight.data_sources(recipe, cfg, used))
 
 
-def format_plan(recipe: dict, out, stages: list[Stage]) -> str:
+def format_plan(recipe: dict, out, stages: list[Stage], target=None) -> str:
     lines = [f"plan for {recipe['_path']} -> {out}"]
     for st in stages:
         lines.append(f"  {st.name:14s} {st.what:40s} {st.out}  [{st.status()}]")
+        if st.memory is not None:
+            lines.append(f"  {'':14s} memory: {st.memory.line()}")
+    if target is not None:
+        lines.append(f"memory: every stage fits {target.what}")
     return "\n".join(lines)
+
+
+def _knob(recipe: dict, st: Stage) -> str:
+    """Where the setting that shrinks a stage's memory is set: the method's own section or the recipe's."""
+    knob, section = st.memory.knob, st.kind  # a stage kind is its recipe section's name
+    own = (recipe["methods"].get(st.name) or {}).get(section) or {}
+    return _where(recipe, f"methods.{st.name}.{section}.{knob}" if knob in own else f"{section}.{knob}")
+
+
+def check_memory(recipe: dict, stages: list[Stage], fit_for: str | None = None):
+    """Each generate, finetune and eval stage's estimated peak (``Stage.memory``), checked against the
+    machine's memory (memory.parse_target); the first that cannot fit is refused, naming its setting.
+    Returns the target, or None when the check is off."""
+    from . import memory
+    from .evals.suites import DEFAULT_MAX_TOKENS
+    target = memory.parse_target(fit_for)
+    if target is None:
+        return None
+    for st in stages:
+        if st.kind == "generate":
+            st.memory = memory.estimate("generate", st.config, st.config.teacher or st.config.model, target)
+        elif st.kind == "finetune":
+            st.memory = memory.estimate("finetune", st.config, recipe.get("model"), target)
+        elif st.kind == "eval":
+            longest = max(st.config.max_tokens.get(s, DEFAULT_MAX_TOKENS[s]) for s in st.config.suites)
+            st.memory = memory.estimate("eval", st.config, recipe.get("model"), target, longest=longest)
+    memory.check_fits([(st.memory, _knob(recipe, st)) for st in stages if st.memory is not None], target)
+    return target
 
 
 # ---------------------------------------------------------------- plan -> stage calls
@@ -387,13 +420,14 @@ def _log(m: str) -> None:
     print(f"[run] {m}", flush=True)
 
 
-def run(recipe: dict, out, *, progress: bool = True, check: bool = False) -> dict:
-    """Plan the recipe (every stage's settings checked first), then run the stages in order;
-    ``check``: only return the plan."""
+def run(recipe: dict, out, *, progress: bool = True, check: bool = False, fit_for: str | None = None) -> dict:
+    """Plan the recipe (every stage's settings checked first, and whether each fits in memory), then
+    run the stages in order; ``check``: only return the plan; ``fit_for``: see memory.parse_target."""
     sources = check_sources(recipe, out, progress)  # every data source and the model, before any work
     stages = plan(recipe, out, progress)
+    target = check_memory(recipe, stages, fit_for)
     if check:
-        return {"plan": stages, "sources": sources}
+        return {"plan": stages, "target": target, "sources": sources}
     t0 = time.perf_counter()
     out = check_writable_dir(out)
     atomic_write_json(out / "recipe.json", {k: v for k, v in recipe.items() if not k.startswith("_")})

@@ -543,3 +543,18 @@ def test_train_embeddings_trains_and_loads_back_in_mlx_lm(tiny_model_dir, rows_f
     assert mx.array_equal(ours.model.embed_tokens.weight, saved[emb]).item()
     finetune(_cfg(tiny_model_dir, rows_file, tmp_path / "plain", iters=2))
     assert not (tmp_path / "plain" / "embeddings.safetensors").exists()
+
+
+def test_grad_checkpoint_trains_the_same_weights(tiny_model_dir, rows_file, tmp_path):
+    """Checkpointing recomputes each block in backward, and the loop evaluates the gradients before the
+    update when it is on (memory: BENCHMARKS.md): neither may change what is learned."""
+    import mlx.core as mx
+    from radis_mlx.tuner import finetune
+    runs = {}
+    for gc in (False, True):
+        s = finetune(_cfg(tiny_model_dir, rows_file, tmp_path / f"gc{gc}", grad_checkpoint=gc, iters=3))
+        runs[gc] = (s["train_loss_last"], mx.load(str(tmp_path / f"gc{gc}" / "adapters.safetensors")))
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
+    assert set(runs[True][1]) == set(runs[False][1])
+    for k, v in runs[False][1].items():
+        assert mx.allclose(runs[True][1][k], v, atol=1e-5).item(), k

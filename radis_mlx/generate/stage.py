@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .. import __version__, methods, prompts
+from .. import __version__, memory, methods, prompts
 from ..data import Pair, load_instructions, load_pairs
 from ..io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line,
                   read_json)
 from ..progress import Progress
 from ..records import Record
-from . import workers
+from . import auto, workers
 from .decode import DecodeConfig, decode
 from .files import check_meta, done_rows, done_rows_all, leftovers, output_status, part_file, summary_path
 from .filters import in_ratio, rationale_filter
@@ -61,12 +61,17 @@ class GenerateConfig:
     tcot_lang: str = "de"  # tcot mode: the target language
     translator: str | None = None  # tcot mode: MODEL[,adapter=DIR] that translates; None: the model itself
     answers: str | None = None  # tcot mode: the replay file its English answers go to; None: OUT.answers.jsonl
+    auto_probe_rows: int = 16  # rationale-auto: continuation is tried on this many first rows
+    # rationale-auto: continuation is kept when at least this share of the probe rows get a rationale
+    # (kept, AUTO_MIN_TOKENS tokens or more); Qwen2.5 gave 11 of 200 rows, none an explanation.
+    auto_min_yield: float = 0.5
 
     def fingerprint(self) -> dict:
         """Settings that change what a row contains; a rerun must match them to resume."""
         skip = {"out", "limit", "batch_size", "workers", "trust_remote_code", "answers"}
-        if not getattr(methods.get_mode(self.mode), "composite", False):
-            skip |= {"tcot_lang", "translator"}  # only tcot rows depend on them (older outputs lack them)
+        # A mode's own settings count for its rows only (and older outputs lack them).
+        mine = set(methods.get_mode(self.mode).own_settings)
+        skip |= {k for m in methods.MODES.values() for k in m.own_settings} - mine
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         d["version"] = __version__
         return d
@@ -80,6 +85,10 @@ class GenerateConfig:
             raise UserError(f"ratio: must be in [0, 1], got {self.ratio}")
         if self.workers < 0:
             raise UserError(f"workers: must be >= 0 (0: automatic), got {self.workers}")
+        if self.auto_probe_rows < 1:
+            raise UserError(f"auto_probe_rows: must be >= 1, got {self.auto_probe_rows}")
+        if not 0.0 <= self.auto_min_yield <= 1.0:
+            raise UserError(f"auto_min_yield: must be in [0, 1], got {self.auto_min_yield}")
         from ..tcot import target_tag
         target_tag(self.tcot_lang)
         return self
@@ -128,9 +137,11 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     else:
         ids = [r["id"] for r in load_instructions(cfg.data, limit=cfg.limit, seed=cfg.seed)]
     ids = list(dict.fromkeys(ids))  # the same pair twice in the data is one row
+    memory.require_fit("generate", cfg, cfg.teacher or cfg.model, "--batch-size")  # the model id checked here
     check_meta(cfg, out)
 
     rank, size = workers.distributed()
+    row_cfg = _concrete(cfg, out, ids, rank, size, progress)  # rationale-auto: the mode it picks for this model
     if size > 1:  # mlx.launch: each rank takes its own shard and writes its own part file
         part = part_file(out, rank, size)
         done = {**done_rows(out), **done_rows(part)}
@@ -138,7 +149,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
         todo = [i for i in mine if i not in done]
         if rank == 0 and progress and len(todo) < len(mine):
             print(f"resuming: {len(mine) - len(todo)} of {len(mine)} rows already in {part}", flush=True)
-        run = generate_rows(cfg, todo, part, progress and rank == 0)
+        run = generate_rows(row_cfg, todo, part, progress and rank == 0)
         rows_, tokens = workers.all_sum([run.rows, run.tokens])  # also the barrier before rank 0 merges
         if rank != 0:
             return {}
@@ -149,7 +160,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
         if progress and done:
             print(f"resuming: {len(ids) - len(todo)} of {len(ids)} rows already done", flush=True)
         n = workers.n_workers(cfg, len(todo)) if todo else 1
-        run = workers.run_workers(cfg, todo, n, progress) if n > 1 else generate_rows(cfg, todo, out, progress)
+        run = workers.run_workers(row_cfg, todo, n, progress) if n > 1 else generate_rows(row_cfg, todo, out, progress)
 
     done = done_rows_all(out)
     missing = [i for i in ids if i not in done]
@@ -161,6 +172,8 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     for p in leftovers(out):
         p.unlink(missing_ok=True)
     summary = _summarise(cfg, rows, run, time.perf_counter() - t0)
+    if row_cfg.mode != cfg.mode:
+        summary["auto"] = auto.chosen(out)
     # One entry per run that generated rows: a resumed or no-op rerun keeps the earlier runs' speed.
     old = read_json(summary_path(out)) if summary_path(out).exists() else {}
     summary["runs"] = old.get("runs", []) if old.get("settings") == summary["settings"] else []
@@ -169,6 +182,17 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
                                 "tokens_per_s": summary["tokens_per_s_this_run"], "workers": run.workers})
     atomic_write_json(summary_path(out), summary)
     return summary
+
+
+def _concrete(cfg: GenerateConfig, out: Path, ids: list[str], rank: int, size: int, progress: bool):
+    """``cfg`` with the mode its rows are generated in: a mode that picks per model (rationale-auto)
+    probes once, on rank 0, and every rank takes its choice."""
+    if size == 1:
+        return auto.resolve(cfg, out, ids, generate_rows, progress)
+    names = list(methods.MODES)
+    picked = auto.resolve(cfg, out, ids, generate_rows, progress) if rank == 0 else cfg
+    k = workers.all_sum([names.index(picked.mode) if rank == 0 else 0])[0]
+    return replace(cfg, mode=names[k])
 
 
 @dataclass
@@ -229,5 +253,6 @@ def format_summary(s: dict) -> str:
     rej = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
     speed = "nothing generated this run" if s["tokens_per_s_this_run"] is None \
         else f"{s['tokens_per_s_this_run']} tok/s this run"
-    return (f"{s['rows']} rows -> {s['out']}: kept {s['kept']}, rejected: {rej}; "
+    chose = f"{s['mode']} {auto.describe(s['auto'])}; " if s.get("auto") else ""
+    return (f"{chose}{s['rows']} rows -> {s['out']}: kept {s['kept']}, rejected: {rej}; "
             f"unfinished {s['unfinished']}; mean tokens (kept) {s['mean_tokens_kept']}; {speed}; {s['wall_s']} s")
