@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import cuts
 from .data import Pair, lang_name
 
 # ALMA's instruction (Xu et al., 2024), the RaDis paper's default.
@@ -125,7 +126,4 @@ def encode(tokenizer, text: str) -> list[int]:
 
 def cut_translation(text: str, stop: str = "\n\n") -> tuple[str, bool]:
     """Keep the translation and drop anything appended after it (a RaDis model may explain)."""
-    body = text.strip()
-    if stop and stop in body:
-        return body.split(stop, 1)[0].strip(), True
-    return body, False
+    return cuts.cut(text, cuts.StringCut(stop))
