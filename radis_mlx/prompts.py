@@ -20,6 +20,9 @@ EXPLAIN = (
     "how the meaning, key words and grammar of the {src_name} text are carried over into {tgt_name}."
 )
 
+# radis-turn's second user turn: the translation has ended its turn; this asks for the rationale.
+FOLLOW_UP = "Explain your translation: how are the meaning, key words and grammar of the {src_name} text carried over?"
+
 SDFT_SYSTEM = ("Below are an instruction that describes a task along with a reference answer. "
                "Using the reference answer as a guide, write your own response.")
 SDFT_USER = "### Instruction:\n{instruction}\n\n### Reference Answer:\n{reference}\n\n### Response:\n"
@@ -33,6 +36,7 @@ class Templates:
     """The user-configurable prompt texts; saved with every output so runs are comparable."""
     translate: str = TRANSLATE
     explain: str = EXPLAIN
+    follow_up: str = FOLLOW_UP
     sdft_system: str = SDFT_SYSTEM
     sdft_user: str = SDFT_USER
     system: str | None = None  # extra system prompt for translation prompts (None: template default)
@@ -95,6 +99,24 @@ def end_of_turn(tokenizer) -> str:
 
 def translation_prompt(tokenizer, pair: Pair, t: Templates = Templates(), prefill: str = "") -> str:
     return chat(tokenizer, instruction(pair, t.translate), t.system, prefill)
+
+
+def follow_up_turn(tokenizer, pair: Pair, t: Templates = Templates()) -> str:
+    """The text between the end of the translation's turn and the rationale (radis-turn): the
+    template's newline after the end of turn, the follow-up user turn, the next assistant turn's
+    opening. Rendered by the chat template itself, as the conversation of the two turns."""
+    user = instruction(pair, t.translate)
+    msgs = _messages(user, t.system) + [{"role": "assistant", "content": _PROBE},
+                                        {"role": "user", "content": t.follow_up.format(**_fields(pair))}]
+    if not getattr(tokenizer, "chat_template", None):
+        return f"\nUser: {msgs[-1]['content']}\nAssistant:"
+    full = chat_turns(tokenizer, msgs)
+    after = full[full.index(_PROBE) + len(_PROBE):]
+    eot = end_of_turn(tokenizer)
+    if not after.startswith(eot):
+        from .io import UserError
+        raise UserError(f"radis-turn: the chat template does not end an assistant turn with {eot!r}")
+    return after[len(eot):]
 
 
 def explain_prompt(tokenizer, pair: Pair, t: Templates = Templates()) -> str:

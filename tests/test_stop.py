@@ -1,0 +1,41 @@
+"""Translation eval stops decoding at the cut it scores: the same hypotheses, BLEU and chrF as
+decoding on and cutting afterwards (--no-stop), for fewer tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from radis_mlx.evals import EvalConfig, evaluate
+from radis_mlx.recipe import DEMO_DATA
+
+
+def _eval(out: Path, stop: bool, cut: str = "blank-line", suite: str = "translation", data=None) -> dict:
+    cfg = EvalConfig(models=["model=default"], out=str(out), suites=[suite], test_data={suite: data or str(DEMO_DATA / "test.de-en.jsonl")},
+                     max_tokens={suite: 64}, batch_size=16, n_bootstrap=0, comet=False, progress=False,
+                     cut=cut, paragraph_cut=cut, stop_decoding=stop)
+    return next(iter(evaluate(cfg).values()))["suites"][suite]
+
+
+def _rows(out: Path, suite: str = "translation") -> list[dict]:
+    return [json.loads(l) for l in (out / "model" / f"{suite}.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cut", ["blank-line", "explanation"])
+def test_stopped_and_cut_afterwards_score_the_same_on_the_demo(tmp_path, cut):
+    stopped, full = _eval(tmp_path / "stop", True, cut), _eval(tmp_path / "nostop", False, cut)
+    a, b = _rows(tmp_path / "stop"), _rows(tmp_path / "nostop")
+    assert [r["hyp"] for r in a] == [r["hyp"] for r in b]
+    assert (stopped["bleu"], stopped["chrf"]) == (full["bleu"], full["chrf"])
+    st = stopped["stopping"]
+    assert st["stopped_rows"] >= 3, "the demo's base model explains after some translations: they must stop"
+    assert "stopping" not in full and sum(r["stopped"] for r in b) == 0
+    # what the stop itself costs: a token or two past a blank line; the opening sentence of the
+    # explanation for the explanation cut (it waits for it), never the whole explanation
+    per_row = st["past_cut_tokens"] / st["stopped_rows"]
+    assert per_row <= (2 if cut == "blank-line" else 24)
+    assert full["extra_tokens_mean"] > stopped["extra_tokens_mean"]
+    assert sum(r["n_tokens"] for r in a) < sum(r["n_tokens"] for r in b)
