@@ -13,14 +13,14 @@ from radis_mlx.recipe import DEMO_DATA
 
 
 def _eval(out: Path, stop: bool, cut: str = "blank-line", suite: str = "translation", data=None) -> dict:
-    cfg = EvalConfig(models=["model=default"], out=str(out), suites=[suite], test_data={suite: data or str(DEMO_DATA / "test.de-en.jsonl")},
+    cfg = EvalConfig(models=["m=default"], out=str(out), suites=[suite], test_data={suite: data or str(DEMO_DATA / "test.de-en.jsonl")},
                      max_tokens={suite: 64}, batch_size=16, n_bootstrap=0, comet=False, progress=False,
                      cut=cut, paragraph_cut=cut, stop_decoding=stop)
     return next(iter(evaluate(cfg).values()))["suites"][suite]
 
 
 def _rows(out: Path, suite: str = "translation") -> list[dict]:
-    return [json.loads(l) for l in (out / "model" / f"{suite}.jsonl").read_text().splitlines()]
+    return [json.loads(l) for l in (out / "m" / f"{suite}.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
