@@ -51,10 +51,13 @@ def export(gguf: Path = typer.Option(..., "--gguf", help="GGUF file to write (fo
            type_: str = typer.Option("f16", "--type", help="f16 | q8_0"),
            overwrite: bool = typer.Option(False, help="replace an existing GGUF file")):
     """Fuse the adapters into the model and write one GGUF file (llama, qwen2) with its tokenizer and
-    chat template."""
+    chat template, and an Ollama Modelfile beside it that stops where eval cuts."""
     from .models.gguf_export import export_gguf
-    out = export_gguf(model, adapter, gguf, type_, overwrite=overwrite)
-    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {type_})")
+    method = M.trained_method(adapter) if adapter else None  # from the adapter's own run files
+    out = export_gguf(model, adapter, gguf, type_, overwrite=overwrite,
+                      stops=lambda tok: M.runtime_stops(tok, method))
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {type_}) and {out.with_name('Modelfile')} "
+               f"(stops for {method or 'no trained method'})")
 
 
 @app.command(name="models")

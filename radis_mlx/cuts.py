@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from .io import UserError
 
 BLANK_LINE = "\n\n"
+DEFAULT_CUT = "blank-line"  # eval's default cut (the published study's): exports stop at it too
 WINDOW = 80  # characters of a paragraph's opening that decide whether it explains
 
 
@@ -98,7 +99,7 @@ class ExplanationCut:
 CUTS = {"blank-line": lambda stop: StringCut(stop), "explanation": lambda stop: ExplanationCut()}
 
 
-def make_cut(rule: str = "blank-line", stop: str = BLANK_LINE):
+def make_cut(rule: str = DEFAULT_CUT, stop: str = BLANK_LINE):
     """The cut named ``rule``; ``stop`` is the string the blank-line rule cuts at ('' = no cut)."""
     if rule not in CUTS:
         raise UserError(f"unknown cut {rule!r} (choose from {', '.join(CUTS)})")

@@ -166,6 +166,7 @@ class Method:
     # Where `run` takes each finetune input from: a recipe key, or GENERATED.
     inputs: dict = field(default_factory=lambda: {"data": GENERATED})
     extra: Extra = Extra()
+    explains: bool = False  # its answers carry a rationale after the translation, in the same turn
 
     @property
     def trains(self) -> bool:
@@ -245,7 +246,7 @@ for _method in (
            extra=Extra("mix_data", Rule(None, ("pairs",)), required=False)),
     # rationale-explain first: the mode the recipes and the paper's main results use.
     Method("radis", "reference + the model's own rationale (RaDis)", Rule(RADIS),
-           generate=("rationale-explain", "rationale-continue")),
+           generate=("rationale-explain", "rationale-continue"), explains=True),
     # The same rows, in two exchanges: the translation ends its turn, so the model learns to stop
     # after it, and its own rationale still anchors it (trained in the follow-up turn).
     Method("radis-turn", "RaDis with the rationale in a second turn: the translation ends its own turn",
@@ -255,6 +256,30 @@ for _method in (
 
 DEFAULT_METHOD = "radis"
 DEFAULT_MODE = get(DEFAULT_METHOD).generate[0]
+
+
+# ---------------------------------------------------------------- where a trained model's answer ends
+
+def trained_method(adapter) -> str | None:
+    """The method an adapter was trained with, from its own run files (adapter_config.json, which
+    finetune writes with the run's settings); None for adapters from elsewhere."""
+    from .io import read_json
+    f = Path(adapter) / "adapter_config.json"
+    try:
+        method = (read_json(f).get("radis") or {}).get("method") if f.is_file() else None
+    except (ValueError, OSError, AttributeError):
+        return None
+    return method if method in METHODS else None
+
+
+def runtime_stops(tokenizer, method: str | None) -> list[str]:
+    """What a runtime (Ollama, llama.cpp, LM Studio, transformers) must stop at to answer as eval
+    scores: the end of turn, and for a method whose answers carry a rationale, eval's default cut."""
+    from .cuts import make_cut
+    stops = [prompts.end_of_turn(tokenizer)]
+    if method and get(method).explains:
+        stops += [s for s in make_cut().stop_strings if s not in stops]
+    return stops
 
 
 # ---------------------------------------------------------------- rows and files -> targets

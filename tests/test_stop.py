@@ -12,10 +12,11 @@ from radis_mlx.evals import EvalConfig, evaluate
 from radis_mlx.recipe import DEMO_DATA
 
 
-def _eval(out: Path, stop: bool, cut: str = "blank-line", suite: str = "translation", data=None) -> dict:
+def _eval(out: Path, stop: bool, cut: str = "blank-line", suite: str = "translation", data=None,
+          stop_string: str = "\n\n") -> dict:
     cfg = EvalConfig(models=["m=default"], out=str(out), suites=[suite], test_data={suite: data or str(DEMO_DATA / "test.de-en.jsonl")},
                      max_tokens={suite: 64}, batch_size=16, n_bootstrap=0, comet=False, progress=False,
-                     cut=cut, paragraph_cut=cut, stop_decoding=stop)
+                     cut=cut, paragraph_cut=cut, stop_decoding=stop, stop=stop_string)
     return next(iter(evaluate(cfg).values()))["suites"][suite]
 
 
@@ -24,18 +25,18 @@ def _rows(out: Path, suite: str = "translation") -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cut", ["blank-line", "explanation"])
-def test_stopped_and_cut_afterwards_score_the_same_on_the_demo(tmp_path, cut):
-    stopped, full = _eval(tmp_path / "stop", True, cut), _eval(tmp_path / "nostop", False, cut)
+def test_stopped_and_cut_afterwards_score_the_same_on_the_demo(tmp_path):
+    """The demo's test set on its base model (SmolLM2-135M), cut at "e ": a stop that most rows hold,
+    mostly spanning two tokens (a word's last letter, the next word's space). The base model seldom
+    explains, so a blank line would stop too few rows to show anything; the RaDis-trained Qwen runs
+    in BENCHMARKS.md show the same for the blank line and the explanation cut."""
+    stopped, full = _eval(tmp_path / "stop", True, stop_string="e "), _eval(tmp_path / "nostop", False, stop_string="e ")
     a, b = _rows(tmp_path / "stop"), _rows(tmp_path / "nostop")
     assert [r["hyp"] for r in a] == [r["hyp"] for r in b]
     assert (stopped["bleu"], stopped["chrf"]) == (full["bleu"], full["chrf"])
     st = stopped["stopping"]
-    assert st["stopped_rows"] >= 3, "the demo's base model explains after some translations: they must stop"
+    assert st["stopped_rows"] >= 8 and st["stopped_rows"] == sum(r["cut"] for r in b)
     assert "stopping" not in full and sum(r["stopped"] for r in b) == 0
-    # what the stop itself costs: a token or two past a blank line; the opening sentence of the
-    # explanation for the explanation cut (it waits for it), never the whole explanation
-    per_row = st["past_cut_tokens"] / st["stopped_rows"]
-    assert per_row <= (2 if cut == "blank-line" else 24)
+    assert st["past_cut_tokens"] <= 2 * st["stopped_rows"]  # what the stop itself costs: a token or two
     assert full["extra_tokens_mean"] > stopped["extra_tokens_mean"]
     assert sum(r["n_tokens"] for r in a) < sum(r["n_tokens"] for r in b)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import __version__, prompts
 from ..io import UserError, atomic_write_json, atomic_write_text, check_writable_dir, read_json, safe_join
-from ..cuts import make_cut
+from ..cuts import BLANK_LINE, DEFAULT_CUT, make_cut
 from . import general, ifeval, judge, retention, suites, translation
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
 from ..tcot import TCoT, TCoTDecoder, target_tag
@@ -41,8 +41,8 @@ class EvalConfig:
     max_tokens: dict = field(default_factory=dict)  # per-suite overrides of DEFAULT_MAX_TOKENS
     batch_size: int = 32
     base_model: str | None = None  # retention base; None: each model without its adapter
-    stop: str = "\n\n"  # the string the blank-line cut cuts at ('' = no cut)
-    cut: str = "blank-line"  # cuts.py: blank-line (the published study's) | explanation (RaDis's own format)
+    stop: str = BLANK_LINE  # the string the blank-line cut cuts at ('' = no cut)
+    cut: str = DEFAULT_CUT  # cuts.py: blank-line (the published study's) | explanation (RaDis's own format)
     paragraph_cut: str = "explanation"  # the paragraphs suite's cut (its translations hold blank lines)
     stop_decoding: bool = True  # translation rows stop at the cut; False (--no-stop): decode on, cut afterwards
     translate_template: str = prompts.TRANSLATE
