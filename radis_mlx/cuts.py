@@ -53,21 +53,22 @@ class StringCut:
 
 
 # How RaDis explanations open: the explain prompt asks how "the meaning, key words and grammar of
-# the {src} text are carried over into {tgt}", and the model's rationales answer in those words.
-# A paragraph of translation rarely opens by talking about a text, a translation or its words.
+# the {src} text are carried over into {tgt}", and the model's rationales answer in those words (199
+# of the Qwen study's 200 open "The German text"). Openers a translation also uses ("Here", "Note",
+# "Overall") are left out: they opened 38 of 16,878 WMT22/23 English reference segments; what is left
+# matches 8 of them ("The last sentence of the book ...", "In the long term ...").
 _OPENERS = re.compile(
     r"""^\W{0,4}(?:
-        explanation|note\b|translation\b|here\b|in\ summary|overall\b|
+        explanation\b|
         (?:the|this|in\ the|in\ this)\s+(?:\w+\s+){0,2}?
-            (?:text|sentence|phrase|translation|word|term|expression|original|reference)\b
+            (?:text|sentence|phrase|translation|word|term|expression|reference)\b
     )""", re.I | re.X)
-_META = re.compile(r"\btranslat\w*|\bkey words\b|\bgrammar\b|\bis translated\b|\bcarried over\b", re.I)
 
 
 def explains(opening: str) -> bool:
     """Whether a paragraph that opens with ``opening`` is an explanation rather than translation."""
     first = re.split(r"(?<=[.!?:])\s", opening.strip(), maxsplit=1)[0]
-    return bool(_OPENERS.match(first)) or (bool(_META.search(first)) and bool(re.match(r"\W{0,4}(?:the|this|in)\b", first, re.I)))
+    return bool(_OPENERS.match(first))
 
 
 @dataclass(frozen=True)
