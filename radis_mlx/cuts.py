@@ -7,8 +7,9 @@ A RaDis model may append an explanation after its translation. A cut finds where
 - ``explanation``: the first blank line whose next paragraph opens like RaDis's own explanations
   ("The German text ...", "In this translation ...", "Explanation:"). A blank line *inside* a
   paragraph translation is kept. The decision on a blank line waits for the next paragraph's
-  opening (its first sentence, at most ``WINDOW`` characters), so decoding that stops on it runs
-  a few tokens past the cut; those tokens are counted (``past_cut``), never kept.
+  opening words (up to its first sentence, at most ``WINDOW`` characters, when they do not open an
+  explanation), so decoding that stops on it runs a few tokens past the cut; those tokens are
+  counted (``past_cut``), never kept.
 
 ``find(text, final)`` returns the index to cut at, or None: with ``final=False`` (decoding, text
 still growing) only once the answer can no longer change, with ``final=True`` (the whole output)
@@ -65,10 +66,13 @@ _OPENERS = re.compile(
     )""", re.I | re.X)
 
 
-def explains(opening: str) -> bool:
-    """Whether a paragraph that opens with ``opening`` is an explanation rather than translation."""
+def explains(opening: str, complete: bool = True) -> bool:
+    """Whether a paragraph that opens with ``opening`` is an explanation rather than translation.
+    ``complete=False`` (text still growing): only if a character after the opener already ends its
+    last word ("The German text" may yet become "The German textbook")."""
     first = re.split(r"(?<=[.!?:])\s", opening.strip(), maxsplit=1)[0]
-    return bool(_OPENERS.match(first))
+    m = _OPENERS.match(first)
+    return bool(m) and (complete or m.end() < len(first))
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,11 @@ class ExplanationCut:
             rest = text[i:].lstrip()
             nxt = rest.find(BLANK_LINE)
             opening = rest[:nxt] if nxt >= 0 else rest
-            # Decided once the opening's first sentence (or WINDOW characters of it) is all there.
+            # An opener that matches stays matched as the text grows (it is anchored at the start and
+            # holds no sentence end): cut at once. "Not an explanation" waits until the opening's first
+            # sentence (or WINDOW characters of it) is all there.
+            if opening and explains(opening[:WINDOW], complete=False):
+                return i
             decided = final or nxt >= 0 or len(opening) >= WINDOW or re.search(r"[.!?:]\s", opening)
             if not decided:
                 return None  # wait: the next paragraph's opening is not all there yet

@@ -50,3 +50,21 @@ def test_a_leading_blank_line_cuts_nothing_and_unknown_rules_are_refused():
     assert cut("Hello.\n\n", StringCut()) == ("Hello.", False)
     with pytest.raises(UserError, match="unknown cut 'nope'"):
         make_cut("nope")
+
+
+@pytest.mark.parametrize("rule", [ExplanationCut(), StringCut("\n\n")])
+def test_the_first_streaming_answer_is_the_final_cut_on_random_texts(rule):
+    """Decoding stops at the first prefix where find(final=False) answers: that must be the cut of
+    the whole text, whatever follows (else a stopped run and a cut-afterwards run would differ)."""
+    import random
+    rng = random.Random(0)
+    pieces = ["\n\n", "\n", " ", "The German text", " is", " translated", ".", "Prices rose", "In the",
+              " long term", " sentence", "Explanation:", ",", " The", "This", " word", "x" * 30, ": ", "\u00fc"]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 14)))
+        want = rule.find(text, final=True)
+        first = next((rule.find(text[:k], final=False) for k in range(len(text) + 1)
+                      if rule.find(text[:k], final=False) is not None), None)
+        if first is not None:  # decoding stopped there: the scored text is the same as cutting afterwards
+            assert cut(text[:first], rule) == (cut(text, rule)[0], False), (text, first, want)
+            assert first == want or not text[first:].strip()  # (a stop in trailing whitespace cuts nothing)
