@@ -123,8 +123,11 @@ def test_python_api_and_jsonl_output(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_real_qwen_translates_the_gguf_issue_sentence(qwen_dir):
-    """The sentence the GGUF issue checked: the translator gives the translation, and stops."""
-    got = translate(["Die Regierung hat am Montag neue Maßnahmen gegen die steigenden Energiepreise angekündigt."],
-                    model=str(qwen_dir), max_tokens=64)[0]
+    """The sentence the GGUF issue checked, through translate() and the CLI: the same translation."""
+    src = "Die Regierung hat am Montag neue Maßnahmen gegen die steigenden Energiepreise angekündigt."
+    got = translate([src], model=str(qwen_dir), max_tokens=64)[0]
     assert "government" in got.lower() and "energy" in got.lower(), got
-    assert "\n\n" not in got
+    r = subprocess.run([sys.executable, "-m", "radis_mlx.cli", "translate", "--model", str(qwen_dir),
+                        "--max-tokens", "64"], input=src + "\n", capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and r.stdout == " ".join(got.split()) + "\n", (r.stdout, r.stderr[-500:])
