@@ -40,3 +40,20 @@ def test_stopped_and_cut_afterwards_score_the_same_on_the_demo(tmp_path):
     assert st["past_cut_tokens"] <= 2 * st["stopped_rows"]  # what the stop itself costs: a token or two
     assert full["extra_tokens_mean"] > stopped["extra_tokens_mean"]
     assert sum(r["n_tokens"] for r in a) < sum(r["n_tokens"] for r in b)
+
+
+def test_the_paragraphs_suite_reads_multi_sentence_segments_and_counts_short_outputs(tmp_path, tiny_model_dir,
+                                                                                       shared_data):
+    from radis_mlx.evals import suites
+    from radis_mlx.evals.translation import SENTENCE_END
+    cfg = EvalConfig(models=[f"m={tiny_model_dir}"], out=str(tmp_path / "out"), suites=["paragraphs"],
+                     test_data={"paragraphs": str(shared_data / "wmt23_general_test")}, pairs="de-en",
+                     limits={"paragraphs": 4}, max_tokens={"paragraphs": 6}, batch_size=4, n_bootstrap=0,
+                     comet=False, progress=False)
+    items = suites.load_inputs(cfg, "paragraphs")
+    assert len(items) == 4 and all(len(SENTENCE_END.findall(p.src)) >= 2 for p in items)
+    s = next(iter(evaluate(cfg).values()))["suites"]["paragraphs"]
+    rows = _rows(tmp_path / "out", "paragraphs")
+    # 6 tokens of a random model: every output is far shorter than its paragraph's reference
+    assert s["short_share"] == 1.0 and all(r["short"] for r in rows) and s["settings"]["cut"] == "explanation"
+    assert s["truncated_share"] == sum(r["finish"] == "length" for r in rows) / 4
