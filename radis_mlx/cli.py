@@ -51,10 +51,13 @@ def export(gguf: Path = typer.Option(..., "--gguf", help="GGUF file to write (fo
            type_: str = typer.Option("f16", "--type", help="f16 | q8_0"),
            overwrite: bool = typer.Option(False, help="replace an existing GGUF file")):
     """Fuse the adapters into the model and write one GGUF file (llama, qwen2) with its tokenizer and
-    chat template."""
+    chat template, and an Ollama Modelfile beside it that stops where eval cuts."""
     from .models.gguf_export import export_gguf
-    out = export_gguf(model, adapter, gguf, type_, overwrite=overwrite)
-    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {type_})")
+    method = M.trained_method(adapter) if adapter else None  # from the adapter's own run files
+    out = export_gguf(model, adapter, gguf, type_, overwrite=overwrite,
+                      stops=lambda tok: M.runtime_stops(tok, method))
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {type_}) and {out.with_name('Modelfile')} "
+               f"(stops for {method or 'no trained method'})")
 
 
 @app.command(name="models")
@@ -225,7 +228,7 @@ def eval_(
                                                   "(0 = the base, 1 = as trained); runs are named NAME@A"),
     suites: str = typer.Option("translation,ifeval,advbench,gsm8k,retention",
                                help="comma list of translation, ifeval, advbench, gsm8k, retention, kl, mtbench, "
-                                    "alpacaeval"),
+                                    "alpacaeval, paragraphs"),
     split: Optional[str] = typer.Option(None, help="dev | test: a fixed seeded part of each general suite's "
                                         "items, dev never overlapping test (default: all items)"),
     test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="SUITE=PATH (repeatable), or a data "
@@ -238,6 +241,11 @@ def eval_(
     base_model: Optional[str] = typer.Option(None, help="retention base model (default: each model without "
                                              "its adapter)"),
     stop: str = typer.Option("\\n\\n", help="cut translations at this string ('' = no cut; \\n allowed)"),
+    cut: str = typer.Option("blank-line", help="translation's cut: blank-line (at --stop, the published study's) | "
+                            "explanation (where RaDis's explanation starts: blank lines inside a translation stay)"),
+    paragraph_cut: str = typer.Option("explanation", help="the paragraphs suite's cut (as --cut)"),
+    no_stop: bool = typer.Option(False, "--no-stop", help="decode every translation to its end and cut afterwards "
+                                 "(the study's published numbers) instead of stopping at the cut"),
     responses: Optional[Path] = typer.Option(None, help="score these IFEval responses (JSONL with "
                                              "prompt/key + response) instead of generating"),
     ifeval_conformance: bool = typer.Option(False, "--ifeval-conformance", help="agreement of our IFEval "
@@ -276,7 +284,8 @@ def eval_(
         mts = {**{s: default_mt for s in registry.SUITES}, **mts}
     cfg = harness.EvalConfig(models=specs, out=str(out), suites=suite_list,
                              test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
-                             batch_size=batch_size, base_model=base_model, stop=unescape(stop), judge_url=judge_url,
+                             batch_size=batch_size, base_model=base_model, stop=unescape(stop), cut=cut,
+                             paragraph_cut=paragraph_cut, stop_decoding=not no_stop, judge_url=judge_url,
                              adapter_scale=adapter_scale, split=split,
                              judge_model=judge_model, judge_api_model=judge_api_model,
                              judge_max_tokens=judge_max_tokens, dtype=dtype, tcot=tcot,
@@ -355,6 +364,31 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run di
     from .pipeline import load_recipe, run as run_recipe
     run_recipe(load_recipe("demo", set_ or []), out)
     typer.echo((out / "report" / "report.md").read_text())
+
+
+@app.command()
+def translate(
+    input_: Optional[str] = typer.Argument(None, metavar="[INPUT]", help="text file (one segment per line, blank "
+                                           "lines kept), JSONL with 'src' (.jsonl), or - / nothing for stdin"),
+    model: Optional[str] = ModelOpt,
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="adapter dir (finetune's --out)"),
+    src: str = typer.Option("de", "--src", help="source language code"),
+    tgt: str = typer.Option("en", "--tgt", help="target language code"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output file (default stdout); with --out a "
+                                       "killed run resumes (OUT.cache/)"),
+    batch_size: int = typer.Option(32, help="segments decoded together"),
+    max_tokens: int = typer.Option(512, help="max new tokens per segment"),
+    cut: str = typer.Option("explanation", help="where a translation ends: explanation (where an appended "
+                            "explanation starts) | blank-line"),
+    no_stop: bool = typer.Option(False, "--no-stop", help="decode to the end of turn and cut afterwards"),
+    dtype: str = typer.Option("auto", help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16")):
+    """Translate your own text with a model (+ adapters), stopping where the translation ends."""
+    from .translating import TranslateConfig, translate_file
+    s = translate_file(TranslateConfig(input=input_, out=str(out) if out else None, model=model, adapter=adapter,
+                                       src=src, tgt=tgt, batch_size=batch_size, max_tokens=max_tokens, cut=cut,
+                                       stop=not no_stop, dtype=dtype))
+    if out:
+        typer.echo(f"{s['segments']} segments ({s['lines']} lines) of {s['input']} -> {s['out']}", err=True)
 
 
 @app.command(name="translate-suite")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import prompts
 from .data import Pair, load_pairs
-from .tuner.datasets import REF, RAT, BuildStats, Target
+from .tuner.datasets import EOT, PROMPT, REF, RAT, BuildStats, Target
 from .io import DataError, UserError, iter_jsonl
 
 
@@ -133,14 +133,28 @@ for _m in (RationaleContinue(), RationaleExplain(), RationaleAuto(), SeqKD(), SD
 
 # ---------------------------------------------------------------- methods
 
+def rationale_turn(tokenizer, pair: Pair, t: prompts.Templates, pieces: list) -> list:
+    """radis-turn's answer: the reference ends its own turn (its end-of-turn token trained as the
+    reference's), a short user follow-up (masked) asks for the explanation, and the rationale is the
+    next assistant turn (build_examples ends it with the end of turn)."""
+    ref = [p for p in pieces if p[1] == REF]
+    rat = "".join(x for x, seg in pieces if seg == RAT).strip()
+    if not rat:
+        return pieces
+    return [*ref, (prompts.end_of_turn(tokenizer), EOT), (prompts.follow_up_turn(tokenizer, pair, t), PROMPT),
+            (rat, RAT)]
+
+
 @dataclass(frozen=True)
 class Rule:
     """The files a finetune input accepts: generate rows of ``modes`` (None: any mode), or plain
     files of the kinds in ``plain`` ("pairs", "instructions"). ``ref_only`` trains translation
-    rows on the reference alone."""
+    rows on the reference alone; ``layout`` (tokenizer, pair, templates, pieces) -> pieces lays
+    a generated row's answer out in turns (None: one assistant turn, as the mode gives it)."""
     modes: tuple | None = ()
     plain: tuple = ()
     ref_only: bool = False
+    layout: object = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +180,7 @@ class Method:
     # Where `run` takes each finetune input from: a recipe key, or GENERATED.
     inputs: dict = field(default_factory=lambda: {"data": GENERATED})
     extra: Extra = Extra()
+    explains: bool = False  # its answers carry a rationale after the translation, in the same turn
 
     @property
     def trains(self) -> bool:
@@ -210,14 +225,14 @@ def describe() -> str:
     """The registry as text: what each method generates, trains on and mixes in (``radis-mlx methods``)."""
     lines = []
     for m in METHODS.values():
-        lines.append(f"{m.name:8s} {m.help}")
+        lines.append(f"{m.name:10s} {m.help}")
         if not m.trains:
             continue
         rows = f"{', '.join(m.data.modes) if m.data.modes is not None else 'any'} rows"
         rows += " (their references)" if m.data.ref_only else ""
         reads = " or ".join([rows, *(f"plain {k}" for k in m.data.plain)])
         mix = f"{m.extra.setting}, {m.extra.ratio:.0%} of each epoch" + ("" if m.extra.required else " (optional)")
-        lines.append(f"{'':8s} generate: {', '.join(m.generate) or '-'}; trains on: {reads}; mixes: {mix}")
+        lines.append(f"{'':10s} generate: {', '.join(m.generate) or '-'}; trains on: {reads}; mixes: {mix}")
     lines.append("")
     lines += [f"{name:19s} {mode.help}" for name, mode in MODES.items()]
     return "\n".join(lines)
@@ -246,6 +261,11 @@ for _method in (
            extra=Extra("mix_data", Rule(None, ("pairs",)), required=False)),
     # rationale-explain first: the mode the recipes and the paper's main results use.
     Method("radis", "reference + the model's own rationale (RaDis)", Rule(RADIS),
+           generate=("rationale-explain", "rationale-continue", "rationale-auto"), explains=True),
+    # The same rows, in two exchanges: the translation ends its turn, so the model learns to stop
+    # after it, and its own rationale still anchors it (trained in the follow-up turn).
+    Method("radis-turn", "RaDis with the rationale in a second turn: the translation ends its own turn",
+           Rule(RADIS, layout=rationale_turn),
            generate=("rationale-explain", "rationale-continue", "rationale-auto")),
 ):
     register(_method)
@@ -254,10 +274,34 @@ DEFAULT_METHOD = "radis"
 DEFAULT_MODE = get(DEFAULT_METHOD).generate[0]
 
 
+# ---------------------------------------------------------------- where a trained model's answer ends
+
+def trained_method(adapter) -> str | None:
+    """The method an adapter was trained with, from its own run files (adapter_config.json, which
+    finetune writes with the run's settings); None for adapters from elsewhere."""
+    from .io import read_json
+    f = Path(adapter) / "adapter_config.json"
+    try:
+        method = (read_json(f).get("radis") or {}).get("method") if f.is_file() else None
+    except (ValueError, OSError, AttributeError):
+        return None
+    return method if method in METHODS else None
+
+
+def runtime_stops(tokenizer, method: str | None) -> list[str]:
+    """What a runtime (Ollama, llama.cpp, LM Studio, transformers) must stop at to answer as eval
+    scores: the end of turn, and for a method whose answers carry a rationale, eval's default cut."""
+    from .cuts import make_cut
+    stops = [prompts.end_of_turn(tokenizer)]
+    if method and get(method).explains:
+        stops += [s for s in make_cut().stop_strings if s not in stops]
+    return stops
+
+
 # ---------------------------------------------------------------- rows and files -> targets
 
 def row_target(rec, tokenizer, templates: prompts.Templates, ref_only: bool = False,
-               separator: str = "\n\n", stats: BuildStats | None = None) -> Target | None:
+               separator: str = "\n\n", stats: BuildStats | None = None, layout=None) -> Target | None:
     """The training target of one generated record (None: nothing to train on)."""
     mode = get_mode(rec.mode)
     if mode.reads == "instructions":
@@ -272,7 +316,8 @@ def row_target(rec, tokenizer, templates: prompts.Templates, ref_only: bool = Fa
         if stats and not ref_only and mode.rationale:
             stats.reference_only += 1
         return Target(pair.id, prompt, [(pair.ref, REF)])
-    return Target(pair.id, prompt, mode.pieces(rec.text, pair.ref, separator))
+    pieces = mode.pieces(rec.text, pair.ref, separator)
+    return Target(pair.id, prompt, layout(tokenizer, pair, templates, pieces) if layout else pieces)
 
 
 def load_targets(source, tokenizer, templates: prompts.Templates, rule: Rule, *, directions=None,
@@ -287,7 +332,7 @@ def load_targets(source, tokenizer, templates: prompts.Templates, rule: Rule, *,
         for line, r in recs:
             if rule.modes is not None and r.mode not in rule.modes:
                 raise DataError(source, line, "mode", f"{what} expects {', '.join(rule.modes)} rows, got {r.mode!r}")
-        out = [row_target(r, tokenizer, templates, rule.ref_only, separator, stats) for _, r in recs]
+        out = [row_target(r, tokenizer, templates, rule.ref_only, separator, stats, rule.layout) for _, r in recs]
         if stats:
             stats.rows += len(recs)
         return [t for t in out if t is not None]

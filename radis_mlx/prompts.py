@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import cuts
 from .data import Pair, lang_name
 
 # ALMA's instruction (Xu et al., 2024), the RaDis paper's default.
@@ -18,6 +19,9 @@ EXPLAIN = (
     "Above is a translation task and its reference translation. Explain the translation: "
     "how the meaning, key words and grammar of the {src_name} text are carried over into {tgt_name}."
 )
+
+# radis-turn's second user turn: the translation has ended its turn; this asks for the rationale.
+FOLLOW_UP = "Explain your translation: how are the meaning, key words and grammar of the {src_name} text carried over?"
 
 SDFT_SYSTEM = ("Below are an instruction that describes a task along with a reference answer. "
                "Using the reference answer as a guide, write your own response.")
@@ -32,6 +36,7 @@ class Templates:
     """The user-configurable prompt texts; saved with every output so runs are comparable."""
     translate: str = TRANSLATE
     explain: str = EXPLAIN
+    follow_up: str = FOLLOW_UP
     sdft_system: str = SDFT_SYSTEM
     sdft_user: str = SDFT_USER
     system: str | None = None  # extra system prompt for translation prompts (None: template default)
@@ -96,6 +101,24 @@ def translation_prompt(tokenizer, pair: Pair, t: Templates = Templates(), prefil
     return chat(tokenizer, instruction(pair, t.translate), t.system, prefill)
 
 
+def follow_up_turn(tokenizer, pair: Pair, t: Templates = Templates()) -> str:
+    """The text between the end of the translation's turn and the rationale (radis-turn): the
+    template's newline after the end of turn, the follow-up user turn, the next assistant turn's
+    opening. Rendered by the chat template itself, as the conversation of the two turns."""
+    user = instruction(pair, t.translate)
+    msgs = _messages(user, t.system) + [{"role": "assistant", "content": _PROBE},
+                                        {"role": "user", "content": t.follow_up.format(**_fields(pair))}]
+    if not getattr(tokenizer, "chat_template", None):
+        return f"\nUser: {msgs[-1]['content']}\nAssistant:"
+    full = chat_turns(tokenizer, msgs)
+    after = full[full.index(_PROBE) + len(_PROBE):]
+    eot = end_of_turn(tokenizer)
+    if not after.startswith(eot):
+        from .io import UserError
+        raise UserError(f"radis-turn: the chat template does not end an assistant turn with {eot!r}")
+    return after[len(eot):]
+
+
 def explain_prompt(tokenizer, pair: Pair, t: Templates = Templates()) -> str:
     user = t.explain.format(instruction=instruction(pair, t.translate), **_fields(pair))
     return chat(tokenizer, user, t.system)
@@ -125,7 +148,4 @@ def encode(tokenizer, text: str) -> list[int]:
 
 def cut_translation(text: str, stop: str = "\n\n") -> tuple[str, bool]:
     """Keep the translation and drop anything appended after it (a RaDis model may explain)."""
-    body = text.strip()
-    if stop and stop in body:
-        return body.split(stop, 1)[0].strip(), True
-    return body, False
+    return cuts.cut(text, cuts.StringCut(stop))

@@ -247,3 +247,39 @@ def test_sampling_is_seeded_and_samples(tiny):
     a, b = run(temperature=1.0, top_p=0.95, seed=3), run(temperature=1.0, top_p=0.95, seed=3)
     assert a == b and all(len(t) <= 10 for t in a)
     assert run(temperature=1.0, top_p=0.95, seed=4) != a and run() != a
+
+
+def test_a_row_stops_at_its_cut_even_when_the_stop_spans_tokens(tiny):
+    """A stop string that two tokens make up still stops the row: its text is cut there, its tokens
+    end one or two past the cut (counted in past_cut), and a row without a cut runs on untouched."""
+    from radis_mlx.cuts import StringCut
+    from radis_mlx.generate.decode import DecodeConfig, decode
+
+    model, tok = tiny.model, tiny.tokenizer
+    prompts = [[1, 40, 41, 42, 50 + i] for i in range(6)]
+    saved = tok.eos_token_ids
+    tok.eos_token_ids = {399}  # not produced: without a cut every row runs to the limit
+    try:
+        free = decode(model, tok, prompts, DecodeConfig(max_tokens=24, batch_size=4))
+        # In each row, a stop made of the last character of one token and the first of the next.
+        stops, where = [], []
+        for c in free:
+            pieces = [tok.decode(c.tokens[:k]) for k in range(len(c.tokens) + 1)]
+            k = next(k for k in range(3, len(c.tokens) - 2)
+                     if pieces[k].strip() and len(pieces[k + 1]) > len(pieces[k]) > len(pieces[k - 1]))
+            stop = pieces[k][-1] + pieces[k + 1][len(pieces[k])]
+            stops.append(StringCut(stop))
+            where.append(pieces[-1].find(stop, len(pieces[-1]) - len(pieces[-1].lstrip())))
+        rules = stops[:5] + [None]
+        got = decode(model, tok, prompts, DecodeConfig(max_tokens=24, batch_size=4), cuts=rules)
+    finally:
+        tok.eos_token_ids = saved
+    for c, f, rule, at in zip(got, free, rules, where):
+        if rule is None:
+            assert (c.text, c.tokens, c.finish, c.past_cut) == (f.text, f.tokens, "length", 0)
+            continue
+        assert c.finish == "cut" and c.text == f.text[:at], (c.text, f.text, rule)
+        assert c.tokens == f.tokens[:len(c.tokens)] and len(c.tokens) < len(f.tokens)  # nothing decoded after
+        assert rule.stop in tok.decode(c.tokens) and rule.stop not in tok.decode(c.tokens[:-1])
+        kept = next(k for k in range(len(c.tokens) + 1) if len(tok.decode(c.tokens[:k])) >= at)
+        assert c.past_cut == len(c.tokens) - kept and 1 <= c.past_cut <= 2

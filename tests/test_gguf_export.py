@@ -315,3 +315,73 @@ def test_token_types_round_trip_through_import_and_export(tmp_path):
     tokens, types, pre, special = gguf_export.vocab_metadata(tmp_path, None, n_vocab=8)
     assert tokens == meta["tokenizer.ggml.tokens"] + ["[PAD6]", "[PAD7]"]
     assert types == [1, 1, 1, 3, 4, 5, 5, 5] and pre == "qwen2" and special.merges == ["a b"]
+
+
+# ------------------------------------------------------------------ exports stop where eval cuts
+def _ollama_commands(text: str) -> list[tuple[str, str]]:
+    """(command, value) as Ollama's parser reads a Modelfile: a quoted value runs across lines until
+    its closing quote, with no escape decoding (ollama/parser/parser.go)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] in " \t\r\n":
+            i += 1
+            continue
+        if text[i] == "#":
+            i = text.find("\n", i) % (len(text) + 1) if "\n" in text[i:] else len(text)
+            continue
+        j = text.index(" ", i)
+        name = text[i:j]
+        if name == "PARAMETER":
+            k = text.index(" ", j + 1)
+            name, j = text[j + 1:k], k
+        j += 1
+        for q in ('"""', '"', ""):
+            if text.startswith(q, j) and q:
+                end = text.index(q, j + len(q))
+                out.append((name, text[j + len(q):end]))
+                i = end + len(q)
+                break
+            if not q:
+                end = text.find("\n", j) if "\n" in text[j:] else len(text)
+                out.append((name, text[j:end].strip()))
+                i = end
+    return out
+
+
+@pytest.mark.parametrize("method", ["radis", "sft", None])
+def test_the_modelfile_stops_where_eval_cuts(tiny_model_dir, tiny_adapter, tmp_path, method):
+    """The method comes from the adapter's own run files; a radis adapter's Modelfile stops at the end
+    of turn and at eval's cut, an sft one at the end of turn only."""
+    import shutil
+
+    from radis_mlx.cli import main
+    from radis_mlx.evals import EvalConfig
+    from radis_mlx.models import load
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, adapter)
+    conf = json.loads((adapter / "adapter_config.json").read_text())
+    if method is None:
+        conf.pop("radis")  # adapters from elsewhere (mlx_lm.lora): no method is guessed
+    else:
+        conf["radis"]["method"] = method
+    (adapter / "adapter_config.json").write_text(json.dumps(conf))
+    main(["export", "--gguf", str(tmp_path / "t.gguf"), "--model", str(tiny_model_dir), "--adapter", str(adapter)])
+    cmds = _ollama_commands((tmp_path / "Modelfile").read_text())
+    stops = [v for k, v in cmds if k == "stop"]
+    eot = "<|im_end|>"
+    assert load(str(tiny_model_dir)).tokenizer.decode([2]) == eot  # the eos eval's decoding stops at
+    cfg = EvalConfig()
+    assert stops == ([eot, cfg.stop] if method == "radis" else [eot]) and cfg.stop == "\n\n" and cfg.cut == "blank-line"
+    assert ("FROM", "./t.gguf") in cmds and ("temperature", "0") in cmds
+    template = dict(cmds)["TEMPLATE"]
+    assert template.endswith("<|im_start|>assistant\n") and "{{ .Content }}<|im_end|>" in template
+
+
+def test_fuse_writes_the_stops_into_generation_config(tiny_model_dir, tmp_path):
+    from radis_mlx.models import load
+    out = _train(tiny_model_dir, tmp_path / "run", PAIRS, fuse=True)
+    conf = json.loads((out / "fused" / "generation_config.json").read_text())
+    assert conf["stop_strings"] == ["\n\n"] and 2 in conf["eos_token_id"]  # <|im_end|> is token 2
+    fused = load(str(out / "fused"))
+    assert 2 in fused.tokenizer.eos_token_ids  # mlx-lm reads eos_token_id from generation_config.json

@@ -263,3 +263,25 @@ def test_only_runs_the_matching_methods(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", "demo", "--out", str(out), "--check", "--only", "nope"])
     assert "--only nope: matches none" in capsys.readouterr().err
+
+
+def test_radis_turn_runs_through_run_on_the_radis_rows(tmp_path, tiny_model_dir):
+    """radis-turn through `run`: it shares radis's generate file, trains on its rows laid out in two
+    exchanges, and is evaluated and reported like any method."""
+    recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
+    recipe.update(model=str(tiny_model_dir), methods=["radis", "radis-turn"])
+    recipe["generate"].update(max_tokens=8, unfinished="keep", max_repeat=1.0)  # the tiny model's noise is the rationale
+    recipe["finetune"].update(iters=2, batch_size=2, save_every=1)
+    recipe["eval"].update(max_tokens={"translation": 8, "advbench": 8, "retention": 8}, limit=3)
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    res = run(load_recipe(p), out, progress=False)
+    assert set(res["results"]) == {"radis", "radis-turn"}
+    assert [f.name for f in (out / "generate").glob("*.jsonl")] == ["rationale-explain.jsonl"]  # one file, shared
+    cfg = yaml.safe_load((out / "radis-turn" / "train" / "config.yaml").read_text())
+    assert cfg["method"] == "radis-turn"
+    a, b = (json.loads((out / m / "train" / "summary.json").read_text())["data"]["main"]["tokens"]
+            for m in ("radis", "radis-turn"))
+    assert a["ref"] == b["ref"] and b["eot"] > a["eot"] and b["prompt"] > a["prompt"]
+    assert "radis-turn" in (out / "report" / "report.md").read_text()

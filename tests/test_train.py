@@ -558,3 +558,49 @@ def test_grad_checkpoint_trains_the_same_weights(tiny_model_dir, rows_file, tmp_
     assert set(runs[True][1]) == set(runs[False][1])
     for k, v in runs[False][1].items():
         assert mx.allclose(runs[True][1][k], v, atol=1e-5).item(), k
+
+
+def test_radis_turn_ends_the_translation_turn_and_explains_in_the_next(tok):
+    """radis-turn: reference + its end of turn trained, the follow-up user turn masked, the rationale
+    the next assistant turn; the rows are radis's, only laid out in two exchanges."""
+    from radis_mlx import methods
+    rule = methods.get("radis-turn").data
+    assert rule.modes == methods.get("radis").data.modes and rule.layout is methods.rationale_turn
+    T = prompts.Templates()
+    rec = Record.from_row(_row(1, "rationale-explain", "  The verb 'trinkt' becomes 'drinks'. "), "f", 1)
+    t = row_target(rec, tok, T, layout=rule.layout)
+    eot = prompts.end_of_turn(tok)
+    assert [s for _, s in t.pieces] == [datasets.REF, datasets.EOT, datasets.PROMPT, datasets.RAT]
+    assert t.pieces[0][0] == PAIRS[1][1] and t.pieces[3][0] == "The verb 'trinkt' becomes 'drinks'."
+    ids, segs = datasets.tokenize_segments(tok, t.prompt, t.pieces, eot)
+    follow_up = T.follow_up.format(src_name="German")
+    # the whole example is the chat template's own rendering of the two exchanges
+    conv = prompts.chat_turns(tok, [{"role": "user", "content": prompts.instruction(rec.pair)},
+                                    {"role": "assistant", "content": PAIRS[1][1]},
+                                    {"role": "user", "content": follow_up}])
+    assert ids == prompts.encode(tok, conv + t.pieces[3][0] + eot)
+    masked = _seg_text(tok, ids, segs, datasets.PROMPT)
+    assert masked.startswith(t.prompt) and masked.count(follow_up) == 1 and "<|im_start|>user" in masked[len(t.prompt):]
+    assert _seg_text(tok, ids, segs, datasets.REF) == PAIRS[1][1]
+    assert _seg_text(tok, ids, segs, datasets.RAT) == "The verb 'trinkt' becomes 'drinks'."
+    assert _seg_text(tok, ids, segs, datasets.EOT) == eot + eot  # the translation's end of turn, and the rationale's
+    first_eot = segs.index(datasets.EOT)
+    assert set(segs[:segs.index(datasets.REF)]) == {datasets.PROMPT} and segs[first_eot - 1] == datasets.REF
+    assert segs[first_eot + 1] == datasets.PROMPT  # the follow-up turn right after it: no loss
+    # a row without a rationale trains as radis's does: the reference, then the end of turn
+    assert row_target(Record.from_row(_row(2, kept=False), "f", 1), tok, T, layout=rule.layout).pieces == \
+        [(PAIRS[2][1], datasets.REF)]
+
+
+def test_radis_turn_weights_its_segments_like_radis(tiny_model_dir, rows_file, tmp_path, tok):
+    from radis_mlx.tuner.datasets import load_data
+    from radis_mlx.tuner import losses
+    a = load_data(_cfg(tiny_model_dir, rows_file, tmp_path / "a", method="radis-turn"), tok)
+    b = load_data(_cfg(tiny_model_dir, rows_file, tmp_path / "b", method="radis"), tok)
+    sa, sb = a["stats"]["main"]["tokens"], b["stats"]["main"]["tokens"]
+    with_rationale = sum(1 for e in a["main"] if 2 in e.segments)
+    assert sa["eot"] == sb["eot"] + with_rationale > sb["eot"]  # one more end of turn per rationale row
+    assert sa["prompt"] > sb["prompt"]  # the follow-up turns, masked
+    w = losses.segment_weights(losses.segment_counts(a["main"]), 1.0, 0.5, "tokens")
+    assert w[datasets.EOT] == w[datasets.REF] and w[datasets.RAT] == pytest.approx(0.5 * w[datasets.REF])
+    assert w[datasets.PROMPT] == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,10 +110,12 @@ class Generator:
     """
 
     def __init__(self, loaded, key: str, cache_dir: Path, batch_size: int, seed: int, label: str,
-                 progress: bool = True):
+                 progress: bool = True, cuts: dict | None = None):
         self.loaded, self.key, self.cache_dir = loaded, key, Path(cache_dir)
         self.batch_size, self.seed, self.label, self.progress = batch_size, seed, label, progress
+        self.cuts = cuts or {}  # suite -> the cut its rows stop at (cuts.py); others decode to the end
         self.generated_tokens: dict = {}  # per suite, this run
+        self.decode_s = 0.0  # seconds spent decoding, this run
 
     def __call__(self, suite: str, texts: list[str], max_tokens: int) -> list[dict]:
         return self.many([(suite, texts, max_tokens)])[0]
@@ -123,6 +126,8 @@ class Generator:
         for suite, texts, mt, *where in requests:
             c = (Path(where[0]) if where else self.cache_dir) / f"{suite}.jsonl"
             settings = {"max_tokens": mt, "temperature": 0.0, "dtype": self.loaded.dtype}
+            if self.cuts.get(suite) is not None:  # only then: the caches of runs without a stop stay valid
+                settings["stopped_at"] = repr(self.cuts[suite])
             keys = [sha1(self.key, t, settings) for t in texts]
             if c not in caches:
                 caches[c] = read_cache(c)
@@ -130,7 +135,7 @@ class Generator:
             for t, k in zip(texts, keys):
                 if k not in caches[c] and (c, k) not in seen:
                     seen.add((c, k))
-                    todo.append((c, k, t, mt))
+                    todo.append((c, k, t, mt, self.cuts.get(suite)))
         if self.progress:
             n = sum(len(k) for _, k in keyed)
             log(f"[{self.label}] {'+'.join(dict.fromkeys(r[0] for r in requests))}: {n - len(todo)} of {n} "
@@ -139,19 +144,21 @@ class Generator:
             tok = self.loaded.tokenizer
             bar = Progress(len(todo), desc=f"[{self.label}] generate", enabled=self.progress)
             writers = {c: JsonlAppender(c) for c in dict.fromkeys(t[0] for t in todo)}
+            t0 = time.perf_counter()
             try:
                 def done(c):
                     path, key = todo[c.index][:2]
                     row = {"key": key, "text": c.text, "n_tokens": len(c.tokens), "finish": c.finish,
-                           "n_prompt": c.n_prompt}
+                           "n_prompt": c.n_prompt, "past_cut": c.past_cut}
                     writers[path].write(row)  # written as it finishes: an interrupted eval resumes here
                     caches[path][key] = row
                     self.generated_tokens[path.stem] = self.generated_tokens.get(path.stem, 0) + len(c.tokens)
 
                 decode(self.loaded.model, tok, [prompts.encode(tok, t[2]) for t in todo],
                        DecodeConfig(max_tokens=max(t[3] for t in todo), seed=self.seed, batch_size=self.batch_size),
-                       on_done=done, progress=bar, max_tokens=[t[3] for t in todo])
+                       on_done=done, progress=bar, max_tokens=[t[3] for t in todo], cuts=[t[4] for t in todo])
             finally:
+                self.decode_s += time.perf_counter() - t0
                 for w in writers.values():
                     w.close()
                 bar.close()

@@ -22,7 +22,8 @@ from pathlib import Path
 from .. import __version__, prompts
 from ..models.interpolate import check_scalable
 from ..io import UserError, atomic_write_json, atomic_write_text, check_writable_dir, read_json, safe_join
-from . import general, ifeval, judge, retention, suites
+from ..cuts import BLANK_LINE, DEFAULT_CUT, make_cut
+from . import general, ifeval, judge, retention, suites, translation
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
 from ..tcot import TCoT, TCoTDecoder, target_tag
 from .ifeval_conformance import conformance as ifeval_conformance_check
@@ -43,7 +44,10 @@ class EvalConfig:
     base_model: str | None = None  # retention base; None: each model without its adapter
     adapter_scale: float | None = None  # every adapter at base + A x its delta (a model's own scale= wins)
     split: str | None = None  # dev | test: a fixed disjoint part of each general suite's items (suites.split_items)
-    stop: str = "\n\n"
+    stop: str = BLANK_LINE  # the string the blank-line cut cuts at ('' = no cut)
+    cut: str = DEFAULT_CUT  # cuts.py: blank-line (the published study's) | explanation (RaDis's own format)
+    paragraph_cut: str = "explanation"  # the paragraphs suite's cut (its translations hold blank lines)
+    stop_decoding: bool = True  # translation rows stop at the cut; False (--no-stop): decode on, cut afterwards
     translate_template: str = prompts.TRANSLATE
     system: str | None = None  # translation prompts' system prompt (match training)
     gsm8k_template: str = general.GSM8K_TEMPLATE
@@ -72,6 +76,7 @@ def check_config(cfg: EvalConfig) -> list[ModelSpec]:
         raise UserError("pass either --judge-url or --judge-model, not both")
     if cfg.judge_max_tokens < 1:
         raise UserError(f"--judge-max-tokens must be >= 1, got {cfg.judge_max_tokens}")
+    make_cut(cfg.cut, cfg.stop), make_cut(cfg.paragraph_cut, cfg.stop)
     if cfg.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     if cfg.tcot is not None:
@@ -178,7 +183,12 @@ def evaluate_model(cfg: EvalConfig, spec: ModelSpec, out: Path, inputs: dict) ->
     if spec.scale is not None:
         res["adapter_scale"] = spec.scale
     res.setdefault("suites", {})
-    gen = Generator(loaded, key, run_dir / "cache", cfg.batch_size, cfg.seed, spec.name, cfg.progress)
+    stops = {}
+    if cfg.stop_decoding:  # a cut that cuts nothing stops nothing (and keeps the cache keys of old runs)
+        stops = {s: rule for s, rule in (("translation", translation.translation_cut(cfg)),
+                                          ("paragraphs", translation.paragraph_cut(cfg)))
+                 if rule.stop_strings}
+    gen = Generator(loaded, key, run_dir / "cache", cfg.batch_size, cfg.seed, spec.name, cfg.progress, stops)
     if cfg.tcot:
         gen = TCoTDecoder(gen, TCoT(cfg.tcot), loaded.tokenizer, cfg.tcot_zero_shot)
     ctx = Ctx(cfg, spec.name, run_dir, loaded, gen, key, spec, {s: suites.max_tokens(cfg, s) for s in cfg.suites})

@@ -94,6 +94,12 @@ register(Suite("mtbench", "mt_bench/question.jsonl", 512, general.load_mtbench, 
 register(Suite("alpacaeval", "alpaca_eval/alpaca_eval_instructions.jsonl", 512, general.load_plain,
                general.run_alpacaeval, general.alpacaeval_prompts, hub=ALPACAEVAL_HUB))
 
+# Whole paragraphs (WMT23 de-en's segments): a translation with blank lines inside, long enough to
+# show a model that translates the first sentence and then explains. Scored at paragraph_cut.
+register(Suite("paragraphs", "wmt23_general_test", 448, translation.load_paragraphs, translation.run_paragraphs,
+               translation.translation_prompts, translation.paragraphs_headline,
+               lambda cfg: {"pairs": cfg.pairs, "cut": cfg.paragraph_cut, "stop_decoding": cfg.stop_decoding}))
+
 SUITES = tuple(REGISTRY)
 DEFAULT_SUITES = ("translation", "ifeval", "advbench", "gsm8k", "retention")
 DATA_LAYOUT = {s.name: s.data for s in REGISTRY.values()}

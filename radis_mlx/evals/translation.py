@@ -1,17 +1,20 @@
 """Translation quality: BLEU and chrF (sacrebleu) with bootstrap CIs, optional COMET, cut statistics.
 
-A RaDis model may append an explanation after its translation, so every output is cut at a
-stop string (default: the first blank line) before scoring, and we report how often that
-happened and how many tokens were spent after the cut: that is decoding time a user pays for.
+A RaDis model may append an explanation after its translation, so every output is cut (cuts.py;
+default: the first blank line) before scoring, and we report how often that happened and how many
+tokens were spent after the cut: that is decoding time a user pays for. By default decoding stops
+at the same cut, so those tokens are only what the stop itself costs (``past_cut``); ``--no-stop``
+decodes every row to its end and cuts afterwards, as the published study did.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from typing import Sequence
 
-from .. import prompts
+from .. import cuts, prompts
 from ..data import Pair, load_pairs, sample
 from ..io import atomic_write_jsonl
 from .context import Ctx
@@ -90,15 +93,22 @@ def corpus_metrics(hyps: Sequence[str], refs: Sequence[Sequence[str]], tgt_lang:
     return out
 
 
-def cut_output(text: str, stop: str, tokenizer=None) -> dict:
-    """The scored hypothesis of one raw output, whether it was cut, and the tokens after the cut."""
-    hyp, cut = prompts.cut_translation(text, stop)
-    extra = 0
-    if cut:
-        body = text.strip()
-        tail = body[body.index(stop):]
-        extra = len(tokenizer.encode(tail, add_special_tokens=False)) if tokenizer is not None else 0
-    return {"hyp": hyp, "cut": cut, "extra_tokens": extra}
+def cut_output(output: dict | str, rule, tokenizer=None) -> dict:
+    """The scored hypothesis of one raw output, whether it was cut, and the tokens after the cut.
+
+    A row that decoding stopped at its cut (finish "cut") holds the kept text already; its tokens
+    after the cut are the ones the stop itself cost."""
+    o = {"text": output} if isinstance(output, str) else output
+    rule = cuts.StringCut(rule) if isinstance(rule, str) else rule
+    if o.get("finish") == "cut":
+        return {"hyp": o["text"].strip(), "cut": True, "extra_tokens": o.get("past_cut", 0)}
+    text = o["text"]
+    at = rule.find(text, final=True)
+    if at is None:
+        return {"hyp": text.strip(), "cut": False, "extra_tokens": 0}
+    tail = text[at:].rstrip()  # the stop itself counts: it was decoded too
+    extra = len(tokenizer.encode(tail, add_special_tokens=False)) if tokenizer is not None else 0
+    return {"hyp": text[:at].strip(), "cut": True, "extra_tokens": extra}
 
 
 def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str],
@@ -128,7 +138,7 @@ def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str],
         return None, f"COMET skipped: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
 
-def score(pairs: Sequence[Pair], outputs: Sequence[dict], tokenizer=None, stop: str = "\n\n",
+def score(pairs: Sequence[Pair], outputs: Sequence[dict], tokenizer=None, stop="\n\n",
           n_bootstrap: int = 1000, seed: int = 0, use_comet: bool = True) -> tuple[list[dict], dict]:
     """Score raw outputs (``{"text", "n_tokens", "finish"}``, aligned with ``pairs``).
 
@@ -139,11 +149,11 @@ def score(pairs: Sequence[Pair], outputs: Sequence[dict], tokenizer=None, stop: 
 
     rows = []
     for p, o in zip(pairs, outputs):
-        c = cut_output(o["text"], stop, tokenizer)
+        c = cut_output(o, stop, tokenizer)  # stop: a cut rule (cuts.py), or a string to cut at
         rows.append({"id": p.id, "src_lang": p.src_lang, "tgt_lang": p.tgt_lang, "src": p.src,
                      "refs": list(p.all_refs), "hyp": c["hyp"], "raw": o["text"], "cut": c["cut"],
                      "n_tokens": o.get("n_tokens", 0), "extra_tokens": c["extra_tokens"],
-                     "finish": o.get("finish")})
+                     "finish": o.get("finish"), "stopped": o.get("finish") == "cut"})
     by_dir: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_dir[f"{r['src_lang']}-{r['tgt_lang']}"].append(r)
@@ -159,7 +169,8 @@ def score(pairs: Sequence[Pair], outputs: Sequence[dict], tokenizer=None, stop: 
         m.update(cut_share=sum(r["cut"] for r in rs) / len(rs), extra_tokens=extra,
                  extra_tokens_mean=extra / len(rs), generated_tokens=gen,
                  extra_token_share=extra / gen if gen else 0.0,
-                 unfinished_share=sum(r["finish"] == "length" for r in rs) / len(rs))
+                 unfinished_share=sum(r["finish"] == "length" for r in rs) / len(rs),
+                 stopped_share=sum(r["stopped"] for r in rs) / len(rs))
         if use_comet:
             cm, why = comet_score([r["src"] for r in rs], [r["hyp"] for r in rs], [r["refs"][0] for r in rs])
             if cm:
@@ -169,9 +180,12 @@ def score(pairs: Sequence[Pair], outputs: Sequence[dict], tokenizer=None, stop: 
             elif why and why not in notes:
                 notes.append(why)
         directions[d] = m
-    summary: dict = {"directions": directions, "n": len(rows), "stop": stop}
+    summary: dict = {"directions": directions, "n": len(rows),
+                     "stop": stop if isinstance(stop, str) else "|".join(stop.stop_strings),
+                     "cut": "blank-line" if isinstance(stop, str) else stop.name}
     if directions:
-        for k in ("bleu", "chrf", "cut_share", "extra_tokens_mean", "extra_token_share", "unfinished_share"):
+        for k in ("bleu", "chrf", "cut_share", "extra_tokens_mean", "extra_token_share", "unfinished_share",
+                  "stopped_share"):
             summary[k] = float(np.mean([m[k] for m in directions.values()]))
         for k, ss in samples.items():
             if len(ss) == len(directions):
@@ -195,25 +209,90 @@ def load_test_pairs(cfg, path, limit) -> list[Pair]:
     return [p for d in by_dir.values() for p in sample(d, limit, cfg.seed)]
 
 
+SENTENCE_END = re.compile(r"[.!?][\"'\u201c\u201d\u00bb)]*(?=\s|$)")
+SHORT = 0.6  # an output under this share of its reference's characters has lost sentences
+
+
+def load_paragraphs(cfg, path, limit) -> list[Pair]:
+    """Multi-sentence test segments (WMT23 de-en's are whole paragraphs), ``limit`` sampled per direction."""
+    by_dir: dict = {}
+    for p in load_pairs(path, cfg.pairs, split="test"):
+        if len(SENTENCE_END.findall(p.src.strip())) >= 2:
+            by_dir.setdefault((p.src_lang, p.tgt_lang), []).append(p)
+    if not by_dir:
+        from ..io import UserError
+        raise UserError(f"{path}: no multi-sentence segments for {cfg.pairs or 'any direction'}")
+    return [p for d in by_dir.values() for p in sample(d, limit, cfg.seed)]
+
+
 def translation_prompts(ctx: Ctx, pairs: list[Pair]) -> list[str]:
     t = prompts.Templates(translate=ctx.cfg.translate_template, system=ctx.cfg.system)
     return [prompts.translation_prompt(ctx.loaded.tokenizer, p, t) for p in pairs]  # exactly the training prompt
 
 
+def translation_cut(cfg):
+    """The cut this eval scores at (and, unless --no-stop, decoding stops at)."""
+    return cuts.make_cut(getattr(cfg, "cut", "blank-line"), cfg.stop)
+
+
+def _add_stopping(ctx: Ctx, suite: str, rows: list[dict], summary: dict) -> None:
+    """What stopping at the cut saved, at most: a stopped row would otherwise have run on to its end
+    of turn or to max_tokens (which of the two, only a --no-stop run can tell). Seconds at this
+    run's decoding rate (none when every row came from the cache)."""
+    gen = getattr(ctx.gen, "gen", ctx.gen)  # under TCoT, the Generator it wraps
+    if suite not in getattr(gen, "cuts", {}):
+        return
+    stopped = [r for r in rows if r["stopped"]]
+    saved = sum(ctx.max_tokens[suite] - r["n_tokens"] for r in stopped)
+    summary["stopping"] = {"stopped_rows": len(stopped), "past_cut_tokens": sum(r["extra_tokens"] for r in stopped),
+                           "tokens_saved_at_most": saved}
+    made = sum(gen.generated_tokens.values())
+    if gen.decode_s and made:
+        summary["seconds_saved_at_most_this_run"] = round(saved / (made / gen.decode_s), 1)
+
+
 def run_translation(ctx: Ctx, pairs: list[Pair]) -> dict:
     outs = ctx.first("translation", translation_prompts(ctx, pairs))
-    rows, summary = score(pairs, outs, ctx.loaded.tokenizer, ctx.cfg.stop, ctx.cfg.n_bootstrap, ctx.cfg.seed,
-                          ctx.cfg.comet)
+    rows, summary = score(pairs, outs, ctx.loaded.tokenizer, translation_cut(ctx.cfg), ctx.cfg.n_bootstrap,
+                          ctx.cfg.seed, ctx.cfg.comet)
+    _add_stopping(ctx, "translation", rows, summary)
     atomic_write_jsonl(ctx.run_dir / "translation.jsonl", rows)
     return summary
 
 
+def run_paragraphs(ctx: Ctx, pairs: list[Pair]) -> dict:
+    """Translation of whole paragraphs, scored as translation is, plus the share of outputs much
+    shorter than their reference (a cut or a model that dropped sentences)."""
+    outs = ctx.first("paragraphs", translation_prompts(ctx, pairs))
+    rows, summary = score(pairs, outs, ctx.loaded.tokenizer, paragraph_cut(ctx.cfg), ctx.cfg.n_bootstrap,
+                          ctx.cfg.seed, ctx.cfg.comet)
+    for r in rows:
+        r["short"] = len(r["hyp"]) < SHORT * len(r["refs"][0])
+    summary.update(short_share=sum(r["short"] for r in rows) / max(1, len(rows)),
+                   truncated_share=sum(r["finish"] == "length" for r in rows) / max(1, len(rows)))
+    _add_stopping(ctx, "paragraphs", rows, summary)
+    atomic_write_jsonl(ctx.run_dir / "paragraphs.jsonl", rows)
+    return summary
+
+
+def paragraph_cut(cfg):
+    return cuts.make_cut(getattr(cfg, "paragraph_cut", "explanation"), cfg.stop)
+
+
+def paragraphs_headline(s: dict) -> str:
+    return (f"BLEU {s.get('bleu', 0):.2f}, chrF {s.get('chrf', 0):.2f}, short {100 * s.get('short_share', 0):.0f}%, "
+            f"truncated {100 * s.get('truncated_share', 0):.0f}%")
+
+
 def translation_settings(cfg) -> dict:
-    return dict(pairs=cfg.pairs, stop=cfg.stop, template=cfg.translate_template, system=cfg.system,
-                n_bootstrap=cfg.n_bootstrap)
+    return dict(pairs=cfg.pairs, stop=cfg.stop, cut=getattr(cfg, "cut", "blank-line"),
+                stop_decoding=getattr(cfg, "stop_decoding", False), template=cfg.translate_template,
+                system=cfg.system, n_bootstrap=cfg.n_bootstrap)
 
 
 def translation_headline(s: dict) -> str:
     ci = s.get("bleu_ci")
     return (f"BLEU {s.get('bleu', 0):.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-            + f", chrF {s.get('chrf', 0):.2f}, cut {100 * s.get('cut_share', 0):.0f}%")
+            + f", chrF {s.get('chrf', 0):.2f}, cut {100 * s.get('cut_share', 0):.0f}%"
+            + (f", stopped {s['stopping']['stopped_rows']} rows ({s['stopping']['past_cut_tokens']} tokens past "
+               f"the cut, <= {s['stopping']['tokens_saved_at_most']} saved)" if s.get("stopping") else ""))

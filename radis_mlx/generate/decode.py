@@ -12,6 +12,10 @@ only the last prompt token left for it to process:
 
 Finished sequences go to ``on_done`` at once, so the caller can append them to its output
 before the rest finish.
+
+A row may carry a cut (cuts.py): its decoded text is checked after every token, and the row
+finishes as soon as the cut is found, its text cut there. Matching is on decoded text, so a stop
+that spans tokens matches; the tokens decoded past the cut are counted (``past_cut``).
 """
 
 from __future__ import annotations
@@ -43,13 +47,15 @@ class Completion:
     index: int
     text: str
     tokens: list[int]
-    finish: str  # "stop" (end of turn) or "length" (hit max_tokens)
+    finish: str  # "stop" (end of turn), "cut" (its cut was found) or "length" (hit max_tokens)
     n_prompt: int
+    past_cut: int = 0  # tokens decoded after the cut ("cut" rows): what the stop itself cost
 
 
 def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = DecodeConfig(),
            on_done: Callable[[Completion], None] | None = None, progress: Progress | None = None,
-           max_tokens: Sequence[int] | None = None) -> list[Completion]:
+           max_tokens: Sequence[int] | None = None, cuts: Sequence | None = None) -> list[Completion]:
+    """Greedy/sampled completions of ``prompts``; ``cuts`` (per row, None for none) stop rows early."""
     import mlx.core as mx
     from mlx_lm.generate import BatchGenerator
     from mlx_lm.sample_utils import make_sampler
@@ -94,13 +100,32 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
         for u, i in zip(uids, rows):
             index_of[u], live[u] = i, []
 
-    def finish(uid: int, reason: str):
+    lengths: dict[int, list[int]] = {}  # uid -> decoded length after each token (rows with a cut)
+
+    def finish(uid: int, reason: str, text: str | None = None, past: int = 0):
         i, toks = index_of.pop(uid), live.pop(uid)
-        results[i] = c = Completion(i, tokenizer.decode(toks), toks, reason, len(prompts[i]))
+        lengths.pop(uid, None)
+        text = tokenizer.decode(toks) if text is None else text
+        results[i] = c = Completion(i, text, toks, reason, len(prompts[i]), past)
         if on_done:
             on_done(c)
         if progress:
             progress.update(1)
+
+    def cut_found(uid: int) -> bool:
+        """Finish a row whose text now holds its cut (checked on the whole text: a stop may span tokens)."""
+        rule = cuts[index_of[uid]] if cuts else None
+        if rule is None:
+            return False
+        text = tokenizer.decode(live[uid])
+        seen = lengths.setdefault(uid, [])
+        seen.append(len(text))
+        at = rule.find(text, final=False)
+        if at is None:
+            return False
+        kept = next(k for k, n in enumerate(seen) if n >= at) + 1 if at else 0  # tokens that hold the kept text
+        finish(uid, "cut", text[:at], len(seen) - kept)
+        return True
 
     try:
         while True:
@@ -118,7 +143,7 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
                 if pending:
                     continue
                 break
-            n_new = _take(responses, live, zombies, eos, finish)
+            n_new = _take(responses, live, zombies, eos, finish, cut_found)
             if progress:
                 progress.update(0, tokens=n_new)
     finally:
@@ -129,9 +154,10 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
     return results  # type: ignore[return-value]
 
 
-def _take(responses, live: dict, zombies: set, eos: set, finish) -> int:
-    """One decoding step's tokens: appended to their rows, rows that end their turn or reach their limit
-    finished; a row that ended its turn stays a zombie until the generator drops it. -> new tokens."""
+def _take(responses, live: dict, zombies: set, eos: set, finish, cut_found) -> int:
+    """One decoding step's tokens: appended to their rows, rows that end their turn, find their cut or
+    reach their limit finished; a row that finished early stays a zombie until the generator drops it.
+    -> new tokens."""
     n_new = 0
     for r in responses:
         if r.uid in zombies:
@@ -144,7 +170,10 @@ def _take(responses, live: dict, zombies: set, eos: set, finish) -> int:
         else:
             live[r.uid].append(r.token)
             n_new += 1
-            if r.finish_reason is not None:
+            if cut_found(r.uid):
+                if r.finish_reason is None:
+                    zombies.add(r.uid)
+            elif r.finish_reason is not None:
                 finish(r.uid, "length")
     return n_new
 

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 from ..io import UserError
+from ..prompts import end_of_turn
+from .modelfile import write_modelfile
 from .tokenizer import _LLAMA3_RE, _QWEN2_RE
 
 # mlx-lm model_type -> (llama.cpp architecture, q/k rows permuted as llama.cpp's llama converter does)
@@ -261,9 +263,10 @@ def write_gguf(out: Path, config: dict, weights: dict, vocab, kind: str, name: s
 
 
 def export_gguf(model: str | None = None, adapter: str | None = None, out="model.gguf", type: str = "f16", *,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, stops=None) -> Path:
     """Load ``model`` (+ ``adapter``), fuse the adapters into the weights and write ``out`` as a GGUF
-    of ``type`` (f16 or q8_0) with the tokenizer and chat template; returns the path written."""
+    of ``type`` (f16 or q8_0) with the tokenizer and chat template, and a ``Modelfile`` beside it that
+    stops at ``stops(tokenizer)`` (default: the end of turn); returns the GGUF's path."""
     from mlx.utils import tree_flatten
 
     from ..tuner.trainable import fuse_adapters
@@ -283,4 +286,6 @@ def export_gguf(model: str | None = None, adapter: str | None = None, out="model
                            int(weights["model.embed_tokens.weight"].shape[0]))
     source = (config.get("source") or {}).get("name") or Path(loaded.name).name.removesuffix(".gguf")
     name = f"{source} + {Path(adapter).name}" if adapter else source
-    return write_gguf(out, config, weights, vocab, type, name)
+    written = write_gguf(out, config, weights, vocab, type, name)
+    write_modelfile(written, loaded.tokenizer, stops(loaded.tokenizer) if stops else [end_of_turn(loaded.tokenizer)])
+    return written

@@ -138,6 +138,32 @@ def _hub_error(repo: str, e: Exception) -> str:
     return f"{repo}: cannot get it from the Hugging Face hub ({type(e).__name__}: {first})"
 
 
+_SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
+               "num_key_value_heads", "vocab_size")
+
+
+def check_adapter_base(adapter: str, path: str, model: str) -> None:
+    """Refuse adapters whose run names another base model of another shape, before loading: the
+    weights might still load (same layer names) and translate as noise. Adapters whose base is not
+    on this machine are left to the shape check of the load itself."""
+    f = Path(adapter) / "adapter_config.json"
+    if not f.is_file():
+        raise UserError(f"{adapter}: no adapter_config.json (not an adapter directory)")
+    try:
+        base = json.loads(f.read_text()).get("model")
+    except (ValueError, OSError) as e:
+        raise UserError(f"{f}: unreadable ({e})") from None
+    if not isinstance(base, str) or base == path or not (Path(base) / "config.json").is_file() \
+            or not (Path(path) / "config.json").is_file():
+        return
+    a, b = (json.loads((Path(p) / "config.json").read_text()) for p in (base, path))
+    differ = [k for k in _SHAPE_KEYS if a.get(k) != b.get(k)]
+    if differ:
+        k = differ[0]
+        raise UserError(f"{adapter}: adapters for another base model: trained on {base} ({k} {a.get(k)}), "
+                        f"not {model} ({k} {b.get(k)}); pass the --model they were trained on")
+
+
 def load(model: str | None = None, adapter_path: str | None = None, *, dtype: str = "auto",
          trust_remote_code: bool = False, adapter_scale: float | None = None) -> Loaded:
     """Load a model + tokenizer. dtype: auto (float32 on CPU, as stored on GPU), keep, float32,
@@ -151,6 +177,8 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
     if adapter_scale is not None:
         adapter_scale = check_scalable(adapter_path, adapter_scale)  # before the load: a bad setting costs nothing
     path = resolve(model, dtype)
+    if adapter_path:
+        check_adapter_base(adapter_path, path, model or DEFAULT_MODEL)
     try:
         m, tok, config = mlx_load(path, tokenizer_config={"trust_remote_code": trust_remote_code},
                                   return_config=True, trust_remote_code=trust_remote_code)

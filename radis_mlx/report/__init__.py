@@ -27,6 +27,8 @@ GENERAL_PARTS = (("ifeval", "prompt_level_strict", "n_prompts"), ("advbench", "r
 COLUMNS = (
     ("bleu", "BLEU", "ci"), ("chrf", "chrF", "ci"), ("comet", "COMET", "f1"),
     ("cut_share", "cut %", "pct"), ("extra_tokens_mean", "tokens after cut", "f1"),
+    ("para_bleu", "paragraph BLEU", "f2"), ("para_chrf", "paragraph chrF", "f2"),
+    ("para_short_share", "paragraphs short", "pct"), ("para_truncated_share", "paragraphs truncated", "pct"),
     ("ifeval", "IFEval strict", "pct"), ("ifeval_loose", "IFEval loose", "pct"),
     ("advbench", "AdvBench refusal", "pct"), ("ifeval_refusal", "IFEval refusals", "pct"),
     ("gsm8k", "GSM8K", "pct"),
@@ -47,6 +49,10 @@ def summarize(res: dict) -> dict:
     for k in ("bleu", "bleu_ci", "chrf", "chrf_ci", "comet", "cut_share", "extra_tokens_mean"):
         if tr.get(k) is not None:
             row[k] = tr[k]
+    para = s.get("paragraphs") or {}
+    for k in ("bleu", "chrf", "short_share", "truncated_share"):
+        if para.get(k) is not None:
+            row[f"para_{k}"] = para[k]
     if tr.get("directions"):
         row["directions"] = {d: m.get("bleu") for d, m in tr["directions"].items()}
     parts = {}

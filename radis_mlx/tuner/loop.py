@@ -323,6 +323,9 @@ def _finish(run: _Run, log: MetricsLog, t_start: float) -> dict:
     if cfg.fuse and run.main:
         fused = out / "fused"
         fuse_into(fused, run.loaded, run.model, cfg.fuse_bits)
+        from .. import methods  # as load_data: the registry builds on this package's datasets module
+        from ..models.modelfile import write_generation_stops
+        write_generation_stops(fused, run.loaded.tokenizer, methods.runtime_stops(run.loaded.tokenizer, cfg.method))
     t = log.totals
     run.summary.update({
         "steps_this_run": run.step - run.start, "train_loss_first": log.first_loss,
