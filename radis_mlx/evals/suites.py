@@ -123,6 +123,9 @@ def _locate(cfg, suite: str) -> tuple[str, object]:
         if not given.exists():
             raise UserError(f"{given}: test data for suite {suite} not found")
         return "local", given
+    if given is None and s.hub is None:
+        raise UserError(f"suite {suite} has no hub copy: pass --test-data {suite}=PATH or --data-root / --test-data "
+                        f"DATA_ROOT (a folder with {s.data})")
     if given is None:
         return "hub", s.hub
     if Path(given).exists():
