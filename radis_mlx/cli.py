@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from . import methods as M
+from . import methods as M, settings
+from .evals.harness import EvalConfig
+from .evals.translate_suite import TranslateSuiteConfig
+from .generate.stage import GenerateConfig
 from .io import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -17,6 +21,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Hugging Face id, mlx-lm directory, .gguf file or an "
                         "offline model's short name (radis-mlx models; default: smollm2-135m)")
+
+
+def _default(cls, name: str):
+    """A config field's default, shown by --help: the dataclass is the one place it is stated."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 @app.command()
@@ -77,47 +87,45 @@ def generate(
     data: str = typer.Option(..., "--data", "-d", help="ALMA JSON/JSONL, WMT source file or dir, JSONL "
                              "(src/ref/src_lang/tgt_lang), instruction file (replay), or a HF dataset id"),
     out: Path = typer.Option(..., "--out", "-o", help="output JSONL (resumes if it exists)"),
-    mode: str = typer.Option(M.DEFAULT_MODE, help=M.modes_help()),
+    mode: str = typer.Option(_default(GenerateConfig, "mode"), help=M.modes_help()),
     model: Optional[str] = ModelOpt,
     teacher: Optional[str] = typer.Option(None, help="generate with this model instead (teacher ablation)"),
     pairs: Optional[str] = typer.Option(None, help="directions, e.g. de-en,en-de"),
     ref: Optional[str] = typer.Option(None, help="reference file, when --data is a plain-text source file"),
-    split: str = typer.Option("train", help="split for ALMA dirs / HF datasets"),
+    split: str = typer.Option(_default(GenerateConfig, "split"), help="split for ALMA dirs / HF datasets"),
     limit: Optional[int] = typer.Option(None, help="sample N rows (reproducible with --seed)"),
-    seed: int = typer.Option(0),
-    max_tokens: int = typer.Option(256, help="max new tokens per row"),
-    temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)"),
-    top_p: float = typer.Option(1.0),
-    batch_size: int = typer.Option(64, help="sequences decoded together"),
-    workers: int = typer.Option(0, help="local processes sharing the rows (CPU); 0: one per core when "
-                                "there are 64+ rows and memory for a model each"),
+    seed: int = typer.Option(_default(GenerateConfig, "seed")),
+    max_tokens: int = typer.Option(_default(GenerateConfig, "max_tokens"), help="max new tokens per row"),
+    temperature: float = typer.Option(_default(GenerateConfig, "temperature"), help="0 = greedy (deterministic)"),
+    top_p: float = typer.Option(_default(GenerateConfig, "top_p")),
+    batch_size: int = typer.Option(_default(GenerateConfig, "batch_size"), help="sequences decoded together"),
+    workers: int = typer.Option(_default(GenerateConfig, "workers"), help="local processes sharing the rows "
+                                "(CPU); 0: one per core when there are 64+ rows and memory for a model each"),
     template: Optional[str] = typer.Option(None, help="translation instruction template ({src_name}, "
                                            "{tgt_name}, {src})"),
     explain_template: Optional[str] = typer.Option(None, help="explain-mode user prompt ({instruction}, {ref})"),
     system: Optional[str] = typer.Option(None, help="system prompt"),
     thinking: bool = typer.Option(False, help="leave thinking on for thinking-capable templates"),
-    min_tokens: int = typer.Option(1, help="reject shorter outputs"),
+    min_tokens: int = typer.Option(_default(GenerateConfig, "min_tokens"), help="reject shorter outputs"),
     max_len: Optional[int] = typer.Option(None, help="reject outputs longer than this many tokens"),
-    max_repeat: float = typer.Option(0.5, help="reject when this share of 4-grams repeat"),
-    unfinished: str = typer.Option("trim", help="outputs that hit --max-tokens: keep | trim | drop"),
-    ratio: float = typer.Option(1.0, help="keep rationales for this seeded fraction of rows"),
-    dtype: str = typer.Option("auto", help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
+    max_repeat: float = typer.Option(_default(GenerateConfig, "max_repeat"),
+                                     help="reject when this share of 4-grams repeat"),
+    unfinished: str = typer.Option(_default(GenerateConfig, "unfinished"),
+                                   help="outputs that hit --max-tokens: keep | trim | drop"),
+    ratio: float = typer.Option(_default(GenerateConfig, "ratio"),
+                                help="keep rationales for this seeded fraction of rows"),
+    dtype: str = typer.Option(_default(GenerateConfig, "dtype"),
+                              help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
-    tcot_lang: str = typer.Option("de", help="--mode tcot: the target language"),
+    tcot_lang: str = typer.Option(_default(GenerateConfig, "tcot_lang"), help="--mode tcot: the target language"),
     translator: Optional[str] = typer.Option(None, help="--mode tcot: MODEL[,adapter=DIR] that translates "
                                              "(default: the model itself)"),
 ):
     """Stage 1: self-rationales (RaDis) or the baselines' self-generated targets, as JSONL."""
-    from .generate import GenerateConfig, format_summary, generate as run_generate
-    from . import prompts as P
-    cfg = GenerateConfig(data=data, out=str(out), mode=mode, model=model, teacher=teacher, pairs=pairs,
-                         ref=ref, split=split, limit=limit, seed=seed, max_tokens=max_tokens,
-                         temperature=temperature, top_p=top_p, batch_size=batch_size, workers=workers,
-                         translate_template=template or P.TRANSLATE,
-                         explain_template=explain_template or P.EXPLAIN, system=system, thinking=thinking,
-                         min_tokens=min_tokens, max_len=max_len, max_repeat=max_repeat, unfinished=unfinished,
-                         ratio=ratio, dtype=dtype, trust_remote_code=trust_remote_code, tcot_lang=tcot_lang,
-                         translator=translator)
+    flags = dict(locals())  # before the imports
+    from .generate import format_summary, generate as run_generate
+    flags.update(out=str(out), translate_template=flags.pop("template"))
+    cfg = settings.build(GenerateConfig, [(settings.FLAGS, {k: v for k, v in flags.items() if v is not None})])
     summary = run_generate(cfg)
     if summary:
         typer.echo(format_summary(summary))
@@ -190,13 +198,15 @@ def finetune(
     report_to: Optional[str] = typer.Option(None, help="experiment trackers, e.g. wandb,tensorboard (offline, "
                                             "logs in --out; pip install 'radis-mlx[tracking]')"),
     project_name: Optional[str] = typer.Option(None, help="W&B project (default radis-mlx)"),
+    yes: Optional[bool] = typer.Option(None, "--yes", help="allow a run of more optimizer steps than a day's "
+                                       "worth (see bounds.MAX_ITERS)"),
 ):
     """Stage 2: fine-tune (LoRA/DoRA/full) with the RaDis weighted loss or a baseline target."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full")}  # before imports
     from .tuner import finetune as run_finetune, format_summary
     from .tuner.config import fine_tune_type_flag, load_config
     flags["fine_tune_type"] = fine_tune_type_flag(fine_tune_type, lora=lora, dora=dora, full=full)
-    cfg = load_config(config, **flags)
+    cfg = load_config(config, settings.FLAGS, **flags)
     try:
         summary = run_finetune(cfg)  # an OSError (disk full, permissions) is main's one line
     except KeyboardInterrupt:
@@ -221,9 +231,9 @@ def eval_(
                                                   "root laid out like ../shared/data"),
     pairs: Optional[str] = typer.Option(None, help="translation directions, e.g. de-en,en-de"),
     limit: Optional[List[str]] = typer.Option(None, help="N or SUITE=N: sample N items per suite (per direction)"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(_default(EvalConfig, "seed")),
     max_tokens: Optional[List[str]] = typer.Option(None, help="N or SUITE=N: max new tokens"),
-    batch_size: int = typer.Option(32, help="sequences decoded together"),
+    batch_size: int = typer.Option(_default(EvalConfig, "batch_size"), help="sequences decoded together"),
     base_model: Optional[str] = typer.Option(None, help="retention base model (default: each model without "
                                              "its adapter)"),
     stop: str = typer.Option("\\n\\n", help="cut translations at this string ('' = no cut; \\n allowed)"),
@@ -233,10 +243,11 @@ def eval_(
                                             "checker with the official verdicts in the ifeval data folder"),
     judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server to judge MT-Bench/AlpacaEval "
                                             "(key from RADIS_JUDGE_API_KEY or OPENAI_API_KEY)"),
-    judge_api_model: str = typer.Option("gpt-4", help="model name sent to --judge-url"),
+    judge_api_model: str = typer.Option(_default(EvalConfig, "judge_api_model"), help="model name sent to --judge-url"),
     judge_model: Optional[str] = typer.Option(None, help="local MLX model as the judge"),
-    judge_max_tokens: int = typer.Option(1024, help="max new tokens of each judge reply"),
-    dtype: str = typer.Option("auto", help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
+    judge_max_tokens: int = typer.Option(_default(EvalConfig, "judge_max_tokens"),
+                                         help="max new tokens of each judge reply"),
+    dtype: str = typer.Option(_default(EvalConfig, "dtype"), help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
     tcot: Optional[str] = typer.Option(None, help="answer through English (TransLLM's TCoT: <EN> query "
                                        "<RESPONSE> answer <DE> answer) for this target language, e.g. de"),
     tcot_zero_shot: bool = typer.Option(False, "--tcot-zero-shot", help="with --tcot, for a model not trained on "
@@ -260,12 +271,12 @@ def eval_(
     default_mt, mts = parse_per_suite(max_tokens, "max-tokens")
     if default_mt is not None:
         mts = {**{s: default_mt for s in registry.SUITES}, **mts}
-    cfg = harness.EvalConfig(models=model_specs(model, adapter, name), out=str(out), suites=suite_list,
-                             test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
-                             batch_size=batch_size, base_model=base_model, stop=unescape(stop), judge_url=judge_url,
-                             judge_model=judge_model, judge_api_model=judge_api_model,
-                             judge_max_tokens=judge_max_tokens, dtype=dtype, tcot=tcot,
-                             tcot_zero_shot=tcot_zero_shot)
+    flags = dict(out=str(out), suites=suite_list, test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed,
+                 max_tokens=mts, batch_size=batch_size, base_model=base_model, stop=unescape(stop),
+                 judge_url=judge_url, judge_model=judge_model, judge_api_model=judge_api_model,
+                 judge_max_tokens=judge_max_tokens, dtype=dtype, tcot=tcot, tcot_zero_shot=tcot_zero_shot)
+    cfg = settings.build(EvalConfig, [(settings.FLAGS, {k: v for k, v in flags.items() if v is not None})],
+                         fixed=dict(models=model_specs(model, adapter, name)))
     results = harness.evaluate(cfg)
     from .report import markdown_table, summarize
     typer.echo(markdown_table([summarize(r) for r in results.values()]), nl=False)
@@ -318,10 +329,12 @@ def run(recipe: str = typer.Argument(..., help="recipe YAML (or a name in recipe
                                            "patterns, comma-separated (e.g. 'base,*-s0': every first seed)"),
         quiet: bool = typer.Option(False, help="no progress lines"),
         check: bool = typer.Option(False, "--check", help="check every setting and print the plan (stages, "
-                                   "their files, what is done) without running anything")):
+                                   "their files, what is done) without running anything"),
+        yes: bool = typer.Option(False, "--yes", help="allow finetune runs longer than a day's worth of steps")):
     """Run a recipe: generate -> finetune -> eval -> report for every method; resumes where it stopped."""
     from .pipeline import format_plan, load_recipe, only_methods, run as run_recipe
     r = load_recipe(recipe, set_ or [], data_root)
+    r["_yes"] = yes
     if only:
         r = only_methods(r, only)
     out = out or Path("runs") / str(r.get("name") or Path(recipe).stem)
@@ -342,22 +355,25 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run di
 @app.command(name="translate-suite")
 def translate_suite(
     suite: str = typer.Option(..., help="advbench | alpacaeval | mtbench | gsm8k"),
-    lang: str = typer.Option("de", help="target language code"),
+    lang: str = typer.Option(_default(TranslateSuiteConfig, "lang"), help="target language code"),
     translator: Optional[str] = typer.Option(None, help="MODEL[,adapter=DIR] that translates (default: the "
                                              "offline default model)"),
     test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="SUITE=PATH, or a data root laid out "
                                                   "like ../shared/data"),
     limit: Optional[int] = typer.Option(None, help="sample this many items (seeded, as eval samples)"),
-    seed: int = typer.Option(0),
-    batch_size: int = typer.Option(32),
-    max_tokens: int = typer.Option(384, help="max new tokens per translated paragraph"),
+    seed: int = typer.Option(_default(TranslateSuiteConfig, "seed")),
+    batch_size: int = typer.Option(_default(TranslateSuiteConfig, "batch_size")),
+    max_tokens: int = typer.Option(_default(TranslateSuiteConfig, "max_tokens"),
+                                   help="max new tokens per translated paragraph"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for SUITE.LANG.jsonl, its summary and cache")):
     """An English suite's prompts translated by a named model, for eval in the target language."""
+    flags = dict(locals())  # before the imports
     from .evals.flags import parse_test_data
-    from .evals.translate_suite import TranslateSuiteConfig, format_summary, translate_suite as run_translate
-    s = run_translate(TranslateSuiteConfig(suite=suite, lang=lang, translator=translator, limit=limit, seed=seed,
-                                           test_data=parse_test_data(test_data, [suite]), out=str(out),
-                                           batch_size=batch_size, max_tokens=max_tokens))
+    from .evals.translate_suite import format_summary, translate_suite as run_translate
+    flags.update(out=str(out), test_data=None)
+    cfg = settings.build(TranslateSuiteConfig, [(settings.FLAGS, {k: v for k, v in flags.items() if v is not None})])
+    cfg.test_data = parse_test_data(test_data, [suite])  # a file check: after the settings'
+    s = run_translate(cfg)
     typer.echo(f"{format_summary(s)}; evaluate with --test-data {suite}={s['out']}")
 
 

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
+
 
 class UserError(Exception):
     """An error caused by the user's input; the CLI prints it as one line and exits 2."""
@@ -183,13 +185,42 @@ def check_writable_dir(path) -> Path:
     return path
 
 
-def read_yaml(path) -> Any:
-    """A YAML file through yaml.safe_load; bad bytes or syntax become one-line UserErrors."""
-    import yaml
+class NoAliasLoader(yaml.SafeLoader):
+    """yaml's safe loader without aliases: ``*ref`` can expand a 1 kB file into gigabytes ("billion
+    laughs"), and no setting of this toolkit needs one."""
 
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text through the safe loader, aliases refused (a yaml.YAMLError otherwise)."""
+    return yaml.load(text, Loader=NoAliasLoader)
+
+
+def read_yaml(path) -> Any:
+    """A YAML file through the safe loader without aliases; bad bytes or syntax become one-line UserErrors."""
     try:
-        return yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
+        return load_yaml_text(Path(path).read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+
+
+def check_adapter_dir(path) -> Path:
+    """An adapter directory as mlx-lm's ``load_adapters`` reads it: adapter_config.json and
+    adapters.safetensors (adapters are read only from safetensors). Otherwise one line naming what
+    the directory holds, before any model loads."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{p}: no such adapter directory" if not p.exists() else f"{p}: not a directory")
+    missing = [n for n in ("adapter_config.json", "adapters.safetensors") if not (p / n).is_file()]
+    if missing:
+        names = sorted(q.name for q in p.iterdir())
+        found = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "") or "nothing"
+        raise UserError(f"{p}: not an adapter directory: no {' or '.join(missing)} (found: {found})")
+    return p

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import methods, settings
 from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, safe_join
 from .recipe import (DEMO_DATA, GENERAL_KEYS, RECIPES, _from_set, _mapping, _where, find_recipe,  # noqa: F401
-                     load_recipe, only_methods, resolve_data)
+                     load_recipe, only_methods, resolve_data, section_layers)
 
 # ---------------------------------------------------------------- recipe -> plan
 
@@ -36,11 +36,7 @@ class Stage:
         return STATUS[self.kind](self)
 
 
-def _layers(recipe: dict, section: str, mapping: dict) -> list[tuple[str, dict]]:
-    """A recipe section as two settings layers, the YAML's and --set's, each naming its source."""
-    given = {k: _from_set(recipe, f"{section}.{k}") for k in mapping}
-    return [(f"{recipe['_path']}: {section}", {k: v for k, v in mapping.items() if not given[k]}),
-            (f"--set {section}", {k: v for k, v in mapping.items() if given[k]})]
+_layers = section_layers
 
 
 def _pick_mode(recipe: dict, name: str, spec: dict, method: methods.Method) -> str:
@@ -95,7 +91,8 @@ def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
             raise UserError(f"{recipe['_path']}: {method.inputs[arg]} is needed for method {name}")
     base = dict(model=recipe.get("model"), seed=recipe.get("seed", 0), pairs=recipe.get("pairs"), quiet=not progress)
     layers = [("", base), *_layers(recipe, "finetune", recipe.get("finetune") or {}),
-              *_layers(recipe, f"methods.{name}.finetune", spec.get("finetune") or {})]
+              *_layers(recipe, f"methods.{name}.finetune", spec.get("finetune") or {}),
+              ("--yes", {"yes": True} if recipe.get("_yes") else {})]
     fixed = dict(out=str(train_dir), method=method.name, **inputs)
     cfg = settings.build(FinetuneConfig, layers, fixed, skip=("out", "method", "data", "replay_data", "mix_data",
                                                               "resume", "overwrite"))

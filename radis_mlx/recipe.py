@@ -12,7 +12,8 @@ from importlib import resources
 from pathlib import Path
 
 from . import methods
-from .io import UserError, read_yaml
+from . import settings
+from .io import UserError, load_yaml_text, read_yaml, safe_join
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 # Shipped inside the package, so a wheel install finds them too (pip always installs a real directory).
@@ -66,7 +67,7 @@ def _apply_overrides(r: dict, overrides: list[str]) -> list[str]:
         if not eq or not k.strip():
             raise UserError(f"--set {o!r}: expected key=value")
         try:
-            value = yaml.safe_load(v)
+            value = load_yaml_text(v)
         except yaml.YAMLError:
             raise UserError(f"--set {o!r}: the value is not valid YAML") from None
         _set(r, k.strip(), value)
@@ -98,18 +99,11 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     for key in ("name", "model", "pairs"):
         if r.get(key) is not None and not isinstance(r[key], str):
             raise UserError(f"{where(key)}: expected a string, got {r[key]!r:.60}")
-    listed = r.get("methods") or ["base"]
-    if isinstance(listed, list) and all(isinstance(m, str) for m in listed):
-        listed = {m: {} for m in listed}
-    if not isinstance(listed, dict):
-        raise UserError(f"{where('methods')}: expected a list of method names or a mapping name -> settings")
-    r["methods"] = {}
-    for m, spec in listed.items():
-        spec = dict(_mapping(spec, where(f"methods.{m}")))
-        methods.get(spec.get("method", m), where(f"methods.{m}"))
-        for key in ("generate", "finetune", "eval"):
-            _mapping(spec.get(key), where(f"methods.{m}.{key}"))
-        r["methods"][str(m)] = spec
+    r["methods"] = _methods(r, where)
+    _check_sections(r, "", r, where)
+    for m, spec in r["methods"].items():
+        _check_sections(r, f"methods.{m}.", spec, where)
+    _check_translate_suites(r, where)
     r["report"] = _report_settings(r, where("report"))
     r["_subset"] = {}
     for key in GENERAL_KEYS:  # {hub, local, limit}: a seeded subset, the eval items left out
@@ -126,6 +120,68 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     td = _mapping(r["eval"].get("test_data"), where("eval.test_data"))
     r["eval"]["test_data"] = {k: resolve_data(v, data_root, where(f"eval.test_data.{k}")) for k, v in td.items()}
     return r
+
+
+_METHOD_KEYS = ("method", "generate", "finetune", "eval")
+_TRANSLATE_KEYS = ("lang", "translator", "suites")
+
+
+def _methods(r: dict, where) -> dict:
+    """``methods``: a list of names or a mapping name -> {method, generate, finetune, eval}; a recipe
+    without methods runs nothing, so it is refused here rather than when it runs."""
+    listed = r.get("methods")
+    if not listed:
+        raise UserError(f"{where('methods')}: a recipe lists at least one method (e.g. methods: [base, sft, radis])")
+    if isinstance(listed, list) and all(isinstance(m, str) for m in listed):
+        listed = {m: {} for m in listed}
+    if not isinstance(listed, dict):
+        raise UserError(f"{where('methods')}: expected a list of method names or a mapping name -> settings")
+    out = {}
+    for m, spec in listed.items():
+        spec = dict(_mapping(spec, where(f"methods.{m}")))
+        extra = sorted(set(map(str, spec)) - set(_METHOD_KEYS))
+        if extra:
+            raise UserError(f"{where(f'methods.{m}.{extra[0]}')}: unknown key (known: {', '.join(_METHOD_KEYS)})")
+        methods.get(spec.get("method", m), where(f"methods.{m}"))
+        out[str(m)] = spec
+    return out
+
+
+def _check_sections(r: dict, prefix: str, holder: dict, where) -> None:
+    """Every key of a generate/finetune/eval section is a setting of its stage, of the right type, even
+    where no stage of this recipe uses the section (a typo there would otherwise pass unseen)."""
+    from .evals.harness import EvalConfig
+    from .generate.stage import GenerateConfig
+    from .tuner.config import FinetuneConfig
+
+    for key, cls in (("generate", GenerateConfig), ("finetune", FinetuneConfig), ("eval", EvalConfig)):
+        section = dict(_mapping(holder.get(key), where(prefix + key)))
+        settings.merge(cls, section_layers(r, prefix + key, section))
+        if prefix and key in holder:
+            holder[key] = section
+
+
+def section_layers(recipe: dict, section: str, mapping: dict) -> list[tuple[str, dict]]:
+    """A recipe section as two settings layers, the YAML's and --set's, each naming its source."""
+    given = {k: _from_set(recipe, f"{section}.{k}") for k in mapping}
+    return [(f"{recipe['_path']}: {section}", {k: v for k, v in mapping.items() if not given[k]}),
+            (f"--set {section}", {k: v for k, v in mapping.items() if given[k]})]
+
+
+def _check_translate_suites(r: dict, where) -> None:
+    t = r.get("translate_suites")
+    if t is None:
+        return
+    t = _mapping(t, where("translate_suites"))
+    extra = sorted(set(map(str, t)) - set(_TRANSLATE_KEYS))
+    if extra:
+        raise UserError(f"{where('translate_suites.' + extra[0])}: unknown key (known: {', '.join(_TRANSLATE_KEYS)})")
+    s = t.get("suites") or []
+    if not isinstance(s, list) or not all(isinstance(x, str) for x in s):
+        raise UserError(f"{where('translate_suites.suites')}: expected a list of suite names, got {s!r:.60}")
+    for k in ("lang", "translator"):
+        if t.get(k) is not None and not isinstance(t[k], str):
+            raise UserError(f"{where('translate_suites.' + k)}: expected a string, got {t[k]!r:.60}")
 
 
 def only_methods(recipe: dict, patterns: str) -> dict:
@@ -149,7 +205,7 @@ def resolve_data(v, data_root: str | None, where: str) -> str:
         if not all(isinstance(v.get(k), (str, type(None))) for k in ("hub", "local")):
             raise UserError(f"{where}: hub and local are strings")
         if data_root and v.get("local"):
-            return str(Path(data_root) / v["local"])
+            return _inside(data_root, v["local"], where)
         if v.get("hub"):
             return str(v["hub"])
         if v.get("local"):
@@ -159,8 +215,18 @@ def resolve_data(v, data_root: str | None, where: str) -> str:
         raise UserError(f"{where}: expected a path or a dataset id, got {v!r:.60}")
     v = str(v)
     if v.startswith("demo:"):
-        return str(DEMO_DATA / v[len("demo:"):])
+        return _inside(DEMO_DATA, v[len("demo:"):], where)
     return v
+
+
+def _inside(root, rel: str, where: str) -> str:
+    """``rel`` under ``root``: a recipe's local path may not climb out of --data-root (or the demo
+    data) with ``..``, a link or an absolute path. The error names the path, never what is in it."""
+    try:
+        safe_join(root, rel)
+        return str(Path(root) / rel)  # as given: generate's settings fingerprint holds the path
+    except UserError:
+        raise UserError(f"{where}: {rel!r:.80} points outside {root}; local paths stay inside it") from None
 
 
 def _from_set(recipe: dict, dotted: str) -> bool:

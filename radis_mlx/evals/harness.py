@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__, prompts
-from ..io import UserError, atomic_write_json, atomic_write_text, check_writable_dir, read_json, safe_join
+from .. import __version__, bounds, prompts
+from ..io import UserError, check_adapter_dir, atomic_write_json, atomic_write_text, check_writable_dir, read_json, safe_join
 from . import general, ifeval, judge, retention, suites
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
 from ..tcot import TCoT, TCoTDecoder, target_tag
@@ -58,28 +58,42 @@ class EvalConfig:
     nll_batch_tokens: int = 2048
     progress: bool = True
 
+    def validate(self) -> "EvalConfig":
+        """Check every setting but the models (their adapters may not exist yet when a recipe is
+        checked); messages start with the setting's name, as settings.build expects."""
+        bad = [s for s in self.suites if s not in SUITES]
+        if bad or not self.suites:
+            raise UserError(f"suites: unknown {', '.join(map(str, bad)) or '(none)'} (choose from {', '.join(SUITES)})")
+        bounds.batch(self)
+        bounds.seed(self)
+        bounds.limit(self)
+        bounds.dtype(self)
+        bounds.int_in(self, "judge_max_tokens", 1, bounds.MAX_NEW_TOKENS)
+        bounds.int_in(self, "n_bootstrap", 0, 10**6)
+        bounds.int_in(self, "nll_batch_tokens", 1, 1 << 20)
+        for key in ("limits", "max_tokens"):
+            per = getattr(self, key)
+            bounds.need(isinstance(per, dict), key, f"expected a mapping SUITE: N, got {per!r:.60}")
+            for suite, n in per.items():
+                bounds.need(suite in SUITES, key, f"unknown suite {suite!r:.40} (choose from {', '.join(SUITES)})")
+                hi = bounds.MAX_NEW_TOKENS if key == "max_tokens" else 10**9
+                bounds.need(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= hi, f"{key}.{suite}",
+                            f"must be a whole number in [1, {hi}], got {n!r:.40}")
+        if self.judge_url and self.judge_model:
+            raise UserError("judge_url: pass either --judge-url or --judge-model, not both")
+        if self.tcot is not None:
+            target_tag(self.tcot)
+        elif self.tcot_zero_shot:
+            raise UserError("tcot_zero_shot: needs --tcot LANG (the target language)")
+        return self
+
 
 def check_config(cfg: EvalConfig) -> list[ModelSpec]:
     """Check the settings and name every model's run (its folder); loads nothing."""
-    bad = [s for s in cfg.suites if s not in SUITES]
-    if bad or not cfg.suites:
-        raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (choose from {', '.join(SUITES)})")
-    if cfg.judge_url and cfg.judge_model:
-        raise UserError("pass either --judge-url or --judge-model, not both")
-    if cfg.judge_max_tokens < 1:
-        raise UserError(f"--judge-max-tokens must be >= 1, got {cfg.judge_max_tokens}")
-    if cfg.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.tcot is not None:
-        target_tag(cfg.tcot)
-    elif cfg.tcot_zero_shot:
-        raise UserError("--tcot-zero-shot needs --tcot LANG (the target language)")
-    for k in list(cfg.limits) + list(cfg.max_tokens):
-        if k not in SUITES:
-            raise UserError(f"unknown suite {k!r} in a per-suite setting (choose from {', '.join(SUITES)})")
+    cfg.validate()
     for s in map(parse_model_spec, cfg.models or [None]):
-        if s.adapter and not (Path(s.adapter) / "adapter_config.json").is_file():
-            raise UserError(f"{s.adapter}: no adapter_config.json (not an adapter directory)")
+        if s.adapter:
+            check_adapter_dir(s.adapter)
     return name_runs(cfg)
 
 

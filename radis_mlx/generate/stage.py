@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .. import __version__, methods, prompts
+from .. import __version__, bounds, methods, prompts
 from ..data import Pair, load_instructions, load_pairs
 from ..io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line,
                   read_json)
@@ -74,12 +74,19 @@ class GenerateConfig:
     def validate(self) -> "GenerateConfig":
         """Check the settings before any data or model is read (a recipe checks every stage first)."""
         methods.get_mode(self.mode, "mode")
+        bounds.new_tokens(self)
+        bounds.sampling(self)
+        bounds.batch(self)
+        bounds.seed(self)
+        bounds.limit(self)
+        bounds.dtype(self)
+        bounds.int_in(self, "workers", 0, bounds.MAX_WORKERS)
+        bounds.int_in(self, "min_tokens", 0, bounds.MAX_NEW_TOKENS)
+        bounds.int_in(self, "max_len", 1, bounds.MAX_NEW_TOKENS, optional=True)
+        bounds.float_in(self, "max_repeat", 0.0, 1.0)
+        bounds.float_in(self, "ratio", 0.0, 1.0)
         if self.unfinished not in ("keep", "trim", "drop"):
             raise UserError(f"unfinished: unknown value {self.unfinished!r} (keep, trim, drop)")
-        if not 0.0 <= self.ratio <= 1.0:
-            raise UserError(f"ratio: must be in [0, 1], got {self.ratio}")
-        if self.workers < 0:
-            raise UserError(f"workers: must be >= 0 (0: automatic), got {self.workers}")
         from ..tcot import target_tag
         target_tag(self.tcot_lang)
         return self

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backend import resolve_dtype
-from ..io import UserError
+from ..io import UserError, check_adapter_dir
 from . import offline
 from .offline import DEFAULT_MODEL, REGISTRY
 
@@ -129,6 +129,8 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
     from mlx_lm.utils import load as mlx_load
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    if adapter_path:
+        check_adapter_dir(adapter_path)  # before the model loads: a bad directory costs no load
     path = resolve(model, dtype)
     try:
         m, tok, config = mlx_load(path, tokenizer_config={"trust_remote_code": trust_remote_code},
@@ -149,8 +151,6 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
     elif dtype != "keep":
         raise UserError(f"unknown dtype {dtype!r} (auto, keep, float32, float16, bfloat16)")
     if adapter_path:
-        if not (Path(adapter_path) / "adapter_config.json").exists():
-            raise UserError(f"{adapter_path}: no adapter_config.json (not an adapter directory)")
         try:
             m = load_adapters(m, str(adapter_path))
             emb = Path(adapter_path) / "embeddings.safetensors"  # finetune --train-embeddings

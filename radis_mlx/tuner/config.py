@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .. import methods, prompts, settings
+from .. import bounds, methods, prompts, settings
 from ..io import UserError, read_yaml
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
@@ -21,7 +21,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "lion", "muon")
 
 
 # Settings that don't change the weights a run ends at: they may differ on --resume.
-_FREE_KEYS = {"out", "resume", "overwrite", "fuse", "steps_per_report", "steps_per_eval", "save_every",
+_FREE_KEYS = {"out", "yes", "resume", "overwrite", "fuse", "steps_per_report", "steps_per_eval", "save_every",
               "keep_checkpoints", "grad_checkpoint", "compile", "slice_head", "fast_exp", "best_metric", "quiet",
               "trust_remote_code", "report_to", "project_name"}
 
@@ -87,6 +87,7 @@ class FinetuneConfig:
     trust_remote_code: bool = False
     report_to: list | None = None  # experiment trackers: wandb, tensorboard (the extra radis-mlx[tracking])
     project_name: str | None = None  # the W&B project (default radis-mlx)
+    yes: bool = False  # allow a run longer than bounds.MAX_ITERS steps (estimated at days)
 
     def validate(self) -> "FinetuneConfig":
         """Check every setting; messages start with the setting's name (settings.build puts its
@@ -126,10 +127,36 @@ class FinetuneConfig:
              f"required by method {self.method}")
         need((self.pad_multiple or 1) >= 1, "pad_multiple", f"must be >= 1, got {self.pad_multiple}")
         need(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
+        self._bounds()
         if self.report_to is not None:
             from .. import tracking  # imports mlx-lm's trainer: only when asked for
             self.report_to = tracking.check(self.report_to)
         return self
+
+    def _bounds(self) -> None:
+        """The upper bounds (and the lower ones validate does not state): a size MLX cannot allocate
+        or a run of days is refused here, not an hour into training."""
+        bounds.batch(self)
+        bounds.batch(self, "val_batch_size", optional=True)
+        bounds.seed(self)
+        bounds.dtype(self)
+        bounds.int_in(self, "grad_accum", 1, bounds.MAX_BATCH)
+        bounds.int_in(self, "max_seq_len", 8, 1 << 17)
+        bounds.int_in(self, "lora_rank", 1, 1 << 14)
+        bounds.int_in(self, "num_layers", -1, 1 << 12)
+        bounds.need(self.num_layers != 0, "num_layers", "must be -1 (all) or >= 1, got 0")
+        bounds.int_in(self, "pad_multiple", 1, 1 << 12, optional=True)
+        bounds.int_in(self, "bucket", 1, 1 << 16)
+        bounds.int_in(self, "steps_per_eval", 1, 10**9)
+        bounds.int_in(self, "steps_per_report", 1, 10**9)
+        bounds.int_in(self, "save_every", 0, 10**9)
+        bounds.int_in(self, "keep_checkpoints", 1, 10**6)
+        bounds.int_in(self, "warmup", 0, 10**9)
+        bounds.float_in(self, "epochs", 0.0, bounds.MAX_EPOCHS, lo_open=True)
+        bounds.int_in(self, "iters", 1, 10**9, optional=True)
+        bounds.need((self.iters or 0) <= bounds.MAX_ITERS or self.yes, "iters",
+                    f"{self.iters} steps is over {bounds.MAX_ITERS:,}, a run of days; pass --yes (recipe: "
+                    "finetune.yes: true) if you mean it")
 
     def trajectory(self) -> dict:
         """The settings a resumed run must share with its checkpoint."""
@@ -144,8 +171,9 @@ def fine_tune_type_flag(given: str | None, **switches: bool) -> str | None:
     return picked[0] if picked else given
 
 
-def load_config(config_file=None, **overrides) -> FinetuneConfig:
-    """defaults < YAML file < overrides (CLI flags; None means 'not given')."""
+def load_config(config_file=None, _where: str = "", **overrides) -> FinetuneConfig:
+    """defaults < YAML file < overrides (CLI flags; None means 'not given'); ``_where``: the overrides'
+    source name (settings.FLAGS for the command line)."""
     layers = []
     if config_file:
         p = Path(config_file)
@@ -155,7 +183,7 @@ def load_config(config_file=None, **overrides) -> FinetuneConfig:
         if not isinstance(y, dict):
             raise UserError(f"{p}: expected a mapping of settings")
         layers.append((f"{p}:", y))
-    layers.append(("", {k: v for k, v in overrides.items() if v is not None}))
+    layers.append((_where, {k: v for k, v in overrides.items() if v is not None}))
     return settings.build(FinetuneConfig, layers)
 
 
