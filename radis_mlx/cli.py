@@ -247,7 +247,8 @@ def eval_(
     judge_model: Optional[str] = typer.Option(None, help="local MLX model as the judge"),
     judge_max_tokens: int = typer.Option(_default(EvalConfig, "judge_max_tokens"),
                                          help="max new tokens of each judge reply"),
-    dtype: str = typer.Option(_default(EvalConfig, "dtype"), help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
+    dtype: str = typer.Option(_default(EvalConfig, "dtype"),
+                              help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
     tcot: Optional[str] = typer.Option(None, help="answer through English (TransLLM's TCoT: <EN> query "
                                        "<RESPONSE> answer <DE> answer) for this target language, e.g. de"),
     tcot_zero_shot: bool = typer.Option(False, "--tcot-zero-shot", help="with --tcot, for a model not trained on "

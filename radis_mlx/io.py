@@ -185,30 +185,46 @@ def check_writable_dir(path) -> Path:
     return path
 
 
-class NoAliasLoader(yaml.SafeLoader):
-    """yaml's safe loader without aliases: ``*ref`` can expand a 1 kB file into gigabytes ("billion
-    laughs"), and no setting of this toolkit needs one."""
+MAX_YAML_NODES = 100_000  # a recipe has a few hundred; "billion laughs" aliases expand to 10^9
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here",
-                                              self.peek_event().start_mark)
-        return super().compose_node(parent, index)
+
+def _expanded_size(obj, memo: dict) -> int:
+    """How many values ``obj`` holds once every alias is expanded (each shared part counted every time
+    it is used); a structure that contains itself counts as too big."""
+    if not isinstance(obj, (dict, list)):
+        return 1
+    if id(obj) in memo:
+        return memo[id(obj)]
+    memo[id(obj)] = MAX_YAML_NODES + 1  # until known: a cycle through here is too big
+    items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+    total = 1
+    for x in items:
+        total += _expanded_size(x, memo)
+        if total > MAX_YAML_NODES:
+            break
+    memo[id(obj)] = total
+    return total
 
 
 def load_yaml_text(text: str) -> Any:
-    """YAML text through the safe loader, aliases refused (a yaml.YAMLError otherwise)."""
-    return yaml.load(text, Loader=NoAliasLoader)
+    """YAML text through yaml's safe loader, refusing aliases that expand past MAX_YAML_NODES values
+    (a 1 kB file of nested ``*ref`` can stand for gigabytes); a yaml.YAMLError otherwise."""
+    obj = yaml.safe_load(text)
+    if _expanded_size(obj, {}) > MAX_YAML_NODES:
+        raise yaml.YAMLError(f"more than {MAX_YAML_NODES:,} values once its aliases (*name) are expanded")
+    return obj
 
 
 def read_yaml(path) -> Any:
-    """A YAML file through the safe loader without aliases; bad bytes or syntax become one-line UserErrors."""
+    """A YAML file through load_yaml_text (aliases bounded); bad bytes or syntax become one-line UserErrors."""
     try:
         return load_yaml_text(Path(path).read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+        raise UserError(f"{path}: invalid YAML: {' '.join(str(e).split())[:300]}") from None
+    except RecursionError:
+        raise UserError(f"{path}: invalid YAML: nested too deeply") from None
 
 
 def check_adapter_dir(path) -> Path:

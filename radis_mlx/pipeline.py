@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import methods, settings
+from .outdir import check_out, claim
 from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, safe_join
 from .recipe import (DEMO_DATA, GENERAL_KEYS, RECIPES, _from_set, _mapping, _where, find_recipe,  # noqa: F401
                      load_recipe, only_methods, resolve_data, section_layers)
@@ -372,11 +373,17 @@ def _log(m: str) -> None:
 def run(recipe: dict, out, *, progress: bool = True, check: bool = False) -> dict:
     """Plan the recipe (every stage's settings checked first), then run the stages in order;
     ``check``: only return the plan."""
+    check_out(out)
     stages = plan(recipe, out, progress)
     if check:
         return {"plan": stages}
-    t0 = time.perf_counter()
     out = check_writable_dir(out)
+    with claim(out):  # one writer per run directory; each stage also holds its own output
+        return _run_stages(recipe, out, stages, progress)
+
+
+def _run_stages(recipe: dict, out: Path, stages: list[Stage], progress: bool) -> dict:
+    t0 = time.perf_counter()
     atomic_write_json(out / "recipe.json", {k: v for k, v in recipe.items() if not k.startswith("_")})
     done, timings = {}, {}
     for st in stages:

@@ -68,7 +68,7 @@ def _apply_overrides(r: dict, overrides: list[str]) -> list[str]:
             raise UserError(f"--set {o!r}: expected key=value")
         try:
             value = load_yaml_text(v)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             raise UserError(f"--set {o!r}: the value is not valid YAML") from None
         _set(r, k.strip(), value)
         keys.append(k.strip())

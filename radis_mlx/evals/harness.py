@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__, bounds, prompts
-from ..io import UserError, check_adapter_dir, atomic_write_json, atomic_write_text, check_writable_dir, read_json, safe_join
+from ..io import (UserError, atomic_write_json, atomic_write_text, check_adapter_dir, check_writable_dir, read_json,
+                  safe_join)
 from . import general, ifeval, judge, retention, suites
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
+from ..outdir import check_out, claim
 from ..tcot import TCoT, TCoTDecoder, target_tag
 from .ifeval_conformance import conformance as ifeval_conformance_check
 from .suites import DEFAULT_SUITES, SUITES
@@ -124,10 +126,16 @@ def output_status(cfg: EvalConfig) -> str:
 
 def evaluate(cfg: EvalConfig) -> dict:
     """Run every suite on every model; returns ``{run name: results}`` (also saved per run)."""
+    specs = check_config(cfg)
+    check_out(cfg.out)
+    out = check_writable_dir(cfg.out)
+    with claim(out):  # one writer per output
+        return _evaluate(cfg, specs, out)
+
+
+def _evaluate(cfg: EvalConfig, specs: list[ModelSpec], out: Path) -> dict:
     from ..report import markdown_table, summarize
 
-    specs = check_config(cfg)
-    out = check_writable_dir(cfg.out)
     inputs = {s: suites.load_inputs(cfg, s) for s in cfg.suites}  # all data checked before the first model load
     in_order = specs
     if "retention" in cfg.suites:

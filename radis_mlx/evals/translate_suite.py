@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import bounds
 from ..io import atomic_write_json, atomic_write_jsonl, check_writable_dir
+from ..outdir import check_out, claim
 from ..translate import Translator, check_translation
 from . import suites
 
@@ -69,7 +70,13 @@ def translate_suite(cfg: TranslateSuiteConfig) -> dict:
     cfg.validate()
     ecfg = EvalConfig(suites=[cfg.suite], test_data=cfg.test_data or {}, limits={cfg.suite: cfg.limit}, seed=cfg.seed)
     items = suites.load_inputs(ecfg, cfg.suite)  # bad data fails before the model loads
+    check_out(cfg.out)
     out = check_writable_dir(cfg.out)
+    with claim(out):  # one writer per output
+        return _translate(cfg, items, out)
+
+
+def _translate(cfg: TranslateSuiteConfig, items: list, out: Path) -> dict:
     tr = Translator(cfg.translator, cfg.lang, out / "cache", cfg.batch_size, cfg.max_tokens, cfg.seed, cfg.dtype,
                     cfg.progress).load()
     done = tr([t for it in items for t in _texts(cfg.suite, it)])

@@ -10,6 +10,7 @@ input order, so an interrupted-and-resumed run ends byte-identical to an uninter
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -19,11 +20,13 @@ from .. import __version__, bounds, methods, prompts
 from ..data import Pair, load_instructions, load_pairs
 from ..io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line,
                   read_json)
+from ..outdir import claim
 from ..progress import Progress
 from ..records import Record
 from . import workers
 from .decode import DecodeConfig, decode
-from .files import check_meta, done_rows, done_rows_all, leftovers, output_status, part_file, summary_path
+from .files import (check_meta, done_rows, done_rows_all, forget_if_empty, leftovers, meta_path, output_status,
+                    part_file, summary_path)
 from .filters import in_ratio, rationale_filter
 
 __all__ = ["GenerateConfig", "format_summary", "generate", "output_status"]
@@ -120,13 +123,20 @@ def build_items(cfg: GenerateConfig, tokenizer) -> list[Item]:
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     """Run the generate stage; returns the summary (also saved as ``<out>.summary.json``)."""
     cfg.validate()
-    mode = methods.get_mode(cfg.mode)
-    if mode.composite:  # a mode made of other stages (tcot: answers, then translations)
-        return mode.run(cfg, progress)
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out names a .jsonl file")
     check_writable_dir(out.parent)
+    rank, _ = workers.distributed()
+    # One writer per output: mlx.launch's other ranks write part files of their own.
+    with claim(out, is_file=True) if rank == 0 else contextlib.nullcontext():
+        mode = methods.get_mode(cfg.mode)
+        if mode.composite:  # a mode made of other stages (tcot: answers, then translations)
+            return mode.run(cfg, progress)
+        return _generate(cfg, out, progress)
+
+
+def _generate(cfg: GenerateConfig, out: Path, progress: bool) -> dict:
     t0 = time.perf_counter()
     # Fail on bad data before loading a model; the row ids need no tokenizer.
     if methods.get_mode(cfg.mode).reads == "pairs":
@@ -135,28 +145,16 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     else:
         ids = [r["id"] for r in load_instructions(cfg.data, limit=cfg.limit, seed=cfg.seed)]
     ids = list(dict.fromkeys(ids))  # the same pair twice in the data is one row
+    fresh = not meta_path(out).exists()
     check_meta(cfg, out)
-
-    rank, size = workers.distributed()
-    if size > 1:  # mlx.launch: each rank takes its own shard and writes its own part file
-        part = part_file(out, rank, size)
-        done = {**done_rows(out), **done_rows(part)}
-        mine = [i for k, i in enumerate(ids) if k % size == rank]
-        todo = [i for i in mine if i not in done]
-        if rank == 0 and progress and len(todo) < len(mine):
-            print(f"resuming: {len(mine) - len(todo)} of {len(mine)} rows already in {part}", flush=True)
-        run = generate_rows(cfg, todo, part, progress and rank == 0)
-        rows_, tokens = workers.all_sum([run.rows, run.tokens])  # also the barrier before rank 0 merges
-        if rank != 0:
-            return {}
-        run = Run(rows_, tokens, run.seconds, size)
-    else:
-        done = done_rows_all(out)
-        todo = [i for i in ids if i not in done]
-        if progress and done:
-            print(f"resuming: {len(ids) - len(todo)} of {len(ids)} rows already done", flush=True)
-        n = workers.n_workers(cfg, len(todo)) if todo else 1
-        run = workers.run_workers(cfg, todo, n, progress) if n > 1 else generate_rows(cfg, todo, out, progress)
+    try:
+        run = _run_rows(cfg, out, ids, progress)
+    except BaseException:
+        if fresh:  # a failed model load (or a kill before the first row) leaves no orphan .meta.json
+            forget_if_empty(out)
+        raise
+    if run is None:  # an mlx.launch rank other than 0: rank 0 merges
+        return {}
 
     done = done_rows_all(out)
     missing = [i for i in ids if i not in done]
@@ -176,6 +174,27 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
                                 "tokens_per_s": summary["tokens_per_s_this_run"], "workers": run.workers})
     atomic_write_json(summary_path(out), summary)
     return summary
+
+
+def _run_rows(cfg: GenerateConfig, out: Path, ids: list[str], progress: bool) -> "Run | None":
+    """Generate the rows of ``ids`` not done yet (this process, worker processes or mlx.launch ranks)."""
+    rank, size = workers.distributed()
+    if size > 1:  # mlx.launch: each rank takes its own shard and writes its own part file
+        part = part_file(out, rank, size)
+        done = {**done_rows(out), **done_rows(part)}
+        mine = [i for k, i in enumerate(ids) if k % size == rank]
+        todo = [i for i in mine if i not in done]
+        if rank == 0 and progress and len(todo) < len(mine):
+            print(f"resuming: {len(mine) - len(todo)} of {len(mine)} rows already in {part}", flush=True)
+        run = generate_rows(cfg, todo, part, progress and rank == 0)
+        rows_, tokens = workers.all_sum([run.rows, run.tokens])  # also the barrier before rank 0 merges
+        return Run(rows_, tokens, run.seconds, size) if rank == 0 else None
+    done = done_rows_all(out)
+    todo = [i for i in ids if i not in done]
+    if progress and done:
+        print(f"resuming: {len(ids) - len(todo)} of {len(ids)} rows already done", flush=True)
+    n = workers.n_workers(cfg, len(todo)) if todo else 1
+    return workers.run_workers(cfg, todo, n, progress) if n > 1 else generate_rows(cfg, todo, out, progress)
 
 
 @dataclass

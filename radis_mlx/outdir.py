@@ -1,0 +1,99 @@
+"""Where a stage may write, and that only one process writes there at a time.
+
+``check_out`` refuses an output inside the installed package or the source checkout: a run there
+mixes results into code (and a `pip install` would ship them). ``claim`` holds an OS advisory lock
+(``fcntl.flock``) on a lock file in the output for as long as a stage writes: a second process gets
+one line naming the holder's pid, and a kill -9 frees the lock with the process (no stale lock to
+clear by hand). While it is held, temporary files (``TMPDIR``: tracking libraries, anything using
+``tempfile``) go into a folder inside the output, emptied at the next claim, so nothing is written
+outside the output and what a killed run left there is cleaned on rerun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .io import UserError
+
+LOCK = ".radis-mlx.lock"
+TMP = ".radis-mlx.tmp"
+OWN = (LOCK, TMP)  # what claim leaves in a directory: not the user's, not a run's results
+
+PACKAGE = Path(__file__).resolve().parent
+# In a source checkout the package sits beside pyproject.toml; these hold its code, tests and history.
+_CHECKOUT = PACKAGE.parent if (PACKAGE.parent / "pyproject.toml").is_file() else None
+_SOURCE_DIRS = (".git", "tests", "scripts", "docs", "bench", "recipes")
+
+
+def _inside(p: Path, root: Path) -> bool:
+    return p == root or root in p.parents
+
+
+def check_out(out, what: str = "--out") -> Path:
+    """``out`` (a directory or a file a stage writes) if it is outside the package and the source tree."""
+    p = Path(out).expanduser().resolve()
+    if _inside(p, PACKAGE):
+        raise UserError(f"{what} {out}: inside the radis_mlx package ({PACKAGE}); choose a folder outside it")
+    if _CHECKOUT and (p == _CHECKOUT or any(_inside(p, _CHECKOUT / d) for d in _SOURCE_DIRS)):
+        raise UserError(f"{what} {out}: inside the source tree ({_CHECKOUT}); use e.g. runs/NAME instead")
+    return Path(out)
+
+
+def lock_path(out: Path, is_file: bool = False) -> Path:
+    """The lock of an output directory (inside it), or of an output file (beside it: OUT.lock)."""
+    return out.with_name(out.name + ".lock") if is_file else out / LOCK
+
+
+def tmp_path(out: Path, is_file: bool = False) -> Path:
+    return out.with_name(f".{out.name}.tmp") if is_file else out / TMP
+
+
+def _lock(path: Path, out: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held by another open file (another process, or this one)
+        holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise UserError(f"{out}: in use by another radis-mlx process (pid {holder}); wait for it to finish, "
+                        "or pass another --out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.fsync(fd)
+    return fd
+
+
+@contextlib.contextmanager
+def claim(out, is_file: bool = False):
+    """Hold ``out`` for this process while the block runs (see the module docstring)."""
+    out = check_out(out)
+    fd = _lock(lock_path(out, is_file), out)
+    tmp = tmp_path(out, is_file)
+    before = {k: os.environ.get(k) for k in ("TMPDIR", "TMP", "TEMP")}
+    old_tempdir = tempfile.tempdir
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers: nobody else holds the lock
+        tmp.mkdir(parents=True)
+        os.environ.update(TMPDIR=str(tmp), TMP=str(tmp), TEMP=str(tmp))
+        tempfile.tempdir = str(tmp)
+        yield out
+    finally:
+        tempfile.tempdir = old_tempdir
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
+
+
+def is_empty(out: Path) -> bool:
+    """A directory that holds nothing but what ``claim`` puts there."""
+    return not any(p.name not in OWN for p in out.iterdir())
