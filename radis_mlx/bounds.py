@@ -16,9 +16,7 @@ from .io import UserError
 MAX_NEW_TOKENS = 32768
 # Sequences decoded (or trained) together: a batch of 1e6 rows asks MLX for a cache it cannot make.
 MAX_BATCH = 4096
-# One input row (a JSONL line, a text line, one string field): the longest in ../shared/data is 7 kB;
-# a 10 MB line made MLX ask for 12 TB and segfault.
-MAX_ROW_BYTES = 1 << 20
+# The byte limit of one input row is io.MAX_ROW_BYTES, beside the readers that enforce it.
 # Optimizer steps a run may take without `--yes`: at the measured 1-5 steps/s of the models this
 # toolkit trains on a laptop, 100k steps is a day or more (RESULTS.md's study: 6.5 h for ~3k steps).
 MAX_ITERS = 100_000

@@ -16,6 +16,11 @@ from typing import Any, Iterator
 import yaml
 
 
+# One input row (a JSONL or text line, one text field): the longest in ../shared/data is 7 kB; one
+# 10 MB line made MLX ask for 12 TB and segfault. bounds.py states the other limits.
+MAX_ROW_BYTES = 1 << 20
+
+
 class UserError(Exception):
     """An error caused by the user's input; the CLI prints it as one line and exits 2."""
 
@@ -87,7 +92,10 @@ def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        # readline with a cap: a 10 MB line is refused without reading it whole into memory
+        for lineno, raw in enumerate(iter(lambda: f.readline(MAX_ROW_BYTES + 1), b""), 1):
+            if len(raw) > MAX_ROW_BYTES:
+                raise DataError(path, lineno, None, f"row longer than the limit of {MAX_ROW_BYTES:,} bytes")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:

@@ -3,8 +3,8 @@
 ``check_out`` refuses an output inside the installed package or the source checkout: a run there
 mixes results into code (and a `pip install` would ship them). ``claim`` holds an OS advisory lock
 (``fcntl.flock``) on a lock file in the output for as long as a stage writes: a second process gets
-one line naming the holder's pid, and a kill -9 frees the lock with the process (no stale lock to
-clear by hand). While it is held, temporary files (``TMPDIR``: tracking libraries, anything using
+one line naming the holder's pid, and a kill -9 frees the lock with the process (the file it leaves
+is taken over by the next run and removed when that run ends). While it is held, temporary files (``TMPDIR``: tracking libraries, anything using
 ``tempfile``) go into a folder inside the output, emptied at the next claim, so nothing is written
 outside the output and what a killed run left there is cleaned on rerun.
 """
@@ -54,19 +54,29 @@ def tmp_path(out: Path, is_file: bool = False) -> Path:
 
 
 def _lock(path: Path, out: Path) -> int:
+    """An open descriptor holding the lock on ``path``. The holder removes the file when it is done,
+    so a lock taken on a file that was removed (or replaced) meanwhile is let go and taken again on
+    the file now at ``path``: two processes never hold locks on two different files of one name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # BlockingIOError: held by another open file (another process, or this one)
-        holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: held by another open file (another process, or this one)
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"{out}: in use by another radis-mlx process (pid {holder}); wait for it to "
+                            "finish, or pass another --out") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
         os.close(fd)
-        raise UserError(f"{out}: in use by another radis-mlx process (pid {holder}); wait for it to finish, "
-                        "or pass another --out") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    os.fsync(fd)
-    return fd
+    raise UserError(f"{out}: cannot take the lock {path}")
 
 
 @contextlib.contextmanager
@@ -91,7 +101,8 @@ def claim(out, is_file: bool = False):
             else:
                 os.environ[k] = v
         shutil.rmtree(tmp, ignore_errors=True)
-        os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
+        Path(lock_path(out, is_file)).unlink(missing_ok=True)  # while still held: see _lock
+        os.close(fd)
 
 
 def is_empty(out: Path) -> bool:

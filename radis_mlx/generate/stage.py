@@ -24,7 +24,7 @@ from ..outdir import claim
 from ..progress import Progress
 from ..records import Record
 from . import workers
-from .decode import DecodeConfig, decode
+from .decode import DecodeConfig, check_context, decode
 from .files import (check_meta, done_rows, done_rows_all, forget_if_empty, leftovers, meta_path, output_status,
                     part_file, summary_path)
 from .filters import in_ratio, rationale_filter
@@ -217,14 +217,17 @@ def generate_rows(cfg: GenerateConfig, ids: list[str], path: Path, progress: boo
         if wanted else None
     tok = loaded.tokenizer if loaded else None
     items = {it.id: it for it in build_items(cfg, tok)}
+    todo = [items[i] for i in ids if i in wanted]
+    encoded = [prompts.encode(tok, it.prompt) for it in todo]
+    if todo:  # every row fits the context, or nothing is decoded
+        check_context(loaded.model, encoded, [cfg.max_tokens] * len(todo), [f"{cfg.data}: row {it.id}" for it in todo])
     with JsonlAppender(path) as w:
         for i in skipped:
             w.write(Record(i, cfg.mode, "", False, "ratio", 0, "skipped", **items[i].base).to_row())
         if wanted:
-            todo = [items[i] for i in ids if i in wanted]
             dcfg = DecodeConfig(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                 seed=cfg.seed, batch_size=cfg.batch_size)
-            decode(loaded.model, tok, [prompts.encode(tok, it.prompt) for it in todo], dcfg, progress=bar,
+            decode(loaded.model, tok, encoded, dcfg, progress=bar,
                    on_done=lambda c: w.write(_row(cfg, todo[c.index], c.text, c.tokens, c.finish)))
     bar.close()
     return Run(bar.done, bar.tokens, time.perf_counter() - t)
