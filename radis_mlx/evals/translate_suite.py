@@ -68,9 +68,9 @@ def translate_suite(cfg: TranslateSuiteConfig) -> dict:
     from .harness import EvalConfig
 
     cfg.validate()
+    check_out(cfg.out)
     ecfg = EvalConfig(suites=[cfg.suite], test_data=cfg.test_data or {}, limits={cfg.suite: cfg.limit}, seed=cfg.seed)
     items = suites.load_inputs(ecfg, cfg.suite)  # bad data fails before the model loads
-    check_out(cfg.out)
     out = check_writable_dir(cfg.out)
     with claim(out):  # one writer per output
         return _translate(cfg, items, out)

@@ -20,7 +20,7 @@ from .. import __version__, bounds, methods, prompts
 from ..data import Pair, load_instructions, load_pairs
 from ..io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line,
                   read_json)
-from ..outdir import claim
+from ..outdir import check_out, claim
 from ..progress import Progress
 from ..records import Record
 from . import workers
@@ -126,6 +126,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out names a .jsonl file")
+    check_out(out)
     check_writable_dir(out.parent)
     rank, _ = workers.distributed()
     # One writer per output: mlx.launch's other ranks write part files of their own.
