@@ -4,9 +4,10 @@
 mixes results into code (and a `pip install` would ship them). ``claim`` holds an OS advisory lock
 (``fcntl.flock``) on a lock file in the output for as long as a stage writes: a second process gets
 one line naming the holder's pid, and a kill -9 frees the lock with the process (the file it leaves
-is taken over by the next run and removed when that run ends). While it is held, temporary files (``TMPDIR``: tracking libraries, anything using
-``tempfile``) go into a folder inside the output, emptied at the next claim, so nothing is written
-outside the output and what a killed run left there is cleaned on rerun.
+is taken over by the next run and removed when that run ends). While it is held, temporary files
+(``TMPDIR``: tracking libraries, anything using ``tempfile``) go into a folder inside the output,
+emptied at the next claim, so nothing is written outside the output and what a killed run left there
+is cleaned on rerun.
 """
 
 from __future__ import annotations
