@@ -203,12 +203,14 @@ def finetune(
 ):
     """Stage 2: fine-tune (LoRA/DoRA/full) with the RaDis weighted loss or a baseline target."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full")}  # before imports
-    from .tuner import finetune as run_finetune, format_summary
+    from .outdir import claim_if_main
     from .tuner.config import fine_tune_type_flag, load_config
     flags["fine_tune_type"] = fine_tune_type_flag(fine_tune_type, lora=lora, dora=dora, full=full)
     cfg = load_config(config, settings.FLAGS, **flags)
     try:
-        summary = run_finetune(cfg)  # an OSError (disk full, permissions) is main's one line
+        with claim_if_main(cfg.out):  # before the trainer's import: mlx-lm imports W&B, which makes temp folders
+            from .tuner import finetune as run_finetune, format_summary
+            summary = run_finetune(cfg)  # an OSError (disk full, permissions) is main's one line
     except KeyboardInterrupt:
         typer.echo(f"interrupted: rerun with --resume --out {cfg.out} to continue from the last checkpoint",
                    err=True)
@@ -399,9 +401,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:
-        if hasattr(e, "show") and hasattr(e, "exit_code"):  # click's usage errors (typer vendors click)
-            e.show()
-            sys.exit(2)
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # click's usage errors (typer vendors click)
+            # One line, as every other bad input: click's own show() prints four.
+            ctx = getattr(e, "ctx", None)
+            hint = f" (radis-mlx {ctx.command_path.split(' ', 1)[-1]} --help)" if ctx and " " in ctx.command_path \
+                else " (radis-mlx --help)"
+            typer.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+            sys.exit(e.exit_code if e.exit_code else 2)
         if type(e).__name__ == "Abort":
             sys.exit(130)
         raise

@@ -4,8 +4,8 @@
 mixes results into code (and a `pip install` would ship them). ``claim`` holds an OS advisory lock
 (``fcntl.flock``) on a lock file in the output for as long as a stage writes: a second process gets
 one line naming the holder's pid, and a kill -9 frees the lock with the process (the file it leaves
-is taken over by the next run and removed when that run ends). While it is held, temporary files
-(``TMPDIR``: tracking libraries, anything using ``tempfile``) go into a folder inside the output,
+is taken over by the next run and removed when that run ends). While it is held, Python's temporary files
+(tracking libraries, anything using ``tempfile``) go into a folder inside the output,
 emptied at the next claim, so nothing is written outside the output and what a killed run left there
 is cleaned on rerun.
 """
@@ -80,32 +80,70 @@ def _lock(path: Path, out: Path) -> int:
     raise UserError(f"{out}: cannot take the lock {path}")
 
 
+TMP_ENV = "RADIS_MLX_TMPDIR"  # a claim's temp folder, for the worker processes a stage starts
+
+
+def adopt_tempdir() -> None:
+    """In a worker process: Python's temporary files go where the parent's claim sends its own."""
+    if os.environ.get(TMP_ENV) and Path(os.environ[TMP_ENV]).is_dir():
+        tempfile.tempdir = os.environ[TMP_ENV]
+
+
+_HELD: dict[str, int] = {}  # lock files this process holds -> how many claims hold each
+
+
 @contextlib.contextmanager
 def claim(out, is_file: bool = False):
-    """Hold ``out`` for this process while the block runs (see the module docstring)."""
+    """Hold ``out`` for this process while the block runs (see the module docstring). A claim of an
+    output this process already holds just nests (the CLI claims before it imports a stage, and the
+    stage claims again for callers from Python)."""
     out = check_out(out)
+    key = str(lock_path(out, is_file).resolve())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield out
+        finally:
+            _HELD[key] -= 1
+        return
     fd = _lock(lock_path(out, is_file), out)
+    _HELD[key] = 1
     tmp = tmp_path(out, is_file)
-    before = {k: os.environ.get(k) for k in ("TMPDIR", "TMP", "TEMP")}
-    old_tempdir = tempfile.tempdir
+    before, old_tempdir = os.environ.get(TMP_ENV), tempfile.tempdir
     try:
         shutil.rmtree(tmp, ignore_errors=True)  # a killed run's leftovers: nobody else holds the lock
         tmp.mkdir(parents=True)
-        os.environ.update(TMPDIR=str(tmp), TMP=str(tmp), TEMP=str(tmp))
-        tempfile.tempdir = str(tmp)
+        # Python's temporary files only (tempfile.tempdir, and TMP_ENV for our worker processes), not
+        # the TMPDIR variable: MLX keeps its compiled CPU kernels under TMPDIR, a cache across runs.
+        os.environ[TMP_ENV] = tempfile.tempdir = str(tmp)
         yield out
     finally:
         tempfile.tempdir = old_tempdir
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        if before is None:
+            os.environ.pop(TMP_ENV, None)
+        else:
+            os.environ[TMP_ENV] = before
         shutil.rmtree(tmp, ignore_errors=True)
         Path(lock_path(out, is_file)).unlink(missing_ok=True)  # while still held: see _lock
+        del _HELD[key]
         os.close(fd)
 
 
 def is_empty(out: Path) -> bool:
     """A directory that holds nothing but what ``claim`` puts there."""
     return not any(p.name not in OWN for p in out.iterdir())
+
+
+def main_process() -> bool:
+    """Rank 0 of an mlx.launch group (or a process on its own): the one writer of a shared --out."""
+    import mlx.core as mx
+    try:
+        return mx.distributed.init().rank() == 0
+    except Exception:  # no distributed backend: a process on its own
+        return True
+
+
+def claim_if_main(out, is_file: bool = False):
+    """``claim(out)`` on rank 0; other mlx.launch ranks write part files of their own and claim nothing."""
+    return claim(out, is_file) if main_process() else contextlib.nullcontext(out)
+

@@ -136,6 +136,7 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
 
     out = Path(out)
     model, stages, specs, seen = recipe.get("model"), [], [], set()
+    _check_models(recipe)
     picked = {name: methods.get(spec.get("method", name)) for name, spec in recipe["methods"].items()}
     if recipe.get("train_data") and recipe.get("limit") and any(m.trains for m in picked.values()):
         # Sample once, so every method (and every seed) trains on the very same pairs.
@@ -170,6 +171,23 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
     stages.append(Stage("report", "report", out / "report", {"runs": [d for e in evals for d in run_dirs(e.config)],
                                                              **recipe["report"]}, "report"))
     return stages
+
+
+def _check_models(recipe: dict) -> None:
+    """The recipe's models exist (a directory, a .gguf, an installed offline model, or a hub id's
+    form), checked without loading or converting: a typo fails --check, not the first stage."""
+    from .evals.context import parse_model_spec
+    from .models.loader import check_model
+
+    t = recipe.get("translate_suites") or {}
+    named = [("model", recipe.get("model"))]
+    if t.get("translator"):
+        named.append(("translate_suites.translator", parse_model_spec(t["translator"]).model))
+    for key, model in named:
+        try:
+            check_model(model)
+        except UserError as e:
+            raise UserError(f"{_where(recipe, key)}: {e}") from None
 
 
 def _translated_suites(recipe: dict, out: Path, progress: bool, stages: list) -> dict:

@@ -10,7 +10,6 @@ input order, so an interrupted-and-resumed run ends byte-identical to an uninter
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -20,7 +19,7 @@ from .. import __version__, bounds, methods, prompts
 from ..data import Pair, load_instructions, load_pairs
 from ..io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line,
                   read_json)
-from ..outdir import check_out, claim
+from ..outdir import check_out, claim_if_main
 from ..progress import Progress
 from ..records import Record
 from . import workers
@@ -128,9 +127,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
         raise UserError(f"{out}: is a directory; --out names a .jsonl file")
     check_out(out)
     check_writable_dir(out.parent)
-    rank, _ = workers.distributed()
-    # One writer per output: mlx.launch's other ranks write part files of their own.
-    with claim(out, is_file=True) if rank == 0 else contextlib.nullcontext():
+    with claim_if_main(out, is_file=True):  # one writer per output
         mode = methods.get_mode(cfg.mode)
         if mode.composite:  # a mode made of other stages (tcot: answers, then translations)
             return mode.run(cfg, progress)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..io import UserError
+from ..outdir import adopt_tempdir
 from ..progress import Progress
 from .files import part_file, worker_log
 from .filters import in_ratio
@@ -129,6 +130,7 @@ def _worker_main() -> None:
     from ..backend import maybe_reexec_with_openblas
     maybe_reexec_with_openblas()
     job = json.loads(sys.stdin.read())
+    adopt_tempdir()  # the parent's claim on --out: temporary files go inside it
 
     def exit_with_parent():  # a killed parent must not leave workers running (its part stays resumable)
         while os.getppid() == job["parent"]:

@@ -18,24 +18,38 @@ from . import offline
 from .offline import DEFAULT_MODEL, REGISTRY
 
 
-def resolve(model: str | None, dtype: str = "auto") -> str:
-    """Map the user's --model to something mlx_lm.load opens (a local dir or a hub id); a GGUF is
-    converted once, in the variant a load with ``dtype`` starts from (conversion_for)."""
+def check_model(model: str | None) -> str:
+    """What kind of model ``model`` names ("offline", "gguf", "dir" or "hub"), checked as far as it can
+    be without converting, downloading or loading anything: a recipe's --check calls it."""
     if offline.offline_model(model) is not None:
-        return str(offline.converted_dir(offline.gguf_file(model), offline.conversion_for(dtype)))
+        offline.check_installed(model)
+        return "offline"
+    if not isinstance(model, str) or not model.strip():
+        raise UserError(f"{model!r:.60}: expected a model name, directory, .gguf file or Hugging Face id")
     if model.endswith(".gguf"):
         if not Path(model).is_file():
             raise UserError(f"{model}: GGUF file not found")
-        return str(offline.converted_dir(model, offline.conversion_for(dtype)))
+        return "gguf"
     p = Path(model).expanduser()
     if p.exists():
         if not (p / "config.json").exists():
             raise UserError(f"{model}: not an mlx-lm model directory (no config.json)")
-        return str(p)
+        return "dir"
     if model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise UserError(f"{model}: no such model directory, not a Hugging Face id (owner/name), "
                         f"and not an offline model ({', '.join(REGISTRY)})")
-    return model
+    return "hub"
+
+
+def resolve(model: str | None, dtype: str = "auto") -> str:
+    """Map the user's --model to something mlx_lm.load opens (a local dir or a hub id); a GGUF is
+    converted once, in the variant a load with ``dtype`` starts from (conversion_for)."""
+    kind = check_model(model)
+    if kind == "offline":
+        return str(offline.converted_dir(offline.gguf_file(model), offline.conversion_for(dtype)))
+    if kind == "gguf":
+        return str(offline.converted_dir(model, offline.conversion_for(dtype)))
+    return str(Path(model).expanduser()) if kind == "dir" else model
 
 
 

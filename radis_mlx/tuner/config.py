@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .. import bounds, methods, prompts, settings
-from ..io import UserError, read_yaml
+from .. import bounds, methods, prompts, settings, trackers
+from ..io import UserError, check_adapter_dir, read_yaml
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 
@@ -129,8 +129,9 @@ class FinetuneConfig:
         need(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
         self._bounds()
         if self.report_to is not None:
-            from .. import tracking  # imports mlx-lm's trainer: only when asked for
-            self.report_to = tracking.check(self.report_to)
+            self.report_to = trackers.check(self.report_to)
+        if self.adapter_path:
+            check_adapter_dir(self.adapter_path)
         return self
 
     def _bounds(self) -> None:

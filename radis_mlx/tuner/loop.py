@@ -26,7 +26,7 @@ from .. import __version__
 from ..tracking import tracked
 from ..generate.kernels import patch_cpu_kernels
 from ..io import UserError, atomic_write_json, atomic_write_text, read_json
-from ..outdir import claim
+from ..outdir import claim_if_main
 from ..progress import Progress
 from .batching import BatchPlan, batch_arrays, padding_share, shape_policy
 from .checkpoint import (config_diff, list_checkpoints, load_checkpoint, prepare_out, save_checkpoint,
@@ -48,10 +48,9 @@ def finetune(cfg: FinetuneConfig, on_step=None, training_callback: TrainingCallb
     world = mx.distributed.init()
     if cfg.batch_size % world.size():
         raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {world.size()} processes")
-    if world.rank() != 0:  # one writer per output: rank 0 holds it (see outdir.claim)
-        return _finetune(cfg, world, t_start, on_step, training_callback)
-    with claim(cfg.out):
-        prepare_out(Path(cfg.out), cfg)
+    with claim_if_main(cfg.out):  # one writer per output
+        if world.rank() == 0:
+            prepare_out(Path(cfg.out), cfg)
         return _finetune(cfg, world, t_start, on_step, training_callback)
 
 

@@ -271,8 +271,8 @@ def test_temp_files_stay_inside_out_and_a_killed_runs_are_cleaned(tmp_path):
     (out / LOCK).write_text("12345\n")  # a lock file a kill -9 left: nobody holds it
     with claim(out):
         made = Path(tempfile.mkdtemp(prefix="wandb-"))
-        assert out / TMP in made.parents and os.environ["TMPDIR"] == str(out / TMP)
+        assert out / TMP in made.parents and os.environ["RADIS_MLX_TMPDIR"] == str(out / TMP)
         assert not (out / TMP / "left-by-a-kill").exists()
         assert (out / LOCK).read_text() == f"{os.getpid()}\n"
     assert sorted(p.name for p in out.iterdir()) == []  # temp folder and lock go with the run
-    assert os.environ.get("TMPDIR") != str(out / TMP)
+    assert os.environ.get("RADIS_MLX_TMPDIR") != str(out / TMP) and tempfile.gettempdir() != str(out / TMP)
