@@ -380,6 +380,15 @@ def translate_suite(
     typer.echo(f"{format_summary(s)}; evaluate with --test-data {suite}={s['out']}")
 
 
+# What str.splitlines breaks a line at: a path or value from the user holding one must not turn the
+# one-line error into several.
+_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(text: str) -> str:
+    return str(text).translate(str.maketrans(_BREAKS))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     from .backend import maybe_reexec_with_openblas
     if argv is None:
@@ -389,11 +398,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         if isinstance(rc, int) and rc:  # click returns typer.Exit's code when not standalone
             sys.exit(rc)
     except UserError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {one_line(e)}", err=True)
         sys.exit(2)
     except OSError as e:  # disk full, permissions: say it in one line; finished work is already saved
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        typer.echo(f"error: {where}{e.strerror or e}", err=True)
+        typer.echo(f"error: {one_line(f'{where}{e.strerror or e}')}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished work is saved; re-run the same command to resume", err=True)
@@ -406,7 +415,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             ctx = getattr(e, "ctx", None)
             hint = f" (radis-mlx {ctx.command_path.split(' ', 1)[-1]} --help)" if ctx and " " in ctx.command_path \
                 else " (radis-mlx --help)"
-            typer.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+            typer.echo(f"error: {one_line(' '.join(e.format_message().split()))}{hint}", err=True)
             sys.exit(e.exit_code if e.exit_code else 2)
         if type(e).__name__ == "Abort":
             sys.exit(130)

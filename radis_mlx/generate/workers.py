@@ -91,7 +91,7 @@ def run_workers(cfg, ids: list[str], n: int, progress: bool) -> "Run":
                 r = failed[0]
                 last = logs[r].read_text(errors="replace").strip().splitlines()[-8:]
                 raise UserError(f"generate: worker {r + 1} of {n} failed (exit {procs[r].returncode}); rows "
-                                f"done so far are kept, rerun to resume. Its log ({logs[r]}):\n" + "\n".join(last))
+                                f"done so far are kept, rerun to resume. Its log ({logs[r]}) ends: " + " | ".join(last))
             if not any(running):
                 break
             time.sleep(0.25)

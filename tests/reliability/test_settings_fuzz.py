@@ -36,7 +36,8 @@ from radis_mlx.outdir import PACKAGE
 from radis_mlx.tuner.config import FinetuneConfig
 from radis_mlx.evals.harness import EvalConfig
 
-FAST, SLOW = 25, 2000  # cases per command: 5 commands -> 125 in CI, 10,000 in the slow tier
+FAST = 25  # cases per command in CI: 125 in all
+SLOW = int(os.environ.get("FUZZ_SLOW_N", 2000))  # per command in the slow tier: 10,000 in all
 DEMO = PACKAGE / "demo_data"
 COUNTS: Counter = Counter()
 
