@@ -276,3 +276,12 @@ def test_temp_files_stay_inside_out_and_a_killed_runs_are_cleaned(tmp_path):
         assert (out / LOCK).read_text() == f"{os.getpid()}\n"
     assert sorted(p.name for p in out.iterdir()) == []  # temp folder and lock go with the run
     assert os.environ.get("RADIS_MLX_TMPDIR") != str(out / TMP) and tempfile.gettempdir() != str(out / TMP)
+
+
+def test_a_value_with_line_breaks_still_gives_one_line(tmp_path, no_model, capsys):
+    """A path or value holding \\r, \\n or U+2028 is echoed escaped (the fuzz tier found '\\r')."""
+    for bad in ("a\rb", "x\ny", "p\u2028q"):
+        err = refused(["eval", "--adapter", bad, "--suites", "advbench", "--out", tmp_path / "e"], capsys,
+                      "no such adapter directory")
+        assert repr(bad)[1:-1] in err
+    refused(["generate", "--limit", "0.5"], capsys, "--limit")  # click's usage errors: one line too
