@@ -316,6 +316,12 @@ def _set(r: dict, dotted: str, value) -> None:
     r[keys[-1]] = value
 
 
+def _has_key(obj, key: str) -> bool:
+    if isinstance(obj, dict):
+        return key in obj or any(_has_key(v, key) for v in obj.values())
+    return isinstance(obj, list) and any(_has_key(v, key) for v in obj)
+
+
 @pytest.mark.parametrize("n", TIERS)
 def test_fuzz_recipes(n, sandbox_root, monkeypatch):
     base = yaml.safe_load((PACKAGE / "recipes" / "demo.yaml").read_text())
@@ -334,7 +340,10 @@ def test_fuzz_recipes(n, sandbox_root, monkeypatch):
         for path, v in by_set:
             sets += ["--set", f"{path}={json.dumps(v) if not isinstance(v, str) else v}"]
         argv = ["run", str(p), "--out", str(d["out"] / "run"), "--quiet", *sets]
-        if run_case(argv + ["--check"], d, monkeypatch) == "exit 0":
+        checked = run_case(argv + ["--check"], d, monkeypatch)
+        if not by_set and _has_key(r, "bogus"):  # an unknown key at any level of the file is refused
+            assert checked == "exit 2", (argv, r, "--check passed an unknown key")
+        if checked == "exit 0":
             outcome = run_case(argv, d, monkeypatch)
             assert outcome == "model", (argv, "--check passed it, but the run did not reach its model")
     mutation = st.tuples(st.sampled_from(PATHS), VALUES)
