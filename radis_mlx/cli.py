@@ -45,6 +45,8 @@ def convert(gguf: Path = typer.Option(..., "--gguf", help="GGUF file (llama, qwe
             overwrite: bool = typer.Option(False, help="replace an existing output directory")):
     """Convert a GGUF file into an mlx-lm model directory (mlx_lm.load / mlx_lm.generate open it)."""
     from .models.gguf import convert_gguf, requantized_note
+    from .outdir import check_out
+    check_out(out)
     if dtype not in ("keep", "float32", "float16", "bfloat16"):
         raise UserError(f"--dtype {dtype}: choose keep, float32, float16 or bfloat16")
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -63,6 +65,8 @@ def export(gguf: Path = typer.Option(..., "--gguf", help="GGUF file to write (fo
     """Fuse the adapters into the model and write one GGUF file (llama, qwen2) with its tokenizer and
     chat template."""
     from .models.gguf_export import export_gguf
+    from .outdir import check_out
+    check_out(gguf, "--gguf")
     out = export_gguf(model, adapter, gguf, type_, overwrite=overwrite)
     typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {type_})")
 
@@ -314,7 +318,9 @@ def report(runs: List[Path] = typer.Argument(..., help="eval run dirs (or an eva
            baselines: str = typer.Option("sft,radis", help="methods the paired tests compare every other method "
                                          "with (comma-separated; runs METHOD or METHOD-sN)")):
     """One table and a translation-vs-general-ability plot across eval runs."""
+    from .outdir import check_out
     from .report import markdown_table, report as make_report
+    check_out(out)
     r = make_report(runs, out, html=html, baselines=[b.strip() for b in baselines.split(",") if b.strip()])
     typer.echo(markdown_table(r["runs"]), nl=False)
     for n in r["notes"]:
