@@ -148,10 +148,10 @@ class FinetuneConfig:
         bounds.need(self.num_layers != 0, "num_layers", "must be -1 (all) or >= 1, got 0")
         bounds.int_in(self, "pad_multiple", 1, 1 << 12, optional=True)
         bounds.int_in(self, "bucket", 1, 1 << 16)
-        bounds.int_in(self, "steps_per_eval", 1, 10**9)
+        bounds.int_in(self, "steps_per_eval", 0, 10**9)  # 0: no validation during training
         bounds.int_in(self, "steps_per_report", 1, 10**9)
         bounds.int_in(self, "save_every", 0, 10**9)
-        bounds.int_in(self, "keep_checkpoints", 1, 10**6)
+        bounds.int_in(self, "keep_checkpoints", 0, 10**6)  # 0 keeps one, as 1
         bounds.int_in(self, "warmup", 0, 10**9)
         bounds.float_in(self, "epochs", 0.0, bounds.MAX_EPOCHS, lo_open=True)
         bounds.int_in(self, "iters", 1, 10**9, optional=True)

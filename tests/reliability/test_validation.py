@@ -109,7 +109,7 @@ def test_eval_numbers_are_bounded(tmp_path, no_model, capsys, flags, flag):
     (["--iters", "1000000000"], "--yes"), (["--epochs", "nan"], "--epochs"), (["--epochs", "1e9"], "--epochs"),
     (["--lora-rank", "100000000"], "--lora-rank"), (["--max-seq-len", "1000000000"], "--max-seq-len"),
     (["--val-batch-size", "0"], "--val-batch-size"), (["--num-layers", "0"], "--num-layers"),
-    (["--steps-per-report", "0"], "--steps-per-report"), (["--keep-checkpoints", "0"], "--keep-checkpoints"),
+    (["--steps-per-report", "0"], "--steps-per-report"), (["--keep-checkpoints", "-1"], "--keep-checkpoints"),
 ])
 def test_finetune_numbers_are_bounded(tmp_path, data, fake_model, no_model, capsys, flags, flag):
     refused(["finetune", "-d", data, "-o", tmp_path / "f", "-m", fake_model, *flags], capsys, flag)
