@@ -11,9 +11,11 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from . import methods
-from . import settings
+from . import methods, settings
+from .evals.harness import EvalConfig
+from .generate.stage import GenerateConfig
 from .io import UserError, load_yaml_text, read_yaml, safe_join
+from .tuner.config import FinetuneConfig
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 # Shipped inside the package, so a wheel install finds them too (pip always installs a real directory).
@@ -150,10 +152,6 @@ def _methods(r: dict, where) -> dict:
 def _check_sections(r: dict, prefix: str, holder: dict, where) -> None:
     """Every key of a generate/finetune/eval section is a setting of its stage, of the right type, even
     where no stage of this recipe uses the section (a typo there would otherwise pass unseen)."""
-    from .evals.harness import EvalConfig
-    from .generate.stage import GenerateConfig
-    from .tuner.config import FinetuneConfig
-
     for key, cls in (("generate", GenerateConfig), ("finetune", FinetuneConfig), ("eval", EvalConfig)):
         section = dict(_mapping(holder.get(key), where(prefix + key)))
         settings.merge(cls, section_layers(r, prefix + key, section))
