@@ -52,7 +52,7 @@ def float_in(obj, key: str, lo: float, hi: float, lo_open: bool = False, optiona
         return
     need(_num(v) and math.isfinite(v), key, f"must be a finite number, got {v!r:.60}")
     ok = (lo < v if lo_open else lo <= v) and v <= hi
-    need(ok, key, f"must be in {'(' if lo_open else '['}{lo}, {hi}], got {v}")
+    need(ok, key, f"must be in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {v:g}")
 
 
 def seed(obj, key: str = "seed") -> None:
