@@ -87,6 +87,8 @@ class GenerateConfig:
         bounds.int_in(self, "max_len", 1, bounds.MAX_NEW_TOKENS, optional=True)
         bounds.float_in(self, "max_repeat", 0.0, 1.0)
         bounds.float_in(self, "ratio", 0.0, 1.0)
+        if self.ref is not None and not Path(str(self.ref)).is_file():  # a data source: --check sees it too
+            raise UserError(f"ref: {self.ref}: file not found (the reference file of a plain-text --data)")
         if self.unfinished not in ("keep", "trim", "drop"):
             raise UserError(f"unfinished: unknown value {self.unfinished!r} (keep, trim, drop)")
         from ..tcot import target_tag

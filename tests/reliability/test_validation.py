@@ -135,6 +135,7 @@ def test_a_run_of_days_needs_yes(tmp_path, data, fake_model, no_model, capsys):
     ("finetune.iters=1000000000", "--set finetune.iters"),
     ("eval.max_tokens={advbench: 0}", "max_tokens.advbench"),
     ("eval.batch_size=0", "--set eval.batch_size"),
+    ("generate.ref=0", "--set generate.ref"),  # a data source the run would miss (found by the fuzz tier)
 ])
 def test_check_refuses_every_bad_key_and_number(tmp_path, capsys, override, where):
     out = tmp_path / "run"
