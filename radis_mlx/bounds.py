@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from .data.pairs import parse_directions  # the one parser of directions the readers use
 from .io import UserError
 
 # New tokens per answer. 32k is the context of the largest models the toolkit runs; more is never
@@ -84,3 +85,12 @@ LOAD_DTYPES = ("auto", "keep", "float32", "float16", "bfloat16")
 def dtype(obj, key: str = "dtype") -> None:
     v = getattr(obj, key)
     need(v in LOAD_DTYPES, key, f"unknown {v!r:.40} (choose from {', '.join(LOAD_DTYPES)})")
+
+
+def directions(obj, key: str = "pairs") -> None:
+    """``obj.key`` is None or translation directions such as 'de-en,en-de' (known language codes)."""
+    v = getattr(obj, key)
+    try:
+        parse_directions(v if v is None else str(v))
+    except UserError as e:
+        raise UserError(f"{key}: {e}") from None

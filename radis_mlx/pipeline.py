@@ -136,7 +136,6 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
 
     out = Path(out)
     model, stages, specs, seen = recipe.get("model"), [], [], set()
-    _check_models(recipe)
     picked = {name: methods.get(spec.get("method", name)) for name, spec in recipe["methods"].items()}
     if recipe.get("train_data") and recipe.get("limit") and any(m.trains for m in picked.values()):
         # Sample once, so every method (and every seed) trains on the very same pairs.
@@ -170,24 +169,32 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
     stages += evals
     stages.append(Stage("report", "report", out / "report", {"runs": [d for e in evals for d in run_dirs(e.config)],
                                                              **recipe["report"]}, "report"))
+    _check_models(recipe, stages)
     return stages
 
 
-def _check_models(recipe: dict) -> None:
-    """The recipe's models exist (a directory, a .gguf, an installed offline model, or a hub id's
-    form), checked without loading or converting: a typo fails --check, not the first stage."""
+def _check_models(recipe: dict, stages: list[Stage]) -> None:
+    """Every model the stages name exists (a directory, a .gguf, an installed offline model, or a hub
+    id's form), checked without loading or converting: a typo fails --check, not a stage hours in."""
     from .evals.context import parse_model_spec
     from .models.loader import check_model
 
-    t = recipe.get("translate_suites") or {}
     named = [("model", recipe.get("model"))]
-    if t.get("translator"):
-        named.append(("translate_suites.translator", parse_model_spec(t["translator"]).model))
-    for key, model in named:
+    for st in stages:
+        c = st.config
+        if st.kind == "generate":
+            named += [(f"generate.{k} (method {st.name})", getattr(c, k)) for k in ("teacher", "translator")
+                      if getattr(c, k)]
+        elif st.kind == "translate":
+            named += [("translate_suites.translator", c.translator)] if c.translator else []
+        elif st.kind == "eval":
+            named += [(f"eval.{k}", getattr(c, k)) for k in ("base_model", "judge_model") if getattr(c, k)]
+    for key, spec in named:
+        model = parse_model_spec(spec).model if isinstance(spec, str) and "," in spec else spec
         try:
             check_model(model)
         except UserError as e:
-            raise UserError(f"{_where(recipe, key)}: {e}") from None
+            raise UserError(f"{_where(recipe, key) if key == 'model' else key}: {e}") from None
 
 
 def _translated_suites(recipe: dict, out: Path, progress: bool, stages: list) -> dict:

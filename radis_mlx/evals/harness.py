@@ -70,6 +70,7 @@ class EvalConfig:
         bounds.seed(self)
         bounds.limit(self)
         bounds.dtype(self)
+        bounds.directions(self)
         bounds.int_in(self, "judge_max_tokens", 1, bounds.MAX_NEW_TOKENS)
         bounds.int_in(self, "n_bootstrap", 0, 10**6)
         bounds.int_in(self, "nll_batch_tokens", 1, 1 << 20)

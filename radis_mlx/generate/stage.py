@@ -82,6 +82,7 @@ class GenerateConfig:
         bounds.seed(self)
         bounds.limit(self)
         bounds.dtype(self)
+        bounds.directions(self)
         bounds.int_in(self, "workers", 0, bounds.MAX_WORKERS)
         bounds.int_in(self, "min_tokens", 0, bounds.MAX_NEW_TOKENS)
         bounds.int_in(self, "max_len", 1, bounds.MAX_NEW_TOKENS, optional=True)

@@ -141,6 +141,7 @@ class FinetuneConfig:
         bounds.batch(self, "val_batch_size", optional=True)
         bounds.seed(self)
         bounds.dtype(self)
+        bounds.directions(self)
         bounds.int_in(self, "grad_accum", 1, bounds.MAX_BATCH)
         bounds.int_in(self, "max_seq_len", 8, 1 << 17)
         bounds.int_in(self, "lora_rank", 1, 1 << 14)

@@ -135,7 +135,9 @@ def test_a_run_of_days_needs_yes(tmp_path, data, fake_model, no_model, capsys):
     ("finetune.iters=1000000000", "--set finetune.iters"),
     ("eval.max_tokens={advbench: 0}", "max_tokens.advbench"),
     ("eval.batch_size=0", "--set eval.batch_size"),
-    ("generate.ref=0", "--set generate.ref"),  # a data source the run would miss (found by the fuzz tier)
+    # found by the fuzz tier: a data source, a model and directions the run would only meet later
+    ("generate.ref=0", "--set generate.ref"), ("methods.seqkd.generate.teacher=0", "generate.teacher (method seqkd)"),
+    ("methods.base.eval.pairs=0", "--set methods.base.eval.pairs"),
 ])
 def test_check_refuses_every_bad_key_and_number(tmp_path, capsys, override, where):
     out = tmp_path / "run"
