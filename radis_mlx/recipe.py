@@ -94,6 +94,8 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     where = lambda key: _where(r, key)  # noqa: E731
     for key in ("generate", "finetune", "eval"):
         r[key] = dict(_mapping(r.get(key), where(key)))
+    if "seed" in r and r["seed"] is None:  # `seed: null` is the default, as for every setting
+        r["seed"] = 0
     for key in ("seed", "limit"):
         v = r.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):

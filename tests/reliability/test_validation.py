@@ -145,6 +145,12 @@ def test_check_refuses_every_bad_key_and_number(tmp_path, capsys, override, wher
     assert not out.exists()
 
 
+def test_a_null_seed_is_the_default(tmp_path, capsys, no_model):
+    """`--set seed=null` passed --check, then every stage crashed on int(None) (found by the fuzz tier)."""
+    with pytest.raises(ModelLoaded):
+        main(["run", "demo", "--out", str(tmp_path / "run"), "--quiet", "--only", "base", "--set", "seed=null"])
+
+
 def test_an_empty_recipe_fails_check(tmp_path, capsys):
     for text in ("", "name: x\n", "methods: []\n"):
         p = tmp_path / "r.yaml"
