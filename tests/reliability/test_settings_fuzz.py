@@ -8,8 +8,8 @@ never a traceback, and never a file outside the case's output folder (the workin
 inputs and TMPDIR are watched). A recipe that ``run --check`` passes must then run up to its model
 load: --check is the whole validation pass.
 
-CI runs a small sample (``FAST`` cases per command); the slow tier runs ``SLOW`` per command, 10,000
-in all. ``FUZZ_COUNTS=path.json`` records the outcomes (RELIABILITY.md quotes them).
+CI (plain ``pytest``) runs a small sample (``FAST`` cases per command); ``-m slow`` runs ``SLOW`` per
+command, 10,000 in all. ``FUZZ_COUNTS=path.json`` records the outcomes (RELIABILITY.md quotes them).
 """
 
 from __future__ import annotations
@@ -146,7 +146,10 @@ TIERS = [pytest.param(FAST, id="fast"), pytest.param(SLOW, id="slow", marks=pyte
 
 
 @pytest.fixture
-def sandbox_root(tmp_path):
+def sandbox_root(tmp_path, request, n):
+    # CI runs plain `pytest` (the slow real-model tests included): the 10,000 cases only when asked for.
+    if n != FAST and "slow" not in (request.config.option.markexpr or ""):
+        pytest.skip("the settings fuzz tier's 10,000 cases: run with -m slow")
     yield tmp_path
     shutil.rmtree(tmp_path, ignore_errors=True)
 
