@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import methods, settings
+from .data.pairs import looks_like_hub_id
 from .evals.harness import EvalConfig
 from .generate.stage import GenerateConfig
 from .io import UserError, load_yaml_text, read_yaml, safe_join
@@ -205,7 +206,7 @@ def resolve_data(v, data_root: str | None, where: str) -> str:
         if not all(isinstance(v.get(k), (str, type(None))) for k in ("hub", "local")):
             raise UserError(f"{where}: hub and local are strings")
         if data_root and v.get("local"):
-            return _inside(data_root, v["local"], where)
+            return _existing(_inside(data_root, v["local"], where), where)
         if v.get("hub"):
             return str(v["hub"])
         if v.get("local"):
@@ -215,8 +216,15 @@ def resolve_data(v, data_root: str | None, where: str) -> str:
         raise UserError(f"{where}: expected a path or a dataset id, got {v!r:.60}")
     v = str(v)
     if v.startswith("demo:"):
-        return _inside(DEMO_DATA, v[len("demo:"):], where)
-    return v
+        return _existing(_inside(DEMO_DATA, v[len("demo:"):], where), where)
+    return v if looks_like_hub_id(v.split(":")[0]) else _existing(v, where)
+
+
+def _existing(path: str, where: str) -> str:
+    """A local data path that exists: a missing file fails --check, not the stage that reads it."""
+    if not Path(path).exists():
+        raise UserError(f"{where}: {path}: no such file or directory")
+    return path
 
 
 def _inside(root, rel: str, where: str) -> str:

@@ -293,7 +293,8 @@ VALUES = st.one_of(st.sampled_from([0, 1, -1, 2, 8, 0.5, 1e9, float("nan"), floa
                                     "../../etc/passwd", {"local": "../x"}, {"hub": "a/b"}, [1, 2]]),
                    st.integers(-10**6, 10**6), JUNK_TEXT)
 SECTIONS = {"generate": _fields(GenerateConfig), "finetune": _fields(FinetuneConfig), "eval": _fields(EvalConfig)}
-TOP = ["name", "seed", "pairs", "limit", "description", "report", "translate_suites", "methods", "bogus"]
+TOP = ["name", "seed", "pairs", "limit", "description", "report", "translate_suites", "methods", "train_data",
+       "replay_data", "bogus"]
 METHOD_NAMES = ["base", "sft", "radis", "seqkd"]
 
 

@@ -138,6 +138,8 @@ def test_a_run_of_days_needs_yes(tmp_path, data, fake_model, no_model, capsys):
     # found by the fuzz tier: a data source, a model and directions the run would only meet later
     ("generate.ref=0", "--set generate.ref"), ("methods.seqkd.generate.teacher=0", "generate.teacher (method seqkd)"),
     ("methods.base.eval.pairs=0", "--set methods.base.eval.pairs"),
+    ("train_data=/no/such/pairs.jsonl", "--set train_data: /no/such/pairs.jsonl: no such file"),
+    ("eval.test_data={translation: demo:nope.jsonl}", "no such file"),
 ])
 def test_check_refuses_every_bad_key_and_number(tmp_path, capsys, override, where):
     out = tmp_path / "run"
