@@ -296,3 +296,12 @@ def test_a_value_with_line_breaks_still_gives_one_line(tmp_path, no_model, capsy
                       "no such adapter directory")
         assert repr(bad)[1:-1] in err
     refused(["generate", "--limit", "0.5"], capsys, "--limit")  # click's usage errors: one line too
+
+
+def test_out_may_not_be_inside_the_source_tree(tmp_path, capsys):
+    root = PACKAGE.parent
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("an installed package: no source tree around it")
+    for inside in (root, root / "tests" / "runs-x", root / ".git" / "x"):
+        refused(["run", "demo", "-o", inside, "--check"], capsys, "inside the source tree")
+    assert not (root / "tests" / "runs-x").exists()
