@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from . import methods as M
+from . import methods as M, settings
+from .evals.harness import EvalConfig
+from .evals.translate_suite import TranslateSuiteConfig
+from .generate.stage import GenerateConfig
 from .io import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -17,6 +21,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Hugging Face id, mlx-lm directory, .gguf file or an "
                         "offline model's short name (radis-mlx models; default: smollm2-135m)")
+
+
+def _default(cls, name: str):
+    """A config field's default, shown by --help: the dataclass is the one place it is stated."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 @app.command()
@@ -35,6 +45,8 @@ def convert(gguf: Path = typer.Option(..., "--gguf", help="GGUF file (llama, qwe
             overwrite: bool = typer.Option(False, help="replace an existing output directory")):
     """Convert a GGUF file into an mlx-lm model directory (mlx_lm.load / mlx_lm.generate open it)."""
     from .models.gguf import convert_gguf, requantized_note
+    from .outdir import check_out
+    check_out(out)
     if dtype not in ("keep", "float32", "float16", "bfloat16"):
         raise UserError(f"--dtype {dtype}: choose keep, float32, float16 or bfloat16")
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -53,6 +65,8 @@ def export(gguf: Path = typer.Option(..., "--gguf", help="GGUF file to write (fo
     """Fuse the adapters into the model and write one GGUF file (llama, qwen2) with its tokenizer and
     chat template, and an Ollama Modelfile beside it that stops where eval cuts."""
     from .models.gguf_export import export_gguf
+    from .outdir import check_out
+    check_out(gguf, "--gguf")
     method = M.trained_method(adapter) if adapter else None  # from the adapter's own run files
     out = export_gguf(model, adapter, gguf, type_, overwrite=overwrite,
                       stops=lambda tok: M.runtime_stops(tok, method))
@@ -80,33 +94,37 @@ def generate(
     data: str = typer.Option(..., "--data", "-d", help="ALMA JSON/JSONL, WMT source file or dir, JSONL "
                              "(src/ref/src_lang/tgt_lang), instruction file (replay), or a HF dataset id"),
     out: Path = typer.Option(..., "--out", "-o", help="output JSONL (resumes if it exists)"),
-    mode: str = typer.Option(M.DEFAULT_MODE, help=M.modes_help()),
+    mode: str = typer.Option(_default(GenerateConfig, "mode"), help=M.modes_help()),
     model: Optional[str] = ModelOpt,
     teacher: Optional[str] = typer.Option(None, help="generate with this model instead (teacher ablation)"),
     pairs: Optional[str] = typer.Option(None, help="directions, e.g. de-en,en-de"),
     ref: Optional[str] = typer.Option(None, help="reference file, when --data is a plain-text source file"),
-    split: str = typer.Option("train", help="split for ALMA dirs / HF datasets"),
+    split: str = typer.Option(_default(GenerateConfig, "split"), help="split for ALMA dirs / HF datasets"),
     limit: Optional[int] = typer.Option(None, help="sample N rows (reproducible with --seed)"),
-    seed: int = typer.Option(0),
-    max_tokens: int = typer.Option(256, help="max new tokens per row"),
-    temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)"),
-    top_p: float = typer.Option(1.0),
-    batch_size: int = typer.Option(64, help="sequences decoded together"),
-    workers: int = typer.Option(0, help="local processes sharing the rows (CPU); 0: one per core when "
-                                "there are 64+ rows and memory for a model each"),
+    seed: int = typer.Option(_default(GenerateConfig, "seed")),
+    max_tokens: int = typer.Option(_default(GenerateConfig, "max_tokens"), help="max new tokens per row"),
+    temperature: float = typer.Option(_default(GenerateConfig, "temperature"), help="0 = greedy (deterministic)"),
+    top_p: float = typer.Option(_default(GenerateConfig, "top_p")),
+    batch_size: int = typer.Option(_default(GenerateConfig, "batch_size"), help="sequences decoded together"),
+    workers: int = typer.Option(_default(GenerateConfig, "workers"), help="local processes sharing the rows "
+                                "(CPU); 0: one per core when there are 64+ rows and memory for a model each"),
     template: Optional[str] = typer.Option(None, help="translation instruction template ({src_name}, "
                                            "{tgt_name}, {src})"),
     explain_template: Optional[str] = typer.Option(None, help="explain-mode user prompt ({instruction}, {ref})"),
     system: Optional[str] = typer.Option(None, help="system prompt"),
     thinking: bool = typer.Option(False, help="leave thinking on for thinking-capable templates"),
-    min_tokens: int = typer.Option(1, help="reject shorter outputs"),
+    min_tokens: int = typer.Option(_default(GenerateConfig, "min_tokens"), help="reject shorter outputs"),
     max_len: Optional[int] = typer.Option(None, help="reject outputs longer than this many tokens"),
-    max_repeat: float = typer.Option(0.5, help="reject when this share of 4-grams repeat"),
-    unfinished: str = typer.Option("trim", help="outputs that hit --max-tokens: keep | trim | drop"),
-    ratio: float = typer.Option(1.0, help="keep rationales for this seeded fraction of rows"),
-    dtype: str = typer.Option("auto", help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
+    max_repeat: float = typer.Option(_default(GenerateConfig, "max_repeat"),
+                                     help="reject when this share of 4-grams repeat"),
+    unfinished: str = typer.Option(_default(GenerateConfig, "unfinished"),
+                                   help="outputs that hit --max-tokens: keep | trim | drop"),
+    ratio: float = typer.Option(_default(GenerateConfig, "ratio"),
+                                help="keep rationales for this seeded fraction of rows"),
+    dtype: str = typer.Option(_default(GenerateConfig, "dtype"),
+                              help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
-    tcot_lang: str = typer.Option("de", help="--mode tcot: the target language"),
+    tcot_lang: str = typer.Option(_default(GenerateConfig, "tcot_lang"), help="--mode tcot: the target language"),
     translator: Optional[str] = typer.Option(None, help="--mode tcot: MODEL[,adapter=DIR] that translates "
                                              "(default: the model itself)"),
     auto_probe_rows: int = typer.Option(16, help="--mode rationale-auto: try continuation on this many first rows"),
@@ -114,16 +132,10 @@ def generate(
                                          "them gets a rationale"),
 ):
     """Stage 1: self-rationales (RaDis) or the baselines' self-generated targets, as JSONL."""
-    from .generate import GenerateConfig, format_summary, generate as run_generate
-    from . import prompts as P
-    cfg = GenerateConfig(data=data, out=str(out), mode=mode, model=model, teacher=teacher, pairs=pairs,
-                         ref=ref, split=split, limit=limit, seed=seed, max_tokens=max_tokens,
-                         temperature=temperature, top_p=top_p, batch_size=batch_size, workers=workers,
-                         translate_template=template or P.TRANSLATE,
-                         explain_template=explain_template or P.EXPLAIN, system=system, thinking=thinking,
-                         min_tokens=min_tokens, max_len=max_len, max_repeat=max_repeat, unfinished=unfinished,
-                         ratio=ratio, dtype=dtype, trust_remote_code=trust_remote_code, tcot_lang=tcot_lang,
-                         translator=translator, auto_probe_rows=auto_probe_rows, auto_min_yield=auto_min_yield)
+    flags = dict(locals())  # before the imports
+    from .generate import format_summary, generate as run_generate
+    flags.update(out=str(out), translate_template=flags.pop("template"))
+    cfg = settings.build(GenerateConfig, [(settings.FLAGS, {k: v for k, v in flags.items() if v is not None})])
     summary = run_generate(cfg)
     if summary:
         typer.echo(format_summary(summary))
@@ -200,15 +212,19 @@ def finetune(
     report_to: Optional[str] = typer.Option(None, help="experiment trackers, e.g. wandb,tensorboard (offline, "
                                             "logs in --out; pip install 'radis-mlx[tracking]')"),
     project_name: Optional[str] = typer.Option(None, help="W&B project (default radis-mlx)"),
+    yes: Optional[bool] = typer.Option(None, "--yes", help="allow a run of more optimizer steps than a day's "
+                                       "worth (see bounds.MAX_ITERS)"),
 ):
     """Stage 2: fine-tune (LoRA/DoRA/full) with the RaDis weighted loss or a baseline target."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "lora", "dora", "full")}  # before imports
-    from .tuner import finetune as run_finetune, format_summary
+    from .outdir import claim_if_main
     from .tuner.config import fine_tune_type_flag, load_config
     flags["fine_tune_type"] = fine_tune_type_flag(fine_tune_type, lora=lora, dora=dora, full=full)
-    cfg = load_config(config, **flags)
+    cfg = load_config(config, settings.FLAGS, **flags)
     try:
-        summary = run_finetune(cfg)  # an OSError (disk full, permissions) is main's one line
+        with claim_if_main(cfg.out):  # before the trainer's import: mlx-lm imports W&B, which makes temp folders
+            from .tuner import finetune as run_finetune, format_summary
+            summary = run_finetune(cfg)  # an OSError (disk full, permissions) is main's one line
     except KeyboardInterrupt:
         typer.echo(f"interrupted: rerun with --resume --out {cfg.out} to continue from the last checkpoint",
                    err=True)
@@ -235,9 +251,9 @@ def eval_(
                                                   "root laid out like ../shared/data"),
     pairs: Optional[str] = typer.Option(None, help="translation directions, e.g. de-en,en-de"),
     limit: Optional[List[str]] = typer.Option(None, help="N or SUITE=N: sample N items per suite (per direction)"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(_default(EvalConfig, "seed")),
     max_tokens: Optional[List[str]] = typer.Option(None, help="N or SUITE=N: max new tokens"),
-    batch_size: int = typer.Option(32, help="sequences decoded together"),
+    batch_size: int = typer.Option(_default(EvalConfig, "batch_size"), help="sequences decoded together"),
     base_model: Optional[str] = typer.Option(None, help="retention base model (default: each model without "
                                              "its adapter)"),
     stop: str = typer.Option("\\n\\n", help="cut translations at this string ('' = no cut; \\n allowed)"),
@@ -252,10 +268,12 @@ def eval_(
                                             "checker with the official verdicts in the ifeval data folder"),
     judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server to judge MT-Bench/AlpacaEval "
                                             "(key from RADIS_JUDGE_API_KEY or OPENAI_API_KEY)"),
-    judge_api_model: str = typer.Option("gpt-4", help="model name sent to --judge-url"),
+    judge_api_model: str = typer.Option(_default(EvalConfig, "judge_api_model"), help="model name sent to --judge-url"),
     judge_model: Optional[str] = typer.Option(None, help="local MLX model as the judge"),
-    judge_max_tokens: int = typer.Option(1024, help="max new tokens of each judge reply"),
-    dtype: str = typer.Option("auto", help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
+    judge_max_tokens: int = typer.Option(_default(EvalConfig, "judge_max_tokens"),
+                                         help="max new tokens of each judge reply"),
+    dtype: str = typer.Option(_default(EvalConfig, "dtype"),
+                              help="auto (float32 on CPU) | keep | float32 | float16 | bfloat16"),
     tcot: Optional[str] = typer.Option(None, help="answer through English (TransLLM's TCoT: <EN> query "
                                        "<RESPONSE> answer <DE> answer) for this target language, e.g. de"),
     tcot_zero_shot: bool = typer.Option(False, "--tcot-zero-shot", help="with --tcot, for a model not trained on "
@@ -282,14 +300,16 @@ def eval_(
     default_mt, mts = parse_per_suite(max_tokens, "max-tokens")
     if default_mt is not None:
         mts = {**{s: default_mt for s in registry.SUITES}, **mts}
-    cfg = harness.EvalConfig(models=specs, out=str(out), suites=suite_list,
-                             test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed, max_tokens=mts,
-                             batch_size=batch_size, base_model=base_model, stop=unescape(stop), cut=cut,
-                             paragraph_cut=paragraph_cut, stop_decoding=not no_stop, judge_url=judge_url,
-                             adapter_scale=adapter_scale, split=split,
-                             judge_model=judge_model, judge_api_model=judge_api_model,
-                             judge_max_tokens=judge_max_tokens, dtype=dtype, tcot=tcot,
-                             tcot_zero_shot=tcot_zero_shot)
+    specs = model_specs(model, adapter, name)
+    if adapter_scale is not None and not any(s.adapter for s in specs):
+        raise UserError(f"--adapter-scale {adapter_scale:g} needs an adapter (--adapter DIR) to scale")
+    flags = dict(out=str(out), suites=suite_list, test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed,
+                 max_tokens=mts, batch_size=batch_size, base_model=base_model, stop=unescape(stop), cut=cut,
+                 paragraph_cut=paragraph_cut, stop_decoding=not no_stop, adapter_scale=adapter_scale, split=split,
+                 judge_url=judge_url, judge_model=judge_model, judge_api_model=judge_api_model,
+                 judge_max_tokens=judge_max_tokens, dtype=dtype, tcot=tcot, tcot_zero_shot=tcot_zero_shot)
+    cfg = settings.build(EvalConfig, [(settings.FLAGS, {k: v for k, v in flags.items() if v is not None})],
+                         fixed=dict(models=specs))
     results = harness.evaluate(cfg)
     from .report import markdown_table, summarize
     typer.echo(markdown_table([summarize(r) for r in results.values()]), nl=False)
@@ -324,7 +344,9 @@ def report(runs: List[Path] = typer.Argument(..., help="eval run dirs (or an eva
            baselines: str = typer.Option("sft,radis", help="methods the paired tests compare every other method "
                                          "with (comma-separated; runs METHOD or METHOD-sN)")):
     """One table and a translation-vs-general-ability plot across eval runs."""
+    from .outdir import check_out
     from .report import markdown_table, report as make_report
+    check_out(out)
     r = make_report(runs, out, html=html, baselines=[b.strip() for b in baselines.split(",") if b.strip()])
     typer.echo(markdown_table(r["runs"]), nl=False)
     for n in r["notes"]:
@@ -344,10 +366,12 @@ def run(recipe: str = typer.Argument(..., help="recipe YAML (or a name in recipe
         check: bool = typer.Option(False, "--check", help="check every setting and print the plan (stages, "
                                    "their files, what is done, estimated memory) without running anything"),
         fit_for: Optional[str] = typer.Option(None, help="check memory for this machine (here, the default), "
-                                              "another (mac-16gb, mac-32gb, cpu-64gb), or not at all (off)")):
+                                              "another (mac-16gb, mac-32gb, cpu-64gb), or not at all (off)"),
+        yes: bool = typer.Option(False, "--yes", help="allow finetune runs longer than a day's worth of steps")):
     """Run a recipe: generate -> finetune -> eval -> report for every method; resumes where it stopped."""
     from .pipeline import format_plan, load_recipe, only_methods, run as run_recipe
     r = load_recipe(recipe, set_ or [], data_root)
+    r["_yes"] = yes
     if only:
         r = only_methods(r, only)
     out = out or Path("runs") / str(r.get("name") or Path(recipe).stem)
@@ -394,23 +418,35 @@ def translate(
 @app.command(name="translate-suite")
 def translate_suite(
     suite: str = typer.Option(..., help="advbench | alpacaeval | mtbench | gsm8k"),
-    lang: str = typer.Option("de", help="target language code"),
+    lang: str = typer.Option(_default(TranslateSuiteConfig, "lang"), help="target language code"),
     translator: Optional[str] = typer.Option(None, help="MODEL[,adapter=DIR] that translates (default: the "
                                              "offline default model)"),
     test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="SUITE=PATH, or a data root laid out "
                                                   "like ../shared/data"),
     limit: Optional[int] = typer.Option(None, help="sample this many items (seeded, as eval samples)"),
-    seed: int = typer.Option(0),
-    batch_size: int = typer.Option(32),
-    max_tokens: int = typer.Option(384, help="max new tokens per translated paragraph"),
+    seed: int = typer.Option(_default(TranslateSuiteConfig, "seed")),
+    batch_size: int = typer.Option(_default(TranslateSuiteConfig, "batch_size")),
+    max_tokens: int = typer.Option(_default(TranslateSuiteConfig, "max_tokens"),
+                                   help="max new tokens per translated paragraph"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for SUITE.LANG.jsonl, its summary and cache")):
     """An English suite's prompts translated by a named model, for eval in the target language."""
+    flags = dict(locals())  # before the imports
     from .evals.flags import parse_test_data
-    from .evals.translate_suite import TranslateSuiteConfig, format_summary, translate_suite as run_translate
-    s = run_translate(TranslateSuiteConfig(suite=suite, lang=lang, translator=translator, limit=limit, seed=seed,
-                                           test_data=parse_test_data(test_data, [suite]), out=str(out),
-                                           batch_size=batch_size, max_tokens=max_tokens))
+    from .evals.translate_suite import format_summary, translate_suite as run_translate
+    flags.update(out=str(out), test_data=None)
+    cfg = settings.build(TranslateSuiteConfig, [(settings.FLAGS, {k: v for k, v in flags.items() if v is not None})])
+    cfg.test_data = parse_test_data(test_data, [suite])  # a file check: after the settings'
+    s = run_translate(cfg)
     typer.echo(f"{format_summary(s)}; evaluate with --test-data {suite}={s['out']}")
+
+
+# What str.splitlines breaks a line at: a path or value from the user holding one must not turn the
+# one-line error into several.
+_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(text: str) -> str:
+    return str(text).translate(str.maketrans(_BREAKS))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -422,11 +458,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         if isinstance(rc, int) and rc:  # click returns typer.Exit's code when not standalone
             sys.exit(rc)
     except UserError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {one_line(e)}", err=True)
         sys.exit(2)
     except OSError as e:  # disk full, permissions: say it in one line; finished work is already saved
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        typer.echo(f"error: {where}{e.strerror or e}", err=True)
+        typer.echo(f"error: {one_line(f'{where}{e.strerror or e}')}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished work is saved; re-run the same command to resume", err=True)
@@ -434,9 +470,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:
-        if hasattr(e, "show") and hasattr(e, "exit_code"):  # click's usage errors (typer vendors click)
-            e.show()
-            sys.exit(2)
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # click's usage errors (typer vendors click)
+            # One line, as every other bad input: click's own show() prints four.
+            ctx = getattr(e, "ctx", None)
+            hint = f" (radis-mlx {ctx.command_path.split(' ', 1)[-1]} --help)" if ctx and " " in ctx.command_path \
+                else " (radis-mlx --help)"
+            typer.echo(f"error: {one_line(' '.join(e.format_message().split()))}{hint}", err=True)
+            sys.exit(e.exit_code if e.exit_code else 2)
         if type(e).__name__ == "Abort":
             sys.exit(130)
         raise

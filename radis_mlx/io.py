@@ -13,6 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
+
+
+# One input row (a JSONL or text line, one text field): the longest in ../shared/data is 7 kB; one
+# 10 MB line made MLX ask for 12 TB and segfault. bounds.py states the other limits.
+MAX_ROW_BYTES = 1 << 20
+
 
 class UserError(Exception):
     """An error caused by the user's input; the CLI prints it as one line and exits 2."""
@@ -85,7 +92,10 @@ def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        # readline with a cap: a 10 MB line is refused without reading it whole into memory
+        for lineno, raw in enumerate(iter(lambda: f.readline(MAX_ROW_BYTES + 1), b""), 1):
+            if len(raw) > MAX_ROW_BYTES:
+                raise DataError(path, lineno, None, f"row longer than the limit of {MAX_ROW_BYTES:,} bytes")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -183,13 +193,58 @@ def check_writable_dir(path) -> Path:
     return path
 
 
-def read_yaml(path) -> Any:
-    """A YAML file through yaml.safe_load; bad bytes or syntax become one-line UserErrors."""
-    import yaml
+MAX_YAML_NODES = 100_000  # a recipe has a few hundred; "billion laughs" aliases expand to 10^9
 
+
+def _expanded_size(obj, memo: dict) -> int:
+    """How many values ``obj`` holds once every alias is expanded (each shared part counted every time
+    it is used); a structure that contains itself counts as too big."""
+    if not isinstance(obj, (dict, list)):
+        return 1
+    if id(obj) in memo:
+        return memo[id(obj)]
+    memo[id(obj)] = MAX_YAML_NODES + 1  # until known: a cycle through here is too big
+    items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+    total = 1
+    for x in items:
+        total += _expanded_size(x, memo)
+        if total > MAX_YAML_NODES:
+            break
+    memo[id(obj)] = total
+    return total
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text through yaml's safe loader, refusing aliases that expand past MAX_YAML_NODES values
+    (a 1 kB file of nested ``*ref`` can stand for gigabytes); a yaml.YAMLError otherwise."""
+    obj = yaml.safe_load(text)
+    if _expanded_size(obj, {}) > MAX_YAML_NODES:
+        raise yaml.YAMLError(f"more than {MAX_YAML_NODES:,} values once its aliases (*name) are expanded")
+    return obj
+
+
+def read_yaml(path) -> Any:
+    """A YAML file through load_yaml_text (aliases bounded); bad bytes or syntax become one-line UserErrors."""
     try:
-        return yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
+        return load_yaml_text(Path(path).read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 (byte {e.start})") from None
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+        raise UserError(f"{path}: invalid YAML: {' '.join(str(e).split())[:300]}") from None
+    except RecursionError:
+        raise UserError(f"{path}: invalid YAML: nested too deeply") from None
+
+
+def check_adapter_dir(path) -> Path:
+    """An adapter directory as mlx-lm's ``load_adapters`` reads it: adapter_config.json and
+    adapters.safetensors (adapters are read only from safetensors). Otherwise one line naming what
+    the directory holds, before any model loads."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{p}: no such adapter directory" if not p.exists() else f"{p}: not a directory")
+    missing = [n for n in ("adapter_config.json", "adapters.safetensors") if not (p / n).is_file()]
+    if missing:
+        names = sorted(q.name for q in p.iterdir())
+        found = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "") or "nothing"
+        raise UserError(f"{p}: not an adapter directory: no {' or '.join(missing)} (found: {found})")
+    return p

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import methods, preflight, settings
+from .outdir import check_out, claim
 from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, safe_join
 from .recipe import (DEMO_DATA, GENERAL_KEYS, RECIPES, _from_set, _mapping, _where, find_recipe,  # noqa: F401
-                     load_recipe, only_methods, resolve_data)
+                     load_recipe, only_methods, resolve_data, section_layers)
 
 # ---------------------------------------------------------------- recipe -> plan
 
@@ -37,11 +38,7 @@ class Stage:
         return STATUS[self.kind](self)
 
 
-def _layers(recipe: dict, section: str, mapping: dict) -> list[tuple[str, dict]]:
-    """A recipe section as two settings layers, the YAML's and --set's, each naming its source."""
-    given = {k: _from_set(recipe, f"{section}.{k}") for k in mapping}
-    return [(f"{recipe['_path']}: {section}", {k: v for k, v in mapping.items() if not given[k]}),
-            (f"--set {section}", {k: v for k, v in mapping.items() if given[k]})]
+_layers = section_layers
 
 
 def _pick_mode(recipe: dict, name: str, spec: dict, method: methods.Method) -> str:
@@ -96,7 +93,8 @@ def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
             raise UserError(f"{recipe['_path']}: {method.inputs[arg]} is needed for method {name}")
     base = dict(model=recipe.get("model"), seed=recipe.get("seed", 0), pairs=recipe.get("pairs"), quiet=not progress)
     layers = [("", base), *_layers(recipe, "finetune", recipe.get("finetune") or {}),
-              *_layers(recipe, f"methods.{name}.finetune", spec.get("finetune") or {})]
+              *_layers(recipe, f"methods.{name}.finetune", spec.get("finetune") or {}),
+              ("--yes", {"yes": True} if recipe.get("_yes") else {})]
     fixed = dict(out=str(train_dir), method=method.name, **inputs)
     cfg = settings.build(FinetuneConfig, layers, fixed, skip=("out", "method", "data", "replay_data", "mix_data",
                                                               "resume", "overwrite"))
@@ -174,12 +172,37 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
     stages += evals
     stages.append(Stage("report", "report", out / "report", {"runs": [d for e in evals for d in run_dirs(e.config)],
                                                              **recipe["report"]}, "report"))
+    _check_models(recipe, stages)
     return stages
 
 
 def _recipe_method(spec) -> str:
     """The recipe's method a run belongs to: sft-s0@0.5 is sft-s0's adapter at scale 0.5."""
     return spec.name.rsplit("@", 1)[0] if spec.scale is not None else spec.name
+
+
+def _check_models(recipe: dict, stages: list[Stage]) -> None:
+    """Every model the stages name exists (a directory, a .gguf, an installed offline model, or a hub
+    id's form), checked without loading or converting: a typo fails --check, not a stage hours in."""
+    from .evals.context import parse_model_spec
+    from .models.loader import check_model
+
+    named = [("model", recipe.get("model"))]
+    for st in stages:
+        c = st.config
+        if st.kind == "generate":
+            named += [(f"generate.{k} (method {st.name})", getattr(c, k)) for k in ("teacher", "translator")
+                      if getattr(c, k)]
+        elif st.kind == "translate":
+            named += [("translate_suites.translator", c.translator)] if c.translator else []
+        elif st.kind == "eval":
+            named += [(f"eval.{k}", getattr(c, k)) for k in ("base_model", "judge_model") if getattr(c, k)]
+    for key, spec in named:
+        model = parse_model_spec(spec).model if isinstance(spec, str) and "," in spec else spec
+        try:
+            check_model(model)
+        except UserError as e:
+            raise UserError(f"{_where(recipe, key) if key == 'model' else key}: {e}") from None
 
 
 def _translated_suites(recipe: dict, out: Path, progress: bool, stages: list) -> dict:
@@ -423,13 +446,19 @@ def _log(m: str) -> None:
 def run(recipe: dict, out, *, progress: bool = True, check: bool = False, fit_for: str | None = None) -> dict:
     """Plan the recipe (every stage's settings checked first, and whether each fits in memory), then
     run the stages in order; ``check``: only return the plan; ``fit_for``: see memory.parse_target."""
+    check_out(out)
     sources = check_sources(recipe, out, progress)  # every data source and the model, before any work
     stages = plan(recipe, out, progress)
     target = check_memory(recipe, stages, fit_for)
     if check:
         return {"plan": stages, "target": target, "sources": sources}
-    t0 = time.perf_counter()
     out = check_writable_dir(out)
+    with claim(out):  # one writer per run directory; each stage also holds its own output
+        return _run_stages(recipe, out, stages, progress)
+
+
+def _run_stages(recipe: dict, out: Path, stages: list[Stage], progress: bool) -> dict:
+    t0 = time.perf_counter()
     atomic_write_json(out / "recipe.json", {k: v for k, v in recipe.items() if not k.startswith("_")})
     done, timings = {}, {}
     for st in stages:

@@ -11,8 +11,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from . import methods
-from .io import UserError, read_yaml
+from . import methods, settings
+from .data.pairs import looks_like_hub_id
+from .evals.harness import EvalConfig
+from .generate.stage import GenerateConfig
+from .io import UserError, load_yaml_text, read_yaml, safe_join
+from .tuner.config import FinetuneConfig
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 # Shipped inside the package, so a wheel install finds them too (pip always installs a real directory).
@@ -66,8 +70,8 @@ def _apply_overrides(r: dict, overrides: list[str]) -> list[str]:
         if not eq or not k.strip():
             raise UserError(f"--set {o!r}: expected key=value")
         try:
-            value = yaml.safe_load(v)
-        except yaml.YAMLError:
+            value = load_yaml_text(v)
+        except (yaml.YAMLError, RecursionError):
             raise UserError(f"--set {o!r}: the value is not valid YAML") from None
         _set(r, k.strip(), value)
         keys.append(k.strip())
@@ -91,6 +95,8 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     where = lambda key: _where(r, key)  # noqa: E731
     for key in ("generate", "finetune", "eval"):
         r[key] = dict(_mapping(r.get(key), where(key)))
+    if "seed" in r and r["seed"] is None:  # `seed: null` is the default, as for every setting
+        r["seed"] = 0
     for key in ("seed", "limit"):
         v = r.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
@@ -98,20 +104,11 @@ def load_recipe(path, overrides: list[str] = (), data_root: str | None = None) -
     for key in ("name", "model", "pairs"):
         if r.get(key) is not None and not isinstance(r[key], str):
             raise UserError(f"{where(key)}: expected a string, got {r[key]!r:.60}")
-    listed = r.get("methods") or ["base"]
-    if isinstance(listed, list) and all(isinstance(m, str) for m in listed):
-        listed = {m: {} for m in listed}
-    if not isinstance(listed, dict):
-        raise UserError(f"{where('methods')}: expected a list of method names or a mapping name -> settings")
-    r["methods"] = {}
-    for m, spec in listed.items():
-        spec = dict(_mapping(spec, where(f"methods.{m}")))
-        picked = methods.get(spec.get("method", m), where(f"methods.{m}"))
-        if "scales" in spec:
-            spec["scales"] = _scales(spec["scales"], picked, where(f"methods.{m}.scales"))
-        for key in ("generate", "finetune", "eval"):
-            _mapping(spec.get(key), where(f"methods.{m}.{key}"))
-        r["methods"][str(m)] = spec
+    r["methods"] = _methods(r, where)
+    _check_sections(r, "", r, where)
+    for m, spec in r["methods"].items():
+        _check_sections(r, f"methods.{m}.", spec, where)
+    _check_translate_suites(r, where)
     r["report"] = _report_settings(r, where("report"))
     r["_subset"] = {}
     for key in GENERAL_KEYS:  # {hub, local, limit}: a seeded subset, the eval items left out
@@ -143,6 +140,66 @@ def _scales(v, method, where: str) -> list[float]:
     return [float(a) for a in v]
 
 
+_METHOD_KEYS = ("method", "scales", "generate", "finetune", "eval")
+_TRANSLATE_KEYS = ("lang", "translator", "suites")
+
+
+def _methods(r: dict, where) -> dict:
+    """``methods``: a list of names or a mapping name -> {method, scales, generate, finetune, eval}; a recipe
+    without methods runs nothing, so it is refused here rather than when it runs."""
+    listed = r.get("methods")
+    if not listed:
+        raise UserError(f"{where('methods')}: a recipe lists at least one method (e.g. methods: [base, sft, radis])")
+    if isinstance(listed, list) and all(isinstance(m, str) for m in listed):
+        listed = {m: {} for m in listed}
+    if not isinstance(listed, dict):
+        raise UserError(f"{where('methods')}: expected a list of method names or a mapping name -> settings")
+    out = {}
+    for m, spec in listed.items():
+        spec = dict(_mapping(spec, where(f"methods.{m}")))
+        extra = sorted(set(map(str, spec)) - set(_METHOD_KEYS))
+        if extra:
+            raise UserError(f"{where(f'methods.{m}.{extra[0]}')}: unknown key (known: {', '.join(_METHOD_KEYS)})")
+        picked = methods.get(spec.get("method", m), where(f"methods.{m}"))
+        if "scales" in spec:
+            spec["scales"] = _scales(spec["scales"], picked, where(f"methods.{m}.scales"))
+        out[str(m)] = spec
+    return out
+
+
+def _check_sections(r: dict, prefix: str, holder: dict, where) -> None:
+    """Every key of a generate/finetune/eval section is a setting of its stage, of the right type, even
+    where no stage of this recipe uses the section (a typo there would otherwise pass unseen)."""
+    for key, cls in (("generate", GenerateConfig), ("finetune", FinetuneConfig), ("eval", EvalConfig)):
+        section = dict(_mapping(holder.get(key), where(prefix + key)))
+        settings.merge(cls, section_layers(r, prefix + key, section))
+        if prefix and key in holder:
+            holder[key] = section
+
+
+def section_layers(recipe: dict, section: str, mapping: dict) -> list[tuple[str, dict]]:
+    """A recipe section as two settings layers, the YAML's and --set's, each naming its source."""
+    given = {k: _from_set(recipe, f"{section}.{k}") for k in mapping}
+    return [(f"{recipe['_path']}: {section}", {k: v for k, v in mapping.items() if not given[k]}),
+            (f"--set {section}", {k: v for k, v in mapping.items() if given[k]})]
+
+
+def _check_translate_suites(r: dict, where) -> None:
+    t = r.get("translate_suites")
+    if t is None:
+        return
+    t = _mapping(t, where("translate_suites"))
+    extra = sorted(set(map(str, t)) - set(_TRANSLATE_KEYS))
+    if extra:
+        raise UserError(f"{where('translate_suites.' + extra[0])}: unknown key (known: {', '.join(_TRANSLATE_KEYS)})")
+    s = t.get("suites") or []
+    if not isinstance(s, list) or not all(isinstance(x, str) for x in s):
+        raise UserError(f"{where('translate_suites.suites')}: expected a list of suite names, got {s!r:.60}")
+    for k in ("lang", "translator"):
+        if t.get(k) is not None and not isinstance(t[k], str):
+            raise UserError(f"{where('translate_suites.' + k)}: expected a string, got {t[k]!r:.60}")
+
+
 def only_methods(recipe: dict, patterns: str) -> dict:
     """The recipe with only the methods that match ``patterns`` ("base,*-s0"), in the recipe's order:
     a long study runs its first seeds first, and the full run later reuses every finished stage."""
@@ -164,7 +221,7 @@ def resolve_data(v, data_root: str | None, where: str) -> str:
         if not all(isinstance(v.get(k), (str, type(None))) for k in ("hub", "local")):
             raise UserError(f"{where}: hub and local are strings")
         if data_root and v.get("local"):
-            return str(Path(data_root) / v["local"])
+            return _existing(_inside(data_root, v["local"], where), where)
         if v.get("hub"):
             return str(v["hub"])
         if v.get("local"):
@@ -174,8 +231,25 @@ def resolve_data(v, data_root: str | None, where: str) -> str:
         raise UserError(f"{where}: expected a path or a dataset id, got {v!r:.60}")
     v = str(v)
     if v.startswith("demo:"):
-        return str(DEMO_DATA / v[len("demo:"):])
-    return v
+        return _existing(_inside(DEMO_DATA, v[len("demo:"):], where), where)
+    return v if looks_like_hub_id(v.split(":")[0]) else _existing(v, where)
+
+
+def _existing(path: str, where: str) -> str:
+    """A local data path that exists: a missing file fails --check, not the stage that reads it."""
+    if not Path(path).exists():
+        raise UserError(f"{where}: {path}: no such file or directory")
+    return path
+
+
+def _inside(root, rel: str, where: str) -> str:
+    """``rel`` under ``root``: a recipe's local path may not climb out of --data-root (or the demo
+    data) with ``..``, a link or an absolute path. The error names the path, never what is in it."""
+    try:
+        safe_join(root, rel)
+        return str(Path(root) / rel)  # as given: generate's settings fingerprint holds the path
+    except UserError:
+        raise UserError(f"{where}: {rel!r:.80} points outside {root}; local paths stay inside it") from None
 
 
 def _from_set(recipe: dict, dotted: str) -> bool:

@@ -13,11 +13,16 @@ from dataclasses import fields
 
 from .io import UserError
 
+FLAGS = "--"  # the source name of a layer of command-line flags
+
 
 def _key(where: str, key: str) -> str:
-    """'recipe.yaml: generate' + 'bogus' -> 'recipe.yaml: generate.bogus'; '' + 'lr' -> 'lr'."""
+    """'recipe.yaml: generate' + 'bogus' -> 'recipe.yaml: generate.bogus'; '' + 'lr' -> 'lr';
+    '--' (the command line) + 'max_tokens' -> '--max-tokens'."""
     if not where:
         return key
+    if where == FLAGS:
+        return "--" + key.replace("_", "-")
     return f"{where}.{key}" if not where.endswith(":") else f"{where} {key}"
 
 

@@ -26,26 +26,11 @@ from pathlib import Path
 
 from mlx_lm.tuner.trainer import TrainingCallback
 
-from .io import UserError, atomic_write_json, read_json
+from .io import atomic_write_json, read_json
+from .trackers import EXTRA, TRACKERS, check  # noqa: F401 (tracking.check: the settings' check)
 
-TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard"}  # name -> the module it needs
-EXTRA = "radis-mlx[tracking]"
 STATE = "tracking.json"
 DEFAULT_PROJECT = "radis-mlx"
-
-
-def check(report_to) -> list[str] | None:
-    """``report_to`` (a list or 'a,b') as known tracker names, each importable; else a one-line
-    UserError naming the extra, raised while settings are checked, before any training work."""
-    names = [n.strip().lower() for n in (report_to.split(",") if isinstance(report_to, str) else report_to or [])]
-    names = list(dict.fromkeys(n for n in names if n))
-    bad = [n for n in names if n not in TRACKERS]
-    if bad:
-        raise UserError(f"report_to: unknown {', '.join(map(repr, bad))} (choose from {', '.join(TRACKERS)})")
-    missing = [n for n in names if importlib.util.find_spec(TRACKERS[n]) is None]
-    if missing:
-        raise UserError(f"report_to: {' and '.join(missing)} not installed: pip install '{EXTRA}'")
-    return names or None
 
 
 def _numbers(info: dict) -> dict:

@@ -330,6 +330,9 @@ def _looks_like_hf(source: str) -> bool:
     return not Path(source.split("/")[0]).exists()  # 'data/x' with a local data/ is a missing file
 
 
+looks_like_hub_id = _looks_like_hf  # for a recipe's --check: a path that is missing, or a dataset id
+
+
 def _hf_plan(source: str, dirs, split: str) -> list[tuple["hub.HubFiles", list | None, Any]]:
     """NAME, NAME:CONFIG or NAME:CONFIG:SPLIT (the split overrides the caller's, e.g. a dev set read
     where a test split is expected) -> (the files of one config's split, the directions read from

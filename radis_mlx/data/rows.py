@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..io import DataError, UserError, iter_jsonl
+from ..io import MAX_ROW_BYTES, DataError, UserError, iter_jsonl
 
 
 def sample(items: list, limit: int | None, seed: int) -> list:
@@ -95,6 +95,8 @@ def text_lines(path: Path) -> list[str]:
     for i, ln in enumerate(lines, 1):
         if not ln.strip():
             raise DataError(path, i, None, "empty line")
+        if len(ln) > MAX_ROW_BYTES // 4 and len(ln.encode("utf-8", "surrogatepass")) > MAX_ROW_BYTES:
+            raise DataError(path, i, None, f"line longer than the limit of {MAX_ROW_BYTES:,} bytes")
     return lines
 
 
@@ -107,6 +109,8 @@ def string_field(obj: dict, key: str, path, where, field: str | None = None) -> 
         raise DataError(path, where, field, f"expected a string, got {type(v).__name__}")
     if not v.strip():
         raise DataError(path, where, field, "empty")
+    if len(v) > MAX_ROW_BYTES // 4 and len(v.encode("utf-8", "surrogatepass")) > MAX_ROW_BYTES:
+        raise DataError(path, where, field, f"longer than the limit of {MAX_ROW_BYTES:,} bytes")
     check_encodable(v, path, where, field)
     return v
 

@@ -15,16 +15,19 @@ stopped and a second eval of the same model generates nothing.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__, prompts
-from ..models.interpolate import check_scalable
-from ..io import UserError, atomic_write_json, atomic_write_text, check_writable_dir, read_json, safe_join
+from .. import __version__, bounds, prompts
 from ..cuts import BLANK_LINE, DEFAULT_CUT, make_cut
+from ..io import (UserError, atomic_write_json, atomic_write_text, check_adapter_dir, check_writable_dir, read_json,
+                  safe_join)
+from ..models.interpolate import check_scalable
 from . import general, ifeval, judge, retention, suites, translation
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
+from ..outdir import check_out, claim
 from ..tcot import TCoT, TCoTDecoder, target_tag
 from .ifeval_conformance import conformance as ifeval_conformance_check
 from .suites import DEFAULT_SUITES, SUITES
@@ -66,32 +69,49 @@ class EvalConfig:
     kl_top_k: int = 64  # the base's distribution kept per answer token by the kl suite (evals/kl.py)
     progress: bool = True
 
+    def validate(self) -> "EvalConfig":
+        """Check every setting but the models (their adapters may not exist yet when a recipe is
+        checked); messages start with the setting's name, as settings.build expects."""
+        bad = [s for s in self.suites if s not in SUITES]
+        if bad or not self.suites:
+            raise UserError(f"suites: unknown {', '.join(map(str, bad)) or '(none)'} (choose from {', '.join(SUITES)})")
+        bounds.batch(self)
+        bounds.seed(self)
+        bounds.limit(self)
+        bounds.dtype(self)
+        bounds.directions(self)
+        bounds.int_in(self, "judge_max_tokens", 1, bounds.MAX_NEW_TOKENS)
+        bounds.int_in(self, "n_bootstrap", 0, 10**6)
+        bounds.int_in(self, "nll_batch_tokens", 1, 1 << 20)
+        for key in ("limits", "max_tokens"):
+            per = getattr(self, key)
+            bounds.need(isinstance(per, dict), key, f"expected a mapping SUITE: N, got {per!r:.60}")
+            for suite, n in per.items():
+                bounds.need(suite in SUITES, key, f"unknown suite {suite!r:.40} (choose from {', '.join(SUITES)})")
+                hi = bounds.MAX_NEW_TOKENS if key == "max_tokens" else 10**9
+                bounds.need(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= hi, f"{key}.{suite}",
+                            f"must be a whole number in [1, {hi}], got {n!r:.40}")
+        if self.judge_url and self.judge_model:
+            raise UserError("judge_url: pass either --judge-url or --judge-model, not both")
+        make_cut(self.cut, self.stop), make_cut(self.paragraph_cut, self.stop)
+        bounds.need(self.split in (None, *suites.SPLITS), "split",
+                    f"must be one of {', '.join(suites.SPLITS)}, got {self.split!r:.40}")
+        bounds.need(self.adapter_scale is None or math.isfinite(self.adapter_scale), "adapter_scale",
+                    f"must be a finite number, got {self.adapter_scale}")
+        if self.tcot is not None:
+            target_tag(self.tcot)
+        elif self.tcot_zero_shot:
+            raise UserError("tcot_zero_shot: needs --tcot LANG (the target language)")
+        return self
+
 
 def check_config(cfg: EvalConfig) -> list[ModelSpec]:
     """Check the settings and name every model's run (its folder); loads nothing."""
-    bad = [s for s in cfg.suites if s not in SUITES]
-    if bad or not cfg.suites:
-        raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (choose from {', '.join(SUITES)})")
-    if cfg.judge_url and cfg.judge_model:
-        raise UserError("pass either --judge-url or --judge-model, not both")
-    if cfg.judge_max_tokens < 1:
-        raise UserError(f"--judge-max-tokens must be >= 1, got {cfg.judge_max_tokens}")
-    make_cut(cfg.cut, cfg.stop), make_cut(cfg.paragraph_cut, cfg.stop)
-    if cfg.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.tcot is not None:
-        target_tag(cfg.tcot)
-    elif cfg.tcot_zero_shot:
-        raise UserError("--tcot-zero-shot needs --tcot LANG (the target language)")
-    for k in list(cfg.limits) + list(cfg.max_tokens):
-        if k not in SUITES:
-            raise UserError(f"unknown suite {k!r} in a per-suite setting (choose from {', '.join(SUITES)})")
-    if cfg.split not in (None, *suites.SPLITS):
-        raise UserError(f"split must be one of {', '.join(suites.SPLITS)}, got {cfg.split!r}")
+    cfg.validate()
     specs = name_runs(cfg)
     for s in specs:
-        if s.adapter and not (Path(s.adapter) / "adapter_config.json").is_file():
-            raise UserError(f"{s.adapter}: no adapter_config.json (not an adapter directory)")
+        if s.adapter:
+            check_adapter_dir(s.adapter)
         if s.scale is not None:
             check_scalable(s.adapter, s.scale)
     return specs
@@ -127,11 +147,17 @@ def output_status(cfg: EvalConfig) -> str:
 
 def evaluate(cfg: EvalConfig) -> dict:
     """Run every suite on every model; returns ``{run name: results}`` (also saved per run)."""
+    specs = check_config(cfg)
+    check_out(cfg.out)
+    out = check_writable_dir(cfg.out)
+    with claim(out):  # one writer per output
+        return _evaluate(cfg, specs, out)
+
+
+def _evaluate(cfg: EvalConfig, specs: list[ModelSpec], out: Path) -> dict:
     from ..report import markdown_table, summarize
 
-    specs = check_config(cfg)
-    inputs = {s: suites.load_inputs(cfg, s) for s in cfg.suites}  # all data checked before any output or model
-    out = check_writable_dir(cfg.out)
+    inputs = {s: suites.load_inputs(cfg, s) for s in cfg.suites}  # all data checked before the first model load
     in_order = specs
     specs = _prepare_bases(cfg, specs, inputs)
     results = {spec.name: evaluate_model(cfg, spec, out, inputs) for spec in specs}

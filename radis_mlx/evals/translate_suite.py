@@ -16,7 +16,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..io import UserError, atomic_write_json, atomic_write_jsonl, check_writable_dir
+from .. import bounds
+from ..io import atomic_write_json, atomic_write_jsonl, check_writable_dir
+from ..outdir import check_out, claim
 from ..translate import Translator, check_translation
 from . import suites
 
@@ -37,6 +39,21 @@ class TranslateSuiteConfig:
     dtype: str = "auto"
     progress: bool = True
 
+    def validate(self) -> "TranslateSuiteConfig":
+        """Check every setting before any data or model is read."""
+        from ..tcot import target_tag
+
+        bounds.need(self.suite in TRANSLATABLE, "suite",
+                    f"{self.suite!r:.40} cannot be translated (choose from {', '.join(TRANSLATABLE)})")
+        target_tag(self.lang)  # a language code
+        bounds.need(self.lang != "en", "lang", "the suites are English already; pass another --lang")
+        bounds.batch(self)
+        bounds.new_tokens(self)
+        bounds.limit(self)
+        bounds.seed(self)
+        bounds.dtype(self)
+        return self
+
 
 def output_path(cfg: TranslateSuiteConfig) -> Path:
     return Path(cfg.out) / f"{cfg.suite}.{cfg.lang}.jsonl"
@@ -48,17 +65,18 @@ def _texts(suite: str, item: dict) -> list[str]:
 
 def translate_suite(cfg: TranslateSuiteConfig) -> dict:
     """Translate the suite's (sampled) prompts; returns the summary (also OUT/SUITE.LANG.summary.json)."""
-    from ..tcot import target_tag
     from .harness import EvalConfig
 
-    if cfg.suite not in TRANSLATABLE:
-        raise UserError(f"translate-suite: {cfg.suite!r} cannot be translated (choose from {', '.join(TRANSLATABLE)})")
-    target_tag(cfg.lang)  # a language code
-    if cfg.lang == "en":
-        raise UserError("translate-suite: the suites are English already; pass another --lang")
+    cfg.validate()
+    check_out(cfg.out)
     ecfg = EvalConfig(suites=[cfg.suite], test_data=cfg.test_data or {}, limits={cfg.suite: cfg.limit}, seed=cfg.seed)
     items = suites.load_inputs(ecfg, cfg.suite)  # bad data fails before the model loads
     out = check_writable_dir(cfg.out)
+    with claim(out):  # one writer per output
+        return _translate(cfg, items, out)
+
+
+def _translate(cfg: TranslateSuiteConfig, items: list, out: Path) -> dict:
     tr = Translator(cfg.translator, cfg.lang, out / "cache", cfg.batch_size, cfg.max_tokens, cfg.seed, cfg.dtype,
                     cfg.progress).load()
     done = tr([t for it in items for t in _texts(cfg.suite, it)])

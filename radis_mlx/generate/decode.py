@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .kernels import patch_cpu_kernels, patch_logsumexp, patch_rope
+from ..io import UserError
 from ..progress import Progress
 
 
@@ -40,6 +41,26 @@ class DecodeConfig:
     prefill_tokens: int = 2048
     share_prefix: bool = True  # prefill the prompts' common prefix once
     fast_exp: bool | None = None  # the CPU kernels of generate/kernels.py (SiLU, attention, logsumexp); None: on CPU
+
+
+def context_length(model) -> int | None:
+    """The positions the model was trained for (config max_position_embeddings), when it states them."""
+    n = getattr(getattr(model, "args", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def check_context(model, prompts: Sequence[list[int]], budgets: Sequence[int], names=None) -> None:
+    """Refuse a prompt whose tokens plus its new-token budget exceed the model's context, before any
+    decoding: the caches and rope tables are sized for the longest, and past the context MLX was
+    asked for terabytes. ``names``: how the caller names each prompt (e.g. a row's file and id)."""
+    n = context_length(model)
+    if not n:
+        return
+    for i, (p, m) in enumerate(zip(prompts, budgets)):
+        if len(p) + m > n:
+            what = names[i] if names else f"prompt {i + 1} of {len(prompts)}"
+            raise UserError(f"{what}: {len(p)} prompt tokens + max_tokens {m} exceed the model's context of "
+                            f"{n} tokens; shorten the row or lower max_tokens")
 
 
 @dataclass
@@ -64,6 +85,7 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
         return []
     if any(len(p) == 0 for p in prompts):
         raise ValueError("decode: empty prompt")
+    check_context(model, prompts, max_tokens or [cfg.max_tokens] * len(prompts))
     mx.random.seed(cfg.seed)
     sampler = make_sampler(temp=cfg.temperature, top_p=cfg.top_p if cfg.top_p < 1.0 else 0.0)
     fast = cfg.fast_exp if cfg.fast_exp is not None else mx.default_device().type == mx.cpu

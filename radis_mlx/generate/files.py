@@ -98,3 +98,12 @@ def done_rows_all(out: Path) -> dict[str, dict]:
         for k, v in done_rows(p).items():
             done.setdefault(k, v)
     return done
+
+
+def forget_if_empty(out: Path) -> None:
+    """Remove the ``.meta.json`` (and the empty output) a run that wrote no row left: a failed model
+    load must not leave a file that claims an output with settings nothing was generated with."""
+    if part_files(out) or (out.exists() and out.stat().st_size > 0):
+        return
+    out.unlink(missing_ok=True)
+    meta_path(out).unlink(missing_ok=True)

@@ -15,15 +15,17 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .. import __version__, memory, methods, prompts
+from .. import __version__, bounds, memory, methods, prompts
 from ..data import Pair, load_instructions, load_pairs
 from ..io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line,
                   read_json)
+from ..outdir import check_out, claim_if_main
 from ..progress import Progress
 from ..records import Record
 from . import auto, workers
-from .decode import DecodeConfig, decode
-from .files import check_meta, done_rows, done_rows_all, leftovers, output_status, part_file, summary_path
+from .decode import DecodeConfig, check_context, decode
+from .files import (check_meta, done_rows, done_rows_all, forget_if_empty, leftovers, meta_path, output_status,
+                    part_file, summary_path)
 from .filters import in_ratio, rationale_filter
 
 __all__ = ["GenerateConfig", "format_summary", "generate", "output_status"]
@@ -79,16 +81,24 @@ class GenerateConfig:
     def validate(self) -> "GenerateConfig":
         """Check the settings before any data or model is read (a recipe checks every stage first)."""
         methods.get_mode(self.mode, "mode")
+        bounds.new_tokens(self)
+        bounds.sampling(self)
+        bounds.batch(self)
+        bounds.seed(self)
+        bounds.limit(self)
+        bounds.dtype(self)
+        bounds.directions(self)
+        bounds.int_in(self, "workers", 0, bounds.MAX_WORKERS)
+        bounds.int_in(self, "min_tokens", 0, bounds.MAX_NEW_TOKENS)
+        bounds.int_in(self, "max_len", 1, bounds.MAX_NEW_TOKENS, optional=True)
+        bounds.float_in(self, "max_repeat", 0.0, 1.0)
+        bounds.float_in(self, "ratio", 0.0, 1.0)
+        if self.ref is not None and not Path(str(self.ref)).is_file():  # a data source: --check sees it too
+            raise UserError(f"ref: {self.ref}: file not found (the reference file of a plain-text --data)")
         if self.unfinished not in ("keep", "trim", "drop"):
             raise UserError(f"unfinished: unknown value {self.unfinished!r} (keep, trim, drop)")
-        if not 0.0 <= self.ratio <= 1.0:
-            raise UserError(f"ratio: must be in [0, 1], got {self.ratio}")
-        if self.workers < 0:
-            raise UserError(f"workers: must be >= 0 (0: automatic), got {self.workers}")
-        if self.auto_probe_rows < 1:
-            raise UserError(f"auto_probe_rows: must be >= 1, got {self.auto_probe_rows}")
-        if not 0.0 <= self.auto_min_yield <= 1.0:
-            raise UserError(f"auto_min_yield: must be in [0, 1], got {self.auto_min_yield}")
+        bounds.int_in(self, "auto_probe_rows", 1, 1 << 20)
+        bounds.float_in(self, "auto_min_yield", 0.0, 1.0)
         from ..tcot import target_tag
         target_tag(self.tcot_lang)
         return self
@@ -122,13 +132,19 @@ def build_items(cfg: GenerateConfig, tokenizer) -> list[Item]:
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     """Run the generate stage; returns the summary (also saved as ``<out>.summary.json``)."""
     cfg.validate()
-    mode = methods.get_mode(cfg.mode)
-    if mode.composite:  # a mode made of other stages (tcot: answers, then translations)
-        return mode.run(cfg, progress)
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out names a .jsonl file")
+    check_out(out)
     check_writable_dir(out.parent)
+    with claim_if_main(out, is_file=True):  # one writer per output
+        mode = methods.get_mode(cfg.mode)
+        if mode.composite:  # a mode made of other stages (tcot: answers, then translations)
+            return mode.run(cfg, progress)
+        return _generate(cfg, out, progress)
+
+
+def _generate(cfg: GenerateConfig, out: Path, progress: bool) -> dict:
     t0 = time.perf_counter()
     # Fail on bad data before loading a model; the row ids need no tokenizer.
     if methods.get_mode(cfg.mode).reads == "pairs":
@@ -138,29 +154,16 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
         ids = [r["id"] for r in load_instructions(cfg.data, limit=cfg.limit, seed=cfg.seed)]
     ids = list(dict.fromkeys(ids))  # the same pair twice in the data is one row
     memory.require_fit("generate", cfg, cfg.teacher or cfg.model, "--batch-size")  # the model id checked here
+    fresh = not meta_path(out).exists()
     check_meta(cfg, out)
-
-    rank, size = workers.distributed()
-    row_cfg = _concrete(cfg, out, ids, rank, size, progress)  # rationale-auto: the mode it picks for this model
-    if size > 1:  # mlx.launch: each rank takes its own shard and writes its own part file
-        part = part_file(out, rank, size)
-        done = {**done_rows(out), **done_rows(part)}
-        mine = [i for k, i in enumerate(ids) if k % size == rank]
-        todo = [i for i in mine if i not in done]
-        if rank == 0 and progress and len(todo) < len(mine):
-            print(f"resuming: {len(mine) - len(todo)} of {len(mine)} rows already in {part}", flush=True)
-        run = generate_rows(row_cfg, todo, part, progress and rank == 0)
-        rows_, tokens = workers.all_sum([run.rows, run.tokens])  # also the barrier before rank 0 merges
-        if rank != 0:
-            return {}
-        run = Run(rows_, tokens, run.seconds, size)
-    else:
-        done = done_rows_all(out)
-        todo = [i for i in ids if i not in done]
-        if progress and done:
-            print(f"resuming: {len(ids) - len(todo)} of {len(ids)} rows already done", flush=True)
-        n = workers.n_workers(cfg, len(todo)) if todo else 1
-        run = workers.run_workers(row_cfg, todo, n, progress) if n > 1 else generate_rows(row_cfg, todo, out, progress)
+    try:
+        run = _run_rows(cfg, out, ids, progress)
+    except BaseException:
+        if fresh:  # a failed model load (or a kill before the first row) leaves no orphan .meta.json
+            forget_if_empty(out)
+        raise
+    if run is None:  # an mlx.launch rank other than 0: rank 0 merges
+        return {}
 
     done = done_rows_all(out)
     missing = [i for i in ids if i not in done]
@@ -172,7 +175,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     for p in leftovers(out):
         p.unlink(missing_ok=True)
     summary = _summarise(cfg, rows, run, time.perf_counter() - t0)
-    if row_cfg.mode != cfg.mode:
+    if methods.get_mode(cfg.mode).tries is not None:  # a mode that picks per model: record its pick
         summary["auto"] = auto.chosen(out)
     # One entry per run that generated rows: a resumed or no-op rerun keeps the earlier runs' speed.
     old = read_json(summary_path(out)) if summary_path(out).exists() else {}
@@ -195,6 +198,28 @@ def _concrete(cfg: GenerateConfig, out: Path, ids: list[str], rank: int, size: i
     return replace(cfg, mode=names[k])
 
 
+def _run_rows(cfg: GenerateConfig, out: Path, ids: list[str], progress: bool) -> "Run | None":
+    """Generate the rows of ``ids`` not done yet (this process, worker processes or mlx.launch ranks)."""
+    rank, size = workers.distributed()
+    cfg_rows = _concrete(cfg, out, ids, rank, size, progress)  # rationale-auto: the mode it picks for this model
+    if size > 1:  # mlx.launch: each rank takes its own shard and writes its own part file
+        part = part_file(out, rank, size)
+        done = {**done_rows(out), **done_rows(part)}
+        mine = [i for k, i in enumerate(ids) if k % size == rank]
+        todo = [i for i in mine if i not in done]
+        if rank == 0 and progress and len(todo) < len(mine):
+            print(f"resuming: {len(mine) - len(todo)} of {len(mine)} rows already in {part}", flush=True)
+        run = generate_rows(cfg_rows, todo, part, progress and rank == 0)
+        rows_, tokens = workers.all_sum([run.rows, run.tokens])  # also the barrier before rank 0 merges
+        return Run(rows_, tokens, run.seconds, size) if rank == 0 else None
+    done = done_rows_all(out)
+    todo = [i for i in ids if i not in done]
+    if progress and done:
+        print(f"resuming: {len(ids) - len(todo)} of {len(ids)} rows already done", flush=True)
+    n = workers.n_workers(cfg, len(todo)) if todo else 1
+    return workers.run_workers(cfg_rows, todo, n, progress) if n > 1 else generate_rows(cfg_rows, todo, out, progress)
+
+
 @dataclass
 class Run:
     rows: int = 0  # rows generated by this run (not ratio-skipped, not already done)
@@ -215,14 +240,17 @@ def generate_rows(cfg: GenerateConfig, ids: list[str], path: Path, progress: boo
         if wanted else None
     tok = loaded.tokenizer if loaded else None
     items = {it.id: it for it in build_items(cfg, tok)}
+    todo = [items[i] for i in ids if i in wanted]
+    encoded = [prompts.encode(tok, it.prompt) for it in todo]
+    if todo:  # every row fits the context, or nothing is decoded
+        check_context(loaded.model, encoded, [cfg.max_tokens] * len(todo), [f"{cfg.data}: row {it.id}" for it in todo])
     with JsonlAppender(path) as w:
         for i in skipped:
             w.write(Record(i, cfg.mode, "", False, "ratio", 0, "skipped", **items[i].base).to_row())
         if wanted:
-            todo = [items[i] for i in ids if i in wanted]
             dcfg = DecodeConfig(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                 seed=cfg.seed, batch_size=cfg.batch_size)
-            decode(loaded.model, tok, [prompts.encode(tok, it.prompt) for it in todo], dcfg, progress=bar,
+            decode(loaded.model, tok, encoded, dcfg, progress=bar,
                    on_done=lambda c: w.write(_row(cfg, todo[c.index], c.text, c.tokens, c.finish)))
     bar.close()
     return Run(bar.done, bar.tokens, time.perf_counter() - t)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..io import UserError
+from ..outdir import adopt_tempdir
 from ..progress import Progress
 from .files import part_file, worker_log
 from .filters import in_ratio
@@ -90,7 +91,7 @@ def run_workers(cfg, ids: list[str], n: int, progress: bool) -> "Run":
                 r = failed[0]
                 last = logs[r].read_text(errors="replace").strip().splitlines()[-8:]
                 raise UserError(f"generate: worker {r + 1} of {n} failed (exit {procs[r].returncode}); rows "
-                                f"done so far are kept, rerun to resume. Its log ({logs[r]}):\n" + "\n".join(last))
+                                f"done so far are kept, rerun to resume. Its log ({logs[r]}) ends: " + " | ".join(last))
             if not any(running):
                 break
             time.sleep(0.25)
@@ -129,6 +130,7 @@ def _worker_main() -> None:
     from ..backend import maybe_reexec_with_openblas
     maybe_reexec_with_openblas()
     job = json.loads(sys.stdin.read())
+    adopt_tempdir()  # the parent's claim on --out: temporary files go inside it
 
     def exit_with_parent():  # a killed parent must not leave workers running (its part stays resumable)
         while os.getppid() == job["parent"]:

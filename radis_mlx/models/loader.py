@@ -13,30 +13,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backend import resolve_dtype
-from ..io import UserError
+from ..io import UserError, check_adapter_dir
 from . import offline
 from .interpolate import check_scalable, scale_adapters
 from .offline import DEFAULT_MODEL, REGISTRY
 
 
-def resolve(model: str | None, dtype: str = "auto") -> str:
-    """Map the user's --model to something mlx_lm.load opens (a local dir or a hub id); a GGUF is
-    converted once, in the variant a load with ``dtype`` starts from (conversion_for)."""
+def check_model(model: str | None) -> str:
+    """What kind of model ``model`` names ("offline", "gguf", "dir" or "hub"), checked as far as it can
+    be without converting, downloading or loading anything: a recipe's --check calls it."""
     if offline.offline_model(model) is not None:
-        return str(offline.converted_dir(offline.gguf_file(model), offline.conversion_for(dtype)))
+        offline.check_installed(model)
+        return "offline"
+    if not isinstance(model, str) or not model.strip():
+        raise UserError(f"{model!r:.60}: expected a model name, directory, .gguf file or Hugging Face id")
     if model.endswith(".gguf"):
         if not Path(model).is_file():
             raise UserError(f"{model}: GGUF file not found")
-        return str(offline.converted_dir(model, offline.conversion_for(dtype)))
+        return "gguf"
     p = Path(model).expanduser()
     if p.exists():
         if not (p / "config.json").exists():
             raise UserError(f"{model}: not an mlx-lm model directory (no config.json)")
-        return str(p)
+        return "dir"
     if model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise UserError(f"{model}: no such model directory, not a Hugging Face id (owner/name), "
                         f"and not an offline model ({', '.join(REGISTRY)})")
-    return model
+    return "hub"
+
+
+def resolve(model: str | None, dtype: str = "auto") -> str:
+    """Map the user's --model to something mlx_lm.load opens (a local dir or a hub id); a GGUF is
+    converted once, in the variant a load with ``dtype`` starts from (conversion_for)."""
+    kind = check_model(model)
+    if kind == "offline":
+        return str(offline.converted_dir(offline.gguf_file(model), offline.conversion_for(dtype)))
+    if kind == "gguf":
+        return str(offline.converted_dir(model, offline.conversion_for(dtype)))
+    return str(Path(model).expanduser()) if kind == "dir" else model
 
 
 
@@ -174,6 +188,8 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
     from mlx_lm.utils import load as mlx_load
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    if adapter_path:
+        check_adapter_dir(adapter_path)  # before the model loads: a bad directory costs no load
     if adapter_scale is not None:
         adapter_scale = check_scalable(adapter_path, adapter_scale)  # before the load: a bad setting costs nothing
     path = resolve(model, dtype)
@@ -198,8 +214,6 @@ def load(model: str | None = None, adapter_path: str | None = None, *, dtype: st
     elif dtype != "keep":
         raise UserError(f"unknown dtype {dtype!r} (auto, keep, float32, float16, bfloat16)")
     if adapter_path:
-        if not (Path(adapter_path) / "adapter_config.json").exists():
-            raise UserError(f"{adapter_path}: no adapter_config.json (not an adapter directory)")
         try:
             m = load_adapters(m, str(adapter_path))
             emb = Path(adapter_path) / "embeddings.safetensors"  # finetune --train-embeddings

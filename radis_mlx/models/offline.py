@@ -103,6 +103,14 @@ def _part_files(m: OfflineModel) -> list[Path]:
     return files
 
 
+def check_installed(model: str | None) -> None:
+    """gguf_file's check without joining any parts: the offline model's packages are installed."""
+    m = offline_model(model)
+    if m is None:
+        raise UserError(f"{model}: not an offline model (radis-mlx models lists them)")
+    _part_files(m)
+
+
 def default_gguf() -> Path:
     return gguf_file(DEFAULT_MODEL)
 

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from ..io import UserError, atomic_write_json, read_json
+from ..outdir import OWN, is_empty
 
 
 def save_safetensors(path: Path, arrays: dict, metadata: dict | None = None):
@@ -142,11 +143,13 @@ def prepare_out(out: Path, cfg):
     run_markers = ("config.yaml", "checkpoints", "adapters.safetensors", "metrics.jsonl", "adapter_config.json")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and not is_empty(out):
         if cfg.overwrite:
             if not any((out / m).exists() for m in run_markers):
                 raise UserError(f"{out}: not empty and not a finetune run directory; refusing to delete it")
-            shutil.rmtree(out)
+            for p in out.iterdir():  # all but the lock this process holds (outdir.claim)
+                if p.name not in OWN:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         elif not cfg.resume:
             raise UserError(f"{out}: exists (pass --resume to continue that run, or --overwrite to replace it)")
     out.mkdir(parents=True, exist_ok=True)

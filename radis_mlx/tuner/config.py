@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .. import methods, prompts, settings
-from ..io import UserError, read_yaml
+from .. import bounds, methods, prompts, settings, trackers
+from ..io import UserError, check_adapter_dir, read_yaml
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 
@@ -21,9 +21,9 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "lion", "muon")
 
 
 # Settings that don't change the weights a run ends at: they may differ on --resume.
-_FREE_KEYS = {"out", "resume", "overwrite", "fuse", "fuse_bits", "steps_per_report", "steps_per_eval", "save_every",
-              "keep_checkpoints", "grad_checkpoint", "memory_limit_gb", "compile", "slice_head", "fast_exp",
-              "best_metric", "quiet",
+_FREE_KEYS = {"out", "yes", "resume", "overwrite", "fuse", "fuse_bits", "steps_per_report", "steps_per_eval",
+              "save_every", "keep_checkpoints", "grad_checkpoint", "memory_limit_gb", "compile", "slice_head",
+              "fast_exp", "best_metric", "quiet",
               "trust_remote_code", "report_to", "project_name"}
 
 
@@ -94,6 +94,7 @@ class FinetuneConfig:
     trust_remote_code: bool = False
     report_to: list | None = None  # experiment trackers: wandb, tensorboard (the extra radis-mlx[tracking])
     project_name: str | None = None  # the W&B project (default radis-mlx)
+    yes: bool = False  # allow a run longer than bounds.MAX_ITERS steps (estimated at days)
 
     def validate(self) -> "FinetuneConfig":
         """Check every setting; messages start with the setting's name (settings.build puts its
@@ -136,10 +137,38 @@ class FinetuneConfig:
              f"must be > 0, got {self.memory_limit_gb}")
         need(self.fuse_bits in (None, 4, 8), "fuse_bits", f"4, 8 or unset, got {self.fuse_bits}")
         need(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
+        self._bounds()
         if self.report_to is not None:
-            from .. import tracking  # imports mlx-lm's trainer: only when asked for
-            self.report_to = tracking.check(self.report_to)
+            self.report_to = trackers.check(self.report_to)
+        if self.adapter_path:
+            check_adapter_dir(self.adapter_path)
         return self
+
+    def _bounds(self) -> None:
+        """The upper bounds (and the lower ones validate does not state): a size MLX cannot allocate
+        or a run of days is refused here, not an hour into training."""
+        bounds.batch(self)
+        bounds.batch(self, "val_batch_size", optional=True)
+        bounds.seed(self)
+        bounds.dtype(self)
+        bounds.directions(self)
+        bounds.int_in(self, "grad_accum", 1, bounds.MAX_BATCH)
+        bounds.int_in(self, "max_seq_len", 8, 1 << 17)
+        bounds.int_in(self, "lora_rank", 1, 1 << 14)
+        bounds.int_in(self, "num_layers", -1, 1 << 12)
+        bounds.need(self.num_layers != 0, "num_layers", "must be -1 (all) or >= 1, got 0")
+        bounds.int_in(self, "pad_multiple", 1, 1 << 12, optional=True)
+        bounds.int_in(self, "bucket", 1, 1 << 16)
+        bounds.int_in(self, "steps_per_eval", 0, 10**9)  # 0: no validation during training
+        bounds.int_in(self, "steps_per_report", 1, 10**9)
+        bounds.int_in(self, "save_every", 0, 10**9)
+        bounds.int_in(self, "keep_checkpoints", 0, 10**6)  # 0 keeps one, as 1
+        bounds.int_in(self, "warmup", 0, 10**9)
+        bounds.float_in(self, "epochs", 0.0, bounds.MAX_EPOCHS, lo_open=True)
+        bounds.int_in(self, "iters", 1, 10**9, optional=True)
+        bounds.need((self.iters or 0) <= bounds.MAX_ITERS or self.yes, "iters",
+                    f"{self.iters} steps is over {bounds.MAX_ITERS:,}, a run of days; pass --yes (recipe: "
+                    "finetune.yes: true) if you mean it")
 
     def trajectory(self) -> dict:
         """The settings a resumed run must share with its checkpoint."""
@@ -154,8 +183,9 @@ def fine_tune_type_flag(given: str | None, **switches: bool) -> str | None:
     return picked[0] if picked else given
 
 
-def load_config(config_file=None, **overrides) -> FinetuneConfig:
-    """defaults < YAML file < overrides (CLI flags; None means 'not given')."""
+def load_config(config_file=None, _where: str = "", **overrides) -> FinetuneConfig:
+    """defaults < YAML file < overrides (CLI flags; None means 'not given'); ``_where``: the overrides'
+    source name (settings.FLAGS for the command line)."""
     layers = []
     if config_file:
         p = Path(config_file)
@@ -165,7 +195,7 @@ def load_config(config_file=None, **overrides) -> FinetuneConfig:
         if not isinstance(y, dict):
             raise UserError(f"{p}: expected a mapping of settings")
         layers.append((f"{p}:", y))
-    layers.append(("", {k: v for k, v in overrides.items() if v is not None}))
+    layers.append((_where, {k: v for k, v in overrides.items() if v is not None}))
     return settings.build(FinetuneConfig, layers)
 
 

@@ -26,6 +26,7 @@ from .. import __version__, memory
 from ..tracking import tracked
 from ..generate.kernels import patch_cpu_kernels
 from ..io import UserError, atomic_write_json, atomic_write_text, read_json
+from ..outdir import claim_if_main
 from ..progress import Progress
 from .batching import BatchPlan, batch_arrays, padding_share, shape_policy
 from .checkpoint import (config_diff, list_checkpoints, load_checkpoint, prepare_out, save_checkpoint,
@@ -50,9 +51,15 @@ def finetune(cfg: FinetuneConfig, on_step=None, training_callback: TrainingCallb
     world = mx.distributed.init()
     if cfg.batch_size % world.size():
         raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {world.size()} processes")
-    preflight_quantized_base(cfg)
-    if world.rank() == 0:
-        prepare_out(Path(cfg.out), cfg)
+    preflight_quantized_base(cfg)  # before the run directory exists
+    with claim_if_main(cfg.out):  # one writer per output
+        if world.rank() == 0:
+            prepare_out(Path(cfg.out), cfg)
+        return _finetune(cfg, world, t_start, on_step, training_callback)
+
+
+def _finetune(cfg: FinetuneConfig, world, t_start: float, on_step, training_callback) -> dict:
+    import mlx.core as mx
 
     loaded, model, split = setup_model(cfg)
     fast = cfg.fast_exp if cfg.fast_exp is not None else mx.default_device().type == mx.cpu
