@@ -134,7 +134,8 @@ def main():
     for r in rows:
         at = f"{r['at_data_gb']:.2f} ({r['longest_prompt']} tokens, {100 * r['at_data_error']:+.0f} %)" \
             if r["at_data_gb"] else "-"
-        print(f"| {r['model']} | {r['stage']} | {r['batch']} | {r['estimate_gb']:.2f} | {at} | {r['measured_gb']:.2f} | "
+        print(f"| {r['model']} | {r['stage']} | {r['batch']} | {r['estimate_gb']:.2f} | {at} | "
+              f"{r['measured_gb']:.2f} | "
               f"{100 * r['error']:+.0f} % |")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))

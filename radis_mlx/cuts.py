@@ -56,7 +56,8 @@ class StringCut:
 # How RaDis explanations open: the explain prompt asks how "the meaning, key words and grammar of
 # the {src} text are carried over into {tgt}", and the model's rationales answer in those words
 # (199 of Qwen2.5-Coder-0.5B's 200 on the study's rows open "The German text"). Openers a
-# translation also uses ("Here", "Note", "Overall") are left out: they opened 38 of 16,878 WMT22/23 English reference segments; what is left
+# translation also uses ("Here", "Note", "Overall") are left out: they opened 38 of 16,878 WMT22/23 English
+# reference segments; what is left
 # matches 8 of them ("The last sentence of the book ...", "In the long term ...").
 _OPENERS = re.compile(
     r"""^\W{0,4}(?:

@@ -100,7 +100,8 @@ class Dims:
 def _config_dir(model: str | None, dtype: str) -> Path | None:
     """A local model directory for ``model`` (offline names are converted once, as loading would), or None."""
     from .models import offline, resolve
-    if offline.offline_model(model) is not None or str(model).endswith(".gguf") or Path(str(model)).expanduser().exists():
+    local = str(model).endswith(".gguf") or Path(str(model)).expanduser().exists()
+    if offline.offline_model(model) is not None or local:
         return Path(resolve(model, dtype))
     return None
 
@@ -251,7 +252,8 @@ def trained_params(d: Dims, cfg) -> int:
         return n_blocks * d.block_params + extra
     shapes = d.linear_shapes()
     keys = [k for k in shapes if not cfg.lora_keys or k in cfg.lora_keys]
-    per_block = sum(cfg.lora_rank * (shapes[k][0] + shapes[k][1]) + (shapes[k][1] if cfg.fine_tune_type == "dora" else 0)
+    dora = cfg.fine_tune_type == "dora"
+    per_block = sum(cfg.lora_rank * (shapes[k][0] + shapes[k][1]) + (shapes[k][1] if dora else 0)
                     for k in keys)
     return n_blocks * per_block + extra
 

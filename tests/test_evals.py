@@ -610,7 +610,8 @@ def test_suite_registry_is_the_one_lookup():
     assert suites.get("kl").data_from == "alpacaeval"
     assert suites.DATA_LAYOUT["retention"] == suites.DATA_LAYOUT["alpacaeval"]
     assert suites.get("retention").data_from == "alpacaeval"
-    with pytest.raises(UserError, match=r"unknown suite 'bogus' \(choose from translation, ifeval, .*alpacaeval, paragraphs\)"):
+    with pytest.raises(UserError,
+                       match=r"unknown suite 'bogus' \(choose from translation, ifeval, .*alpacaeval, paragraphs\)"):
         suites.get("bogus")
     cfg = EvalConfig(test_data={"alpacaeval": __file__})  # retention reads AlpacaEval's instructions when not given
     assert suites.suite_path(cfg, "retention") == Path(__file__)

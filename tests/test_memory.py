@@ -87,7 +87,8 @@ def test_unknown_hub_model_is_unavailable_and_known_or_cached_ones_are_read(tmp_
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     assert memory.model_dims("someone/not-downloaded") is None
-    est = memory.estimate("finetune", FinetuneConfig(data="x"), "someone/not-downloaded", memory.parse_target("mac-16gb"))
+    est = memory.estimate("finetune", FinetuneConfig(data="x"), "someone/not-downloaded",
+                          memory.parse_target("mac-16gb"))
     assert not est.parts and "not downloaded yet" in est.line()
     known = memory.model_dims("mlx-community/Qwen2.5-1.5B-Instruct-4bit")
     assert known.layers == 28 and "table" in known.source
@@ -147,9 +148,9 @@ def _recipe_estimates(name: str, sets: list[str], target) -> list:
     r = load_recipe(name, sets)
     ev = EvalConfig(**{k: v for k, v in r["eval"].items() if k in ("batch_size", "max_tokens", "suites")})
     longest = max(ev.max_tokens.get(s, DEFAULT_MAX_TOKENS[s]) for s in ev.suites)
+    gen = GenerateConfig(data="x", out="x", **{k: v for k, v in r["generate"].items() if k != "limit"})
     return [memory.estimate("finetune", FinetuneConfig(data="x", **r["finetune"]), r["model"], target),
-            memory.estimate("generate", GenerateConfig(data="x", out="x", **{k: v for k, v in r["generate"].items()
-                                                                                  if k != "limit"}), r["model"], target),
+            memory.estimate("generate", gen, r["model"], target),
             memory.estimate("eval", ev, r["model"], target, longest=longest)]
 
 

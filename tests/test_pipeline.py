@@ -270,7 +270,8 @@ def test_radis_turn_runs_through_run_on_the_radis_rows(tmp_path, tiny_model_dir)
     exchanges, and is evaluated and reported like any method."""
     recipe = yaml.safe_load((RECIPES / "demo.yaml").read_text())
     recipe.update(model=str(tiny_model_dir), methods=["radis", "radis-turn"])
-    recipe["generate"].update(max_tokens=8, unfinished="keep", max_repeat=1.0)  # the tiny model's noise is the rationale
+    # the tiny model's noise is the rationale
+    recipe["generate"].update(max_tokens=8, unfinished="keep", max_repeat=1.0)
     recipe["finetune"].update(iters=2, batch_size=2, save_every=1)
     recipe["eval"].update(max_tokens={"translation": 8, "advbench": 8, "retention": 8}, limit=3)
     p = tmp_path / "tiny.yaml"

@@ -14,7 +14,8 @@ from radis_mlx.recipe import DEMO_DATA
 
 def _eval(out: Path, stop: bool, cut: str = "blank-line", suite: str = "translation", data=None,
           stop_string: str = "\n\n") -> dict:
-    cfg = EvalConfig(models=["m=default"], out=str(out), suites=[suite], test_data={suite: data or str(DEMO_DATA / "test.de-en.jsonl")},
+    cfg = EvalConfig(models=["m=default"], out=str(out), suites=[suite],
+                     test_data={suite: data or str(DEMO_DATA / "test.de-en.jsonl")},
                      max_tokens={suite: 64}, batch_size=16, n_bootstrap=0, comet=False, progress=False,
                      cut=cut, paragraph_cut=cut, stop_decoding=stop, stop=stop_string)
     return next(iter(evaluate(cfg).values()))["suites"][suite]
@@ -30,7 +31,8 @@ def test_stopped_and_cut_afterwards_score_the_same_on_the_demo(tmp_path):
     mostly spanning two tokens (a word's last letter, the next word's space). The base model seldom
     explains, so a blank line would stop too few rows to show anything; the RaDis-trained Qwen runs
     in BENCHMARKS.md show the same for the blank line and the explanation cut."""
-    stopped, full = _eval(tmp_path / "stop", True, stop_string="e "), _eval(tmp_path / "nostop", False, stop_string="e ")
+    stopped = _eval(tmp_path / "stop", True, stop_string="e ")
+    full = _eval(tmp_path / "nostop", False, stop_string="e ")
     a, b = _rows(tmp_path / "stop"), _rows(tmp_path / "nostop")
     assert [r["hyp"] for r in a] == [r["hyp"] for r in b]
     assert (stopped["bleu"], stopped["chrf"]) == (full["bleu"], full["chrf"])
