@@ -20,9 +20,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cuts, prompts
+from . import bounds, cuts, prompts
 from .data import Pair, lang_name
-from .io import DataError, UserError, atomic_write_text, iter_jsonl, json_line, read_yaml
+from .io import (MAX_ROW_BYTES, DataError, UserError, atomic_write_text, check_adapter_dir, iter_jsonl, json_line,
+                 read_yaml)
+from .outdir import check_out, claim
 
 
 @dataclass
@@ -77,6 +79,9 @@ def _plain(text: str, name: str) -> Segments:
     if not text.strip():
         raise UserError(f"{name}: empty (nothing to translate)")
     lines = text.split("\n")
+    for i, ln in enumerate(lines, 1):  # the readers' row limit: MLX is never handed a prompt it cannot hold
+        if len(ln) > MAX_ROW_BYTES // 4 and len(ln.encode("utf-8", "surrogatepass")) > MAX_ROW_BYTES:
+            raise DataError(name, i, None, f"line longer than the limit of {MAX_ROW_BYTES:,} bytes")
     if lines[-1] == "":
         lines.pop()  # the file's final newline ends its last line: it is not a line of its own
     return Segments([ln.rstrip("\r") for ln in lines], None, name)
@@ -97,11 +102,11 @@ def check_config(cfg: TranslateConfig) -> None:
     if cfg.src == cfg.tgt:
         raise UserError(f"--src and --tgt are both {cfg.src!r}")
     cuts.make_cut(cfg.cut)
-    for k in ("batch_size", "max_tokens"):
-        if getattr(cfg, k) < 1:
-            raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(cfg, k)}")
-    if cfg.adapter and not (Path(cfg.adapter) / "adapter_config.json").is_file():
-        raise UserError(f"{cfg.adapter}: no adapter_config.json (not an adapter directory)")
+    bounds.batch(cfg)
+    bounds.new_tokens(cfg)
+    bounds.dtype(cfg)
+    if cfg.adapter:
+        check_adapter_dir(cfg.adapter)
 
 
 def translate_segments(loaded, texts: list[str], cfg: TranslateConfig, cache_dir: Path, key: str) -> list[str]:
@@ -128,14 +133,21 @@ def format_output(seg: Segments, translations: list[str]) -> str:
 
 def translate_file(cfg: TranslateConfig) -> dict:
     """Translate ``cfg.input`` into ``cfg.out`` (or stdout); returns a summary."""
-    from .evals.context import model_key
-    from .models import load
-
     check_config(cfg)
     seg = read_input(cfg.input)
     out = Path(cfg.out) if cfg.out else None
-    if out is not None and not out.parent.is_dir():
+    if out is None:
+        return _translate_to(cfg, seg, None)
+    if not out.parent.is_dir():
         raise UserError(f"{out}: the output's directory {out.parent} does not exist")
+    with claim(check_out(out), is_file=True):  # one writer per output file
+        return _translate_to(cfg, seg, out)
+
+
+def _translate_to(cfg: TranslateConfig, seg: Segments, out: Path | None) -> dict:
+    from .evals.context import model_key
+    from .models import load
+
     loaded = load(cfg.model, cfg.adapter, dtype=cfg.dtype)
     key = model_key(loaded.path, cfg.adapter, loaded.dtype)
     cache = out.with_name(out.name + ".cache") if out else Path(tempfile.mkdtemp(prefix="radis-translate-"))

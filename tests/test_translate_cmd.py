@@ -47,8 +47,16 @@ def test_bad_input_is_one_line_before_any_model_loads(tmp_path, capsys, tiny_mod
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"model": str(other), "fine_tune_type": "lora"}))
+    import mlx.core as mx
+    mx.save_safetensors(str(adapter / "adapters.safetensors"), {"x": mx.zeros((1,))})
     line = _err(capsys, ["translate", str(ok), "--model", str(tiny_model_dir), "--adapter", str(adapter)])
     assert line.startswith(f"error: {adapter}: adapters for another base model: trained on {other} (hidden_size")
+    # the settings' bounds and the readers' row limit, as every other command has them
+    assert _err(capsys, ["translate", str(ok), "--batch-size", "0"]) == "error: batch_size: must be in [1, 4096], got 0"
+    assert _err(capsys, ["translate", str(ok), "--max-tokens", "-5"]).startswith("error: max_tokens: must be in [1, ")
+    huge = tmp_path / "huge.txt"
+    huge.write_text("Hallo.\n" + "x" * (2 << 20) + "\n")
+    assert _err(capsys, ["translate", str(huge)]).startswith(f"error: {huge}:2: line longer than the limit of ")
 
 
 def test_plain_text_keeps_blank_lines_and_jsonl_rows(tmp_path):

@@ -65,12 +65,13 @@ def _stage_args(stage: str, tmp: Path) -> tuple[list, Path]:
         "eval": (["eval", "-m", model, "--suites", "advbench", "--test-data", f"advbench={HARMFUL}", "-o", out], out),
         "translate-suite": (["translate-suite", "--suite", "advbench", "--test-data", f"advbench={HARMFUL}",
                              "--translator", model, "-o", out], out),
+        "translate": (["translate", data, "-m", model, "-o", tmp / "t.jsonl"], tmp / "t.jsonl"),
         "run": (["run", "demo", "--only", "base", "--quiet", "-o", out, "--set", f"model={model}",
                  "--set", "eval.suites=[advbench]"], out),
     }[stage]
 
 
-@pytest.mark.parametrize("stage", ["generate", "finetune", "eval", "translate-suite", "run"])
+@pytest.mark.parametrize("stage", ["generate", "finetune", "eval", "translate-suite", "translate", "run"])
 def test_a_second_writer_is_refused_and_a_kill_9_frees_the_output(tmp_path, stage):
     argv, out = _stage_args(stage, tmp_path)
     first = _holder(tmp_path / "ready1", argv)
