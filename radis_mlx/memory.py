@@ -53,6 +53,10 @@ KNOWN = {
 
 # ---------------------------------------------------------------- the model's dimensions
 
+class DimsMissing(UserError):
+    """A config.json without the sizes an estimate needs."""
+
+
 @dataclass(frozen=True)
 class Dims:
     """What memory depends on, from a model's config.json."""
@@ -80,7 +84,7 @@ class Dims:
                        bool(c.get("tie_word_embeddings", False)), q.get("bits"), int(q.get("group_size", 64)),
                        stored_bytes, source)
         except (KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{source}: config.json lacks a dimension the memory estimate needs ({e})") from None
+            raise DimsMissing(f"{source}: config.json lacks a dimension the memory estimate needs ({e})") from None
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each linear layer of one block, by mlx-lm's key."""
@@ -343,7 +347,10 @@ def estimate(kind: str, cfg, model: str | None, target: Target, **extra) -> Esti
     """A stage's estimate (``kind``: generate, finetune, eval; ``extra``: the estimator's own
     arguments) for ``model``; without its dimensions (a hub id not downloaded yet, not in KNOWN),
     an Estimate that says so and holds no parts."""
-    d = model_dims(model, target.runs_as(cfg.dtype))
+    try:
+        d = model_dims(model, target.runs_as(cfg.dtype))
+    except DimsMissing as e:  # not a model config we can size: the load names what is wrong with it
+        return Estimate(kind, note=str(e))
     if d is None:
         return Estimate(kind, note=f"{model} is not downloaded yet; its config.json is read once it is "
                         "in the Hugging Face cache")
