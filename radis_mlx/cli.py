@@ -250,6 +250,8 @@ def eval_(
     test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="SUITE=PATH (repeatable), or a data "
                                                   "root laid out like ../shared/data"),
     pairs: Optional[str] = typer.Option(None, help="translation directions, e.g. de-en,en-de"),
+    references: Optional[str] = typer.Option(None, help="translation scored against all references (default) or "
+                                             "the first (reference A, as the hub's WMT22 copy holds it)"),
     limit: Optional[List[str]] = typer.Option(None, help="N or SUITE=N: sample N items per suite (per direction)"),
     seed: int = typer.Option(_default(EvalConfig, "seed")),
     max_tokens: Optional[List[str]] = typer.Option(None, help="N or SUITE=N: max new tokens"),
@@ -306,6 +308,7 @@ def eval_(
     flags = dict(out=str(out), suites=suite_list, test_data=data, pairs=pairs, limit=lim, limits=limits, seed=seed,
                  max_tokens=mts, batch_size=batch_size, base_model=base_model, stop=unescape(stop), cut=cut,
                  paragraph_cut=paragraph_cut, stop_decoding=not no_stop, adapter_scale=adapter_scale, split=split,
+                 references=references,
                  judge_url=judge_url, judge_model=judge_model, judge_api_model=judge_api_model,
                  judge_max_tokens=judge_max_tokens, dtype=dtype, tcot=tcot, tcot_zero_shot=tcot_zero_shot)
     cfg = settings.build(EvalConfig, [(settings.FLAGS, {k: v for k, v in flags.items() if v is not None})],

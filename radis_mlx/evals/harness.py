@@ -47,6 +47,9 @@ class EvalConfig:
     base_model: str | None = None  # retention base; None: each model without its adapter
     adapter_scale: float | None = None  # every adapter at base + A x its delta (a model's own scale= wins)
     split: str | None = None  # dev | test: a fixed disjoint part of each general suite's items (suites.split_items)
+    # WMT22's second references (B) are in the WMT repositories' files only; "first" scores against
+    # reference A alone, so a run from the hub's copy (ALMA's) and one from a data root agree.
+    references: str = "all"  # all | first
     stop: str = BLANK_LINE  # the string the blank-line cut cuts at ('' = no cut)
     cut: str = DEFAULT_CUT  # cuts.py: blank-line (the published study's) | explanation (RaDis's own format)
     paragraph_cut: str = "explanation"  # the paragraphs suite's cut (its translations hold blank lines)
@@ -94,6 +97,7 @@ class EvalConfig:
         if self.judge_url and self.judge_model:
             raise UserError("judge_url: pass either --judge-url or --judge-model, not both")
         make_cut(self.cut, self.stop), make_cut(self.paragraph_cut, self.stop)
+        bounds.need(self.references in ("all", "first"), "references", f"all or first, got {self.references!r:.40}")
         bounds.need(self.split in (None, *suites.SPLITS), "split",
                     f"must be one of {', '.join(suites.SPLITS)}, got {self.split!r:.40}")
         bounds.need(self.adapter_scale is None or math.isfinite(self.adapter_scale), "adapter_scale",

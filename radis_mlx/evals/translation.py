@@ -9,6 +9,8 @@ decodes every row to its end and cuts afterwards, as the published study did.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import re
 from collections import defaultdict
@@ -204,8 +206,10 @@ def score(pairs: Sequence[Pair], outputs: Sequence[dict], tokenizer=None, stop="
 def load_test_pairs(cfg, path, limit) -> list[Pair]:
     """The test pairs, ``limit`` sampled per direction."""
     by_dir: dict = {}
+    first_only = getattr(cfg, "references", "all") == "first"
     for p in load_pairs(path, cfg.pairs, split="test"):
-        by_dir.setdefault((p.src_lang, p.tgt_lang), []).append(p)
+        # "first": reference A alone, as the hub's WMT22 copy (ALMA's) holds it; the id keys on it either way
+        by_dir.setdefault((p.src_lang, p.tgt_lang), []).append(dataclasses.replace(p, refs=()) if first_only else p)
     return [p for d in by_dir.values() for p in sample(d, limit, cfg.seed)]
 
 
@@ -285,7 +289,8 @@ def paragraphs_headline(s: dict) -> str:
 
 
 def translation_settings(cfg) -> dict:
-    return dict(pairs=cfg.pairs, stop=cfg.stop, cut=getattr(cfg, "cut", "blank-line"),
+    return dict(pairs=cfg.pairs, references=getattr(cfg, "references", "all"), stop=cfg.stop,
+                cut=getattr(cfg, "cut", "blank-line"),
                 stop_decoding=getattr(cfg, "stop_decoding", False), template=cfg.translate_template,
                 system=cfg.system, n_bootstrap=cfg.n_bootstrap)
 
