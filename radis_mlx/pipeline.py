@@ -32,7 +32,7 @@ class Stage:
     out: Path
     config: object = None
     what: str = ""
-    memory: object = None  # memory.Estimate of its peak (generate, finetune, eval), set by check_memory
+    memory: object = None  # memory.Estimate of its peak (generate, finetune, eval), set by preflight.check_memory
 
     def status(self) -> str:
         return STATUS[self.kind](self)
@@ -172,37 +172,13 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
     stages += evals
     stages.append(Stage("report", "report", out / "report", {"runs": [d for e in evals for d in run_dirs(e.config)],
                                                              **recipe["report"]}, "report"))
-    _check_models(recipe, stages)
+    preflight.check_models(recipe, stages)
     return stages
 
 
 def _recipe_method(spec) -> str:
     """The recipe's method a run belongs to: sft-s0@0.5 is sft-s0's adapter at scale 0.5."""
     return spec.name.rsplit("@", 1)[0] if spec.scale is not None else spec.name
-
-
-def _check_models(recipe: dict, stages: list[Stage]) -> None:
-    """Every model the stages name exists (a directory, a .gguf, an installed offline model, or a hub
-    id's form), checked without loading or converting: a typo fails --check, not a stage hours in."""
-    from .evals.context import parse_model_spec
-    from .models.loader import check_model
-
-    named = [("model", recipe.get("model"))]
-    for st in stages:
-        c = st.config
-        if st.kind == "generate":
-            named += [(f"generate.{k} (method {st.name})", getattr(c, k)) for k in ("teacher", "translator")
-                      if getattr(c, k)]
-        elif st.kind == "translate":
-            named += [("translate_suites.translator", c.translator)] if c.translator else []
-        elif st.kind == "eval":
-            named += [(f"eval.{k}", getattr(c, k)) for k in ("base_model", "judge_model") if getattr(c, k)]
-    for key, spec in named:
-        model = parse_model_spec(spec).model if isinstance(spec, str) and "," in spec else spec
-        try:
-            check_model(model)
-        except UserError as e:
-            raise UserError(f"{_where(recipe, key) if key == 'model' else key}: {e}") from None
 
 
 def _translated_suites(recipe: dict, out: Path, progress: bool, stages: list) -> dict:
@@ -327,34 +303,6 @@ def format_plan(recipe: dict, out, stages: list[Stage], target=None) -> str:
     return "\n".join(lines)
 
 
-def _knob(recipe: dict, st: Stage) -> str:
-    """Where the setting that shrinks a stage's memory is set: the method's own section or the recipe's."""
-    knob, section = st.memory.knob, st.kind  # a stage kind is its recipe section's name
-    own = (recipe["methods"].get(st.name) or {}).get(section) or {}
-    return _where(recipe, f"methods.{st.name}.{section}.{knob}" if knob in own else f"{section}.{knob}")
-
-
-def check_memory(recipe: dict, stages: list[Stage], fit_for: str | None = None):
-    """Each generate, finetune and eval stage's estimated peak (``Stage.memory``), checked against the
-    machine's memory (memory.parse_target); the first that cannot fit is refused, naming its setting.
-    Returns the target, or None when the check is off."""
-    from . import memory
-    from .evals.suites import DEFAULT_MAX_TOKENS
-    target = memory.parse_target(fit_for)
-    if target is None:
-        return None
-    for st in stages:
-        if st.kind == "generate":
-            st.memory = memory.estimate("generate", st.config, st.config.teacher or st.config.model, target)
-        elif st.kind == "finetune":
-            st.memory = memory.estimate("finetune", st.config, recipe.get("model"), target)
-        elif st.kind == "eval":
-            longest = max(st.config.max_tokens.get(s, DEFAULT_MAX_TOKENS[s]) for s in st.config.suites)
-            st.memory = memory.estimate("eval", st.config, recipe.get("model"), target, longest=longest)
-    memory.check_fits([(st.memory, _knob(recipe, st)) for st in stages if st.memory is not None], target)
-    return target
-
-
 # ---------------------------------------------------------------- plan -> stage calls
 
 def _run_sample(st: Stage, progress: bool):
@@ -449,7 +397,7 @@ def run(recipe: dict, out, *, progress: bool = True, check: bool = False, fit_fo
     check_out(out)
     sources = check_sources(recipe, out, progress)  # every data source and the model, before any work
     stages = plan(recipe, out, progress)
-    target = check_memory(recipe, stages, fit_for)
+    target = preflight.check_memory(recipe, stages, fit_for)
     if check:
         return {"plan": stages, "target": target, "sources": sources}
     out = check_writable_dir(out)

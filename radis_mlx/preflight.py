@@ -1,6 +1,7 @@
-"""What `run --check` verifies besides the stages' settings: that every data source and the model
-resolve, before any stage runs (an eval's missing test set must not surface after an hour of
-training). Nothing is downloaded: a source is local, cached, or (online) on the hub.
+"""What `run --check` verifies besides the stages' settings: that every data source and every model
+resolve, and that each stage fits in memory, before any stage runs (an eval's missing test set must
+not surface after an hour of training). Nothing is downloaded: a source is local, cached, or
+(online) on the hub.
 """
 
 from __future__ import annotations
@@ -8,11 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import memory
 from .data import hub
 from .data.pairs import hub_sources as pairs_hub_sources
 from .evals import suites
+from .evals.suites import DEFAULT_MAX_TOKENS
 from .io import UserError
 from .models import offline
+from .recipe import _where
 
 
 def general_source(source: str, where: str) -> Path | hub.HubFiles:
@@ -90,3 +94,55 @@ def data_sources(recipe: dict, eval_cfg, used: dict[str, str]) -> list[tuple[str
 
 def format_sources(model_line: str, sources: list[tuple[str, str]]) -> str:
     return "\n".join([f"  {'model':22s} {model_line}", *(f"  {k:22s} {v}" for k, v in sources)])
+
+
+# ---------------------------------------------------------------- the planned stages
+
+def check_models(recipe: dict, stages: list) -> None:
+    """Every model the stages name exists (a directory, a .gguf, an installed offline model, or a hub
+    id's form), checked without loading or converting: a typo fails --check, not a stage hours in."""
+    from .evals.context import parse_model_spec
+    from .models.loader import check_model
+
+    named = [("model", recipe.get("model"))]
+    for st in stages:
+        c = st.config
+        if st.kind == "generate":
+            named += [(f"generate.{k} (method {st.name})", getattr(c, k)) for k in ("teacher", "translator")
+                      if getattr(c, k)]
+        elif st.kind == "translate":
+            named += [("translate_suites.translator", c.translator)] if c.translator else []
+        elif st.kind == "eval":
+            named += [(f"eval.{k}", getattr(c, k)) for k in ("base_model", "judge_model") if getattr(c, k)]
+    for key, spec in named:
+        model = parse_model_spec(spec).model if isinstance(spec, str) and "," in spec else spec
+        try:
+            check_model(model)
+        except UserError as e:
+            raise UserError(f"{_where(recipe, key) if key == 'model' else key}: {e}") from None
+
+
+def _knob(recipe: dict, st) -> str:
+    """Where the setting that shrinks a stage's memory is set: the method's own section or the recipe's."""
+    knob, section = st.memory.knob, st.kind  # a stage kind is its recipe section's name
+    own = (recipe["methods"].get(st.name) or {}).get(section) or {}
+    return _where(recipe, f"methods.{st.name}.{section}.{knob}" if knob in own else f"{section}.{knob}")
+
+
+def check_memory(recipe: dict, stages: list, fit_for: str | None = None):
+    """Each generate, finetune and eval stage's estimated peak (``Stage.memory``), checked against the
+    machine's memory (memory.parse_target); the first that cannot fit is refused, naming its setting.
+    Returns the target, or None when the check is off."""
+    target = memory.parse_target(fit_for)
+    if target is None:
+        return None
+    for st in stages:
+        if st.kind == "generate":
+            st.memory = memory.estimate("generate", st.config, st.config.teacher or st.config.model, target)
+        elif st.kind == "finetune":
+            st.memory = memory.estimate("finetune", st.config, recipe.get("model"), target)
+        elif st.kind == "eval":
+            longest = max(st.config.max_tokens.get(s, DEFAULT_MAX_TOKENS[s]) for s in st.config.suites)
+            st.memory = memory.estimate("eval", st.config, recipe.get("model"), target, longest=longest)
+    memory.check_fits([(st.memory, _knob(recipe, st)) for st in stages if st.memory is not None], target)
+    return target
