@@ -106,6 +106,7 @@ def claim(out, is_file: bool = False):
         finally:
             _HELD[key] -= 1
         return
+    made = not lock_path(out, is_file).parent.exists()  # a run refused before any work leaves no folder
     fd = _lock(lock_path(out, is_file), out)
     _HELD[key] = 1
     tmp = tmp_path(out, is_file)
@@ -127,6 +128,9 @@ def claim(out, is_file: bool = False):
         Path(lock_path(out, is_file)).unlink(missing_ok=True)  # while still held: see _lock
         del _HELD[key]
         os.close(fd)
+        if made:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something, which stays
+                lock_path(out, is_file).parent.rmdir()
 
 
 def is_empty(out: Path) -> bool:

@@ -511,7 +511,7 @@ def test_report_reads_training_cost_only_from_uninterrupted_runs(tmp_path):
     (["--suites", "advbench", "--model", "a", "--model", "b", "--adapter", "x", "--adapter", "y",
       "--adapter", "z"], "--adapter"),
     (["--suites", "advbench", "--adapter-scale", "0.5"], "needs an adapter"),
-    (["--suites", "advbench", "--split", "valid"], "split must be one of dev, test"),
+    (["--suites", "advbench", "--split", "valid"], "split: must be one of dev, test"),
 ])
 def test_eval_cli_exits_2_on_bad_input(tmp_path, capsys, monkeypatch, argv, msg):
     from hub_data import use_cache

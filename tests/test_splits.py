@@ -37,7 +37,7 @@ def test_no_split_keeps_the_old_sample_and_translation_ignores_the_split(tmp_pat
     assert old == [x["id"] for x in suites.get("gsm8k").load(EvalConfig(seed=3), data["gsm8k"], 5)]
     pairs = suites.load_inputs(EvalConfig(test_data=data, split="dev"), "translation")
     assert len(pairs) == 12  # translation's dev set is its own test data (WMT21), not a part of WMT22
-    with pytest.raises(UserError, match="split must be one of dev, test"):
+    with pytest.raises(UserError, match="split: must be one of dev, test"):
         check_config(EvalConfig(suites=["gsm8k"], split="valid"))
 
 

@@ -153,15 +153,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Run every suite on every model; returns ``{run name: results}`` (also saved per run)."""
     specs = check_config(cfg)
     check_out(cfg.out)
+    inputs = {s: suites.load_inputs(cfg, s) for s in cfg.suites}  # all data checked before any output or model
     out = check_writable_dir(cfg.out)
     with claim(out):  # one writer per output
-        return _evaluate(cfg, specs, out)
+        return _evaluate(cfg, specs, out, inputs)
 
 
-def _evaluate(cfg: EvalConfig, specs: list[ModelSpec], out: Path) -> dict:
+def _evaluate(cfg: EvalConfig, specs: list[ModelSpec], out: Path, inputs: dict) -> dict:
     from ..report import markdown_table, summarize
 
-    inputs = {s: suites.load_inputs(cfg, s) for s in cfg.suites}  # all data checked before the first model load
     in_order = specs
     specs = _prepare_bases(cfg, specs, inputs)
     results = {spec.name: evaluate_model(cfg, spec, out, inputs) for spec in specs}
