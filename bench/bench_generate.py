@@ -32,7 +32,7 @@ def main():
     from mlx_lm import batch_generate, stream_generate
     from radis_mlx import backend, prompts
     from radis_mlx.data import load_pairs
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
     from radis_mlx.models import load
     from radis_mlx.generate import GenerateConfig, generate
 

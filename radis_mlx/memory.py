@@ -266,7 +266,7 @@ def _block_tokens(d: Dims, device: str = "cpu") -> int:
     """Activation elements one block keeps per token for backward: its input and normed inputs, the
     residual, q/k/v after rope and the attention output, and the MLP's projections. mlx-lm's swiglu is
     compiled, so on Metal SiLU's intermediates are recomputed (three intermediate-sized tensors, counted);
-    on the CPU, with its swapped SiLU (generate/kernels.py), four fit the measured peaks (BENCHMARKS.md)."""
+    on the CPU, with its swapped SiLU (runtime/kernels.py), four fit the measured peaks (BENCHMARKS.md)."""
     q, kv = d.heads * d.head_dim, d.kv_heads * d.head_dim
     return 4 * d.hidden + 2 * q + 2 * kv + (4 if device == "cpu" else 3) * d.intermediate
 
@@ -308,7 +308,7 @@ def kv_bytes(d: Dims, batch: int, positions: int, dtype: str, step: int = KV_STE
 
 def decode_estimate(d: Dims, stage: str, batch: int, new_tokens: int, dtype: str, knob: str,
                     prompt: int = PROMPT_TOKENS, prefill_tokens: int = 2048) -> Estimate:
-    """Batched decoding (generate/decode.py): the batch's KV cache (sized to prompt + new tokens at
+    """Batched decoding (runtime/decode.py): the batch's KV cache (sized to prompt + new tokens at
     once, so never regrown), which a joining wave of rows copies whole (twice it at that moment), and
     prefill's one block of activations and attention scores."""
     a = act_bytes(d, dtype)

@@ -21,7 +21,7 @@ def tiny(tiny_model_dir):
 
 @pytest.mark.parametrize("fast_exp", [True, False])
 def test_batched_decoding_equals_the_per_row_loop(tiny, fast_exp):
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
 
     model, tok = tiny.model, tiny.tokenizer
     prefix = [1, 40, 41, 42, 43, 44]  # shared by all: computed once
@@ -56,7 +56,7 @@ def test_batched_decoding_equals_the_per_row_loop(tiny, fast_exp):
 def test_per_row_token_limits_and_a_prompt_that_is_all_prefix(tiny):
     """eval passes a limit per row; a prompt of the shared prefix plus one token has nothing of its
     own to prefill."""
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
 
     model, tok = tiny.model, tiny.tokenizer
     prompts = [[1, 40, 41, 42, 50], [1, 40, 41, 42, 50, 60, 61], [1, 40, 41, 42, 50, 70]]
@@ -72,7 +72,7 @@ def test_per_row_token_limits_and_a_prompt_that_is_all_prefix(tiny):
 
 
 def test_prefill_groups_bound_padding_and_tokens():
-    from radis_mlx.generate.decode import _groups
+    from radis_mlx.runtime.decode import _groups
 
     lengths = [3, 4, 4, 5, 30, 31, 32, 33, 34, 300]
     groups = _groups(lengths, budget=100)
@@ -93,7 +93,7 @@ def test_attention_skips_left_padding_exactly():
     import mlx.core as mx
     from mlx_lm.models.base import create_causal_mask
 
-    from radis_mlx.generate.kernels import _fast_fns, _skip_left_padding
+    from radis_mlx.runtime.kernels import _fast_fns, _skip_left_padding
 
     mx.random.seed(1)
     b, h, kv, t, d = 24, 6, 2, 150, 16
@@ -117,7 +117,7 @@ def test_inference_kernels_match_mlx():
     import mlx.core as mx
     from mlx_lm.models.activations import swiglu
 
-    from radis_mlx.generate.kernels import _fast_fns
+    from radis_mlx.runtime.kernels import _fast_fns
 
     _, _, _, attend, swiglu_infer = _fast_fns()
     gate = mx.concatenate([mx.linspace(-60, 60, 20001), mx.array([0.0, -1e-8, 1e-8])])
@@ -138,7 +138,7 @@ def test_table_rope_equals_mlx_rope_and_is_undone():
     import mlx.nn as nn
     from mlx.nn.layers import positional_encoding
 
-    from radis_mlx.generate.kernels import patch_rope
+    from radis_mlx.runtime.kernels import patch_rope
 
     mx.random.seed(0)
     x = mx.random.normal((4, 3, 7, 32))
@@ -174,7 +174,7 @@ def test_kernel_check_on_cut_layers_refuses_a_wrong_swap(tiny_model_dir, tmp_pat
     from mlx_lm.models import activations
 
     from conftest import build_tiny_model
-    from radis_mlx.generate import kernels
+    from radis_mlx.runtime import kernels
     from radis_mlx.models import load
 
     model = load(str(build_tiny_model(tmp_path / "deep", layers=6, arch=arch))).model
@@ -200,7 +200,7 @@ def test_kernel_check_on_cut_layers_refuses_a_wrong_swap(tiny_model_dir, tmp_pat
 def test_the_real_model_takes_the_fast_kernels(real_model_dir):
     """patch_cpu_kernels checks the model's logits with and without the swap and refuses it when
     they differ; on the default model it must accept, or decoding silently loses its speed."""
-    from radis_mlx.generate.kernels import patch_cpu_kernels
+    from radis_mlx.runtime.kernels import patch_cpu_kernels
     from radis_mlx.models import load
 
     model = load(str(real_model_dir)).model
@@ -215,7 +215,7 @@ def test_row_caches_merge_like_mlx_lm_with_room_to_grow():
     import mlx.core as mx
     from mlx_lm.models.cache import BatchKVCache, KVCache
 
-    from radis_mlx.generate.decode import _RowCache
+    from radis_mlx.runtime.decode import _RowCache
 
     mx.random.seed(0)
     rows = [mx.random.normal((1, 2, n, 4)) for n in (5, 9, 1)]
@@ -237,7 +237,7 @@ def test_row_caches_merge_like_mlx_lm_with_room_to_grow():
 def test_sampling_is_seeded_and_samples(tiny):
     """temperature/top-p decoding (the pow-based logsumexp path): the same seed gives the same rows,
     another seed other rows, and greedy differs."""
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
 
     model, tok = tiny.model, tiny.tokenizer
     prompts = [[1, 40, 41] + [(5 * i + j) % 300 + 3 for j in range(3 + 4 * i)] for i in range(6)]
@@ -253,7 +253,7 @@ def test_a_row_stops_at_its_cut_even_when_the_stop_spans_tokens(tiny):
     """A stop string that two tokens make up still stops the row: its text is cut there, its tokens
     end one or two past the cut (counted in past_cut), and a row without a cut runs on untouched."""
     from radis_mlx.cuts import StringCut
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
 
     model, tok = tiny.model, tiny.tokenizer
     prompts = [[1, 40, 41, 42, 50 + i] for i in range(6)]

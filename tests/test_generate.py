@@ -232,7 +232,7 @@ def test_fast_exp_decoding_matches_plain_mlx(tiny_model_dir):
 
     from mlx_lm.models import activations, base
 
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
     from radis_mlx.models import load
 
     L = load(str(tiny_model_dir))

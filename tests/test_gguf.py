@@ -398,7 +398,7 @@ def test_real_gemma3_converts_and_its_tensors_equal_the_gguf_reference(tmp_path)
 @pytest.mark.slow
 def test_real_qwen_says_paris_and_translates(qwen_dir):
     from radis_mlx import prompts
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
 
     loaded = models.load(str(qwen_dir))
     cfg = json.loads((qwen_dir / "config.json").read_text())

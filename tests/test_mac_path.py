@@ -328,9 +328,9 @@ def test_greedy_tokens_same_with_and_without_swaps(quant, name):
     import mlx.core as mx
 
     from radis_mlx import models, prompts
-    from radis_mlx.generate.kernels import patch_cpu_kernels, patch_rope
+    from radis_mlx.runtime.kernels import patch_cpu_kernels, patch_rope
     from radis_mlx.data import Pair
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
 
     loaded = models.load(str(quant[name]), dtype="keep")
     # The swaps decode makes, over 300 positions: the logits of a bf16 model stay its own (patch_rope's
@@ -362,7 +362,7 @@ def test_eval_same_with_and_without_swaps(quant, tmp_path, monkeypatch):
     from radis_mlx import models
     from radis_mlx.evals import context
     from radis_mlx.evals.harness import EvalConfig, evaluate
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"src": s, "ref": r, "src_lang": "de", "tgt_lang": "en"}) + "\n"

@@ -30,7 +30,7 @@ def mean_nll(model, tokenizer, text: str) -> float:
 
 def answer(loaded, question: str, max_tokens: int = 24) -> str:
     from radis_mlx import prompts
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
     p = prompts.encode(loaded.tokenizer, prompts.chat(loaded.tokenizer, question))
     return decode(loaded.model, loaded.tokenizer, [p], DecodeConfig(max_tokens=max_tokens))[0].text
 

@@ -217,7 +217,7 @@ def test_fast_exp_matches_mlx():
     import mlx.core as mx
     import mlx.nn as nn
     from mlx_lm.models.activations import swiglu
-    from radis_mlx.generate.kernels import _fast_fns, fast_cross_entropy
+    from radis_mlx.runtime.kernels import _fast_fns, fast_cross_entropy
     mx.random.seed(0)
     lg = mx.random.normal((16, 300)) * 8
     t = mx.random.randint(0, 300, (16,))
@@ -246,7 +246,7 @@ def test_cpu_kernel_patch_is_scoped(tiny_model_dir):
     import sys
     from mlx_lm.models import activations, base
     from radis_mlx.models import load
-    from radis_mlx.generate.kernels import patch_cpu_kernels
+    from radis_mlx.runtime.kernels import patch_cpu_kernels
     model = load(str(tiny_model_dir)).model
     mod = sys.modules[type(model).__module__]
     restore = patch_cpu_kernels(model)

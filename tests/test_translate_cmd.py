@@ -115,7 +115,7 @@ def test_python_api_and_jsonl_output(tmp_path, tiny_model_dir):
     # the tiny random model writes noise: each answer is its raw decoding, cut as eval cuts it
     from radis_mlx import prompts
     from radis_mlx.data import Pair
-    from radis_mlx.generate.decode import DecodeConfig, decode
+    from radis_mlx.runtime.decode import DecodeConfig, decode
     from radis_mlx.models import load
     m = load(str(tiny_model_dir))
     raw = decode(m.model, m.tokenizer, [prompts.encode(m.tokenizer, prompts.translation_prompt(

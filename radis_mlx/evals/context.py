@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import prompts
-from ..generate.decode import DecodeConfig, decode
+from ..runtime.decode import DecodeConfig, decode
 from ..models.interpolate import scale_suffix
 from ..io import DataError, JsonlAppender, UserError, iter_jsonl, json_line, repair_jsonl_tail
 from ..progress import Progress

@@ -1,8 +1,8 @@
 """Stage 1, generate: the model's own rationales (or a baseline's self-generated targets) as records.
 
 ``stage`` runs it (``generate(GenerateConfig(...))``), ``files`` owns its resumable output,
-``filters`` decides what is kept, ``workers`` shares rows out to processes, ``decode`` is the
-batched greedy/sampled decoder every stage generates with, ``kernels`` its CPU kernel swaps.
+``filters`` decides what is kept, ``workers`` shares rows out to processes, ``auto`` picks a
+rationale mode per model. The decoder and the CPU kernels every stage runs on are in ``runtime``.
 """
 
 from .files import output_status

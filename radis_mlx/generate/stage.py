@@ -23,7 +23,7 @@ from ..outdir import check_out, claim_if_main
 from ..progress import Progress
 from ..records import Record
 from . import auto, workers
-from .decode import DecodeConfig, check_context, decode
+from ..runtime.decode import DecodeConfig, check_context, decode
 from .files import (check_meta, done_rows, done_rows_all, forget_if_empty, leftovers, meta_path, output_status,
                     part_file, summary_path)
 from .filters import in_ratio, rationale_filter

@@ -83,7 +83,7 @@ class FinetuneConfig:
     dtype: str = "auto"
     compile: bool | None = None  # None: on GPU only (on CPU it saves nothing and JIT-compiles per shape)
     slice_head: bool = True  # logits only at loss positions (checked exact at start)
-    fast_exp: bool | None = None  # None: on CPU (see generate/kernels.py)
+    fast_exp: bool | None = None  # None: on CPU (see runtime/kernels.py)
     fuse: bool = False
     # Quantize the fused layers to this many bits (4 or 8, at the base's group size); None: they stay in
     # float. At the base's 4 bits the rounding can erase what training changed (mlx-lm PR #1564).

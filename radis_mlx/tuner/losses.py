@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from ..generate.kernels import fast_cross_entropy
+from ..runtime.kernels import fast_cross_entropy
 from .batching import batch_arrays
 from .datasets import EOT, RAT, REF
 

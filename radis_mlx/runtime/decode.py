@@ -40,7 +40,7 @@ class DecodeConfig:
     # 150 tokens on the CPU, so this only bounds memory (activations, attention scores).
     prefill_tokens: int = 2048
     share_prefix: bool = True  # prefill the prompts' common prefix once
-    fast_exp: bool | None = None  # the CPU kernels of generate/kernels.py (SiLU, attention, logsumexp); None: on CPU
+    fast_exp: bool | None = None  # the CPU kernels of runtime/kernels.py (SiLU, attention, logsumexp); None: on CPU
 
 
 def context_length(model) -> int | None:
