@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 
 from .data.pairs import parse_directions  # the one parser of directions the readers use
-from .io import UserError
+from .fileio import UserError
 
 # New tokens per answer. 32k is the context of the largest models the toolkit runs; more is never
 # a real request, and a budget of 1e9 made the decoder allocate a rope table of 1e9 positions.
 MAX_NEW_TOKENS = 32768
 # Sequences decoded (or trained) together: a batch of 1e6 rows asks MLX for a cache it cannot make.
 MAX_BATCH = 4096
-# The byte limit of one input row is io.MAX_ROW_BYTES, beside the readers that enforce it.
+# The byte limit of one input row is fileio.MAX_ROW_BYTES, beside the readers that enforce it.
 # Optimizer steps a run may take without `--yes`: at the measured 1-5 steps/s of the models this
 # toolkit trains on a laptop, 100k steps is a day or more (RESULTS.md's study: 6.5 h for ~3k steps).
 MAX_ITERS = 100_000

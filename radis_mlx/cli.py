@@ -13,7 +13,7 @@ from . import methods as M, settings
 from .evals.harness import EvalConfig
 from .evals.translate_suite import TranslateSuiteConfig
 from .generate.stage import GenerateConfig
-from .io import UserError
+from .fileio import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="RaDis on MLX: rationale distillation makes a chat LLM a better translator "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .io import UserError
+from .fileio import UserError
 
 BLANK_LINE = "\n\n"
 DEFAULT_CUT = "blank-line"  # eval's default cut (the published study's): exports stop at it too

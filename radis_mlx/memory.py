@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import UserError
+from .fileio import UserError
 
 GB = 1e9
 PROMPT_TOKENS = 256  # a long translation or explain prompt with its chat template (ALMA's longest rows)

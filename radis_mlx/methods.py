@@ -21,7 +21,7 @@ from pathlib import Path
 from . import prompts
 from .data import Pair, load_pairs
 from .tuner.datasets import EOT, PROMPT, REF, RAT, BuildStats, Target
-from .io import DataError, UserError, iter_jsonl
+from .fileio import DataError, UserError, iter_jsonl
 
 
 # ---------------------------------------------------------------- generate modes
@@ -279,7 +279,7 @@ DEFAULT_MODE = get(DEFAULT_METHOD).generate[0]
 def trained_method(adapter) -> str | None:
     """The method an adapter was trained with, from its own run files (adapter_config.json, which
     finetune writes with the run's settings); None for adapters from elsewhere."""
-    from .io import read_json
+    from .fileio import read_json
     f = Path(adapter) / "adapter_config.json"
     try:
         method = (read_json(f).get("radis") or {}).get("method") if f.is_file() else None

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .io import UserError
+from .fileio import UserError
 
 LOCK = ".radis-mlx.lock"
 TMP = ".radis-mlx.tmp"

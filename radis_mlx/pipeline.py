@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import methods, preflight, settings
 from .outdir import check_out, claim
-from .io import UserError, atomic_write_text, atomic_write_json, check_writable_dir, safe_join
+from .fileio import UserError, atomic_write_text, atomic_write_json, check_writable_dir, safe_join
 from .recipe import (DEMO_DATA, GENERAL_KEYS, RECIPES, _from_set, _mapping, _where, find_recipe,  # noqa: F401
                      load_recipe, only_methods, resolve_data, section_layers)
 
@@ -307,7 +307,7 @@ def format_plan(recipe: dict, out, stages: list[Stage], target=None) -> str:
 
 def _run_sample(st: Stage, progress: bool):
     from .data import load_pairs
-    from .io import json_line
+    from .fileio import json_line
 
     r = st.config
     if not st.out.exists():
@@ -319,7 +319,7 @@ def _run_sample(st: Stage, progress: bool):
 
 def _run_subset(st: Stage, progress: bool):
     from .data import load_instructions, sample
-    from .io import json_line
+    from .fileio import json_line
 
     c = st.config
     if not st.out.exists():

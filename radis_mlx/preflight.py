@@ -14,7 +14,7 @@ from .data import hub
 from .data.pairs import hub_sources as pairs_hub_sources
 from .evals import suites
 from .evals.suites import DEFAULT_MAX_TOKENS
-from .io import UserError
+from .fileio import UserError
 from .models import offline
 from .recipe import _where
 

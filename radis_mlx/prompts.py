@@ -51,7 +51,7 @@ def instruction(pair: Pair, template: str = TRANSLATE) -> str:
     try:
         return template.format(**_fields(pair))
     except (KeyError, IndexError, ValueError) as e:
-        from .io import UserError
+        from .fileio import UserError
         raise UserError(f"bad prompt template {template!r}: {e} (fields: src, ref, src_name, tgt_name, "
                         "src_lang, tgt_lang)") from None
 
@@ -114,7 +114,7 @@ def follow_up_turn(tokenizer, pair: Pair, t: Templates = Templates()) -> str:
     after = full[full.index(_PROBE) + len(_PROBE):]
     eot = end_of_turn(tokenizer)
     if not after.startswith(eot):
-        from .io import UserError
+        from .fileio import UserError
         raise UserError(f"radis-turn: the chat template does not end an assistant turn with {eot!r}")
     return after[len(eot):]
 

@@ -15,7 +15,7 @@ from . import methods, settings
 from .data.pairs import looks_like_hub_id
 from .evals.harness import EvalConfig
 from .generate.stage import GenerateConfig
-from .io import UserError, load_yaml_text, read_yaml, safe_join
+from .fileio import UserError, load_yaml_text, read_yaml, safe_join
 from .tuner.config import FinetuneConfig
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"

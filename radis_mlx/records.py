@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import Pair, pair_id
-from .io import DataError, UserError, atomic_write_text, iter_jsonl, json_line
+from .fileio import DataError, UserError, atomic_write_text, iter_jsonl, json_line
 
 VERSION = 1
 _SOURCE = ("src", "ref", "src_lang", "tgt_lang", "instruction")  # the input row's fields, as read

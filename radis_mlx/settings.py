@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from .io import UserError
+from .fileio import UserError
 
 FLAGS = "--"  # the source name of a layer of command-line flags
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .io import iter_jsonl
+from .fileio import iter_jsonl
 
 
 def _rows(path: Path) -> list[dict]:

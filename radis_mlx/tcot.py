@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .io import UserError
+from .fileio import UserError
 
 EN, RESPONSE = "<EN>", "<RESPONSE>"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .io import UserError
+from .fileio import UserError
 
 TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard"}  # name -> the module it needs
 EXTRA = "radis-mlx[tracking]"

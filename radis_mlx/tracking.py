@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mlx_lm.tuner.trainer import TrainingCallback
 
-from .io import atomic_write_json, read_json
+from .fileio import atomic_write_json, read_json
 from .trackers import EXTRA, TRACKERS, check  # noqa: F401 (tracking.check: the settings' check)
 
 STATE = "tracking.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import prompts
 from .data import Pair, lang_name
-from .io import UserError
+from .fileio import UserError
 
 MIN_LENGTH_RATIO = 0.5  # a translation under half the source's characters has dropped content
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import bounds, cuts, prompts
 from .data import Pair, lang_name
-from .io import (MAX_ROW_BYTES, DataError, UserError, atomic_write_text, check_adapter_dir, iter_jsonl, json_line,
+from .fileio import (MAX_ROW_BYTES, DataError, UserError, atomic_write_text, check_adapter_dir, iter_jsonl, json_line,
                  read_yaml)
 from .outdir import check_out, claim
 

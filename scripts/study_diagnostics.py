@@ -22,7 +22,7 @@ from pathlib import Path
 
 from radis_mlx.evals.general import is_refusal
 from radis_mlx.evals.translation import corpus_metrics
-from radis_mlx.io import iter_jsonl
+from radis_mlx.fileio import iter_jsonl
 
 # The wrapper SDFT's rewrites taught: '... translates to English as:\n"X"' (or 'is: "X"').
 WRAPPED = re.compile(r'(?:as|is):\s*\n?"(.+?)"', re.S)

@@ -106,7 +106,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def real_model_dir():
     """The offline default model (SmolLM2-135M-Instruct), converted once per machine."""
-    from radis_mlx.io import UserError
+    from radis_mlx.fileio import UserError
     from radis_mlx.models import converted_dir, default_gguf
 
     try:
@@ -122,7 +122,7 @@ def real_model_dir():
 def qwen_dir() -> Path:
     """Qwen2.5-Coder-0.5B-Instruct as a CPU load gets it (the 'exact' conversion), once per machine."""
     from radis_mlx import models
-    from radis_mlx.io import UserError
+    from radis_mlx.fileio import UserError
 
     try:
         gguf = models.gguf_file("qwen2.5-coder-0.5b")

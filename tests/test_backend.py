@@ -51,7 +51,7 @@ def test_importing_radis_mlx_first_makes_mlx_multiply_with_openblas():
 
 @linux_openblas
 def test_importing_mlx_first_warns_once_with_the_fix():
-    r = _python("import mlx.core, radis_mlx, radis_mlx.backend, radis_mlx.io")
+    r = _python("import mlx.core, radis_mlx, radis_mlx.backend, radis_mlx.fileio")
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("RuntimeWarning") == 1, r.stderr
     assert "import radis_mlx before mlx" in r.stderr and "LD_PRELOAD=" in r.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from radis_mlx.cuts import ExplanationCut, StringCut, cut, make_cut
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 
 PARAGRAPH = ("After the meal, you should take a few steps.\n\nA short walk helps digestion, "
              "doctors say.\n\nThe German text is a piece of advice: \"nach dem Essen\" is carried over as ...")

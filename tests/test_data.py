@@ -19,7 +19,7 @@ from radis_mlx.data import (
     parse_directions,
     sample,
 )
-from radis_mlx.io import DataError, UserError
+from radis_mlx.fileio import DataError, UserError
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

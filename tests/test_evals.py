@@ -16,7 +16,7 @@ from radis_mlx.evals.flags import model_specs
 from radis_mlx.evals import context, general, harness, judge, retention, translation
 from radis_mlx.evals.suites import SUITES
 from radis_mlx.evals.harness import EvalConfig, evaluate
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 
 from conftest import make_adapter
 

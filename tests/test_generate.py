@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 from radis_mlx.generate import GenerateConfig, format_summary, generate
 from radis_mlx.generate.filters import in_ratio, rationale_filter, repeat_share, trim_to_sentence
 

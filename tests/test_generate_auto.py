@@ -11,7 +11,7 @@ import pytest
 from radis_mlx import methods
 from radis_mlx.generate import GenerateConfig, format_summary, generate
 from radis_mlx.generate import auto
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 
 from test_generate import rows, write_pairs
 

@@ -16,7 +16,7 @@ from gguf.quants import dequantize  # noqa: E402
 
 from radis_mlx import models  # noqa: E402
 from radis_mlx.models import gguf  # noqa: E402
-from radis_mlx.io import UserError  # noqa: E402
+from radis_mlx.fileio import UserError  # noqa: E402
 from radis_mlx.models.tokenizer import build_tokenizer  # noqa: E402
 
 TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",

@@ -16,7 +16,7 @@ import pytest
 gguf_pkg = pytest.importorskip("gguf")
 
 from radis_mlx import models  # noqa: E402
-from radis_mlx.io import UserError  # noqa: E402
+from radis_mlx.fileio import UserError  # noqa: E402
 from radis_mlx.models import gguf_export  # noqa: E402
 
 PAIRS = [("Der Hund schläft im Garten.", "The dog is sleeping in the garden."),

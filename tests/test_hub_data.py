@@ -14,7 +14,7 @@ from radis_mlx.cli import main
 from radis_mlx.data import load_pairs
 from radis_mlx.evals import suites
 from radis_mlx.evals.harness import EvalConfig
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 from radis_mlx.pipeline import RECIPES
 
 RECIPE_NAMES = sorted(p.stem for p in RECIPES.glob("*.yaml"))

@@ -8,7 +8,7 @@ import pytest
 from radis_mlx.evals import ifeval as F
 from radis_mlx.evals import ifeval_text
 from radis_mlx.evals.ifeval_conformance import conformance
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IFEVAL = DATA / "ifeval"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from radis_mlx.cli import main
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 from radis_mlx.models import load
 
 from conftest import make_adapter

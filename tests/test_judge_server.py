@@ -23,7 +23,7 @@ import pytest
 
 from radis_mlx import backend
 from radis_mlx.evals import judge
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 # BaseHTTPRequestHandler's access log line, one per request the server answered

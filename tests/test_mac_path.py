@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hf_cache import offline_env, put_in_hf_cache
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 
 PAIRS = [("Der Hund schläft im Garten.", "The dog is sleeping in the garden."),
          ("Die Katze trinkt Milch.", "The cat drinks milk."),

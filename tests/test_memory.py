@@ -8,7 +8,7 @@ import json
 import pytest
 
 from radis_mlx import memory
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 from radis_mlx.tuner.config import FinetuneConfig
 
 

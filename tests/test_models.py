@@ -13,7 +13,7 @@ import pytest
 from conftest import edited_copy
 from radis_mlx import models
 from radis_mlx.models import gguf
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ("The quick brown fox jumps over the lazy dog. Paris is the capital of France, "

@@ -15,7 +15,7 @@ import pytest
 
 from radis_mlx import models
 from radis_mlx.models import offline
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 from radis_mlx.models import OfflineModel, Part
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +207,7 @@ def hf_cache_with(repo: str, model_dir: Path, cache: Path) -> Path:
 
 HUB_SCRIPT = """
 import mlx.core as mx
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 from radis_mlx.models import load
 loaded = load("testorg/tiny")
 ids = loaded.tokenizer.encode("Paris is the capital")

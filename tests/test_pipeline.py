@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 from radis_mlx.pipeline import RECIPES, load_recipe, run
 
 ALL = sorted(p.name for p in RECIPES.glob("*.yaml"))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from radis_mlx import methods, records, settings
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 from radis_mlx.generate import GenerateConfig
 
 OLD_ROW = {"id": "a", "src": "Der Hund.", "ref": "The dog.", "src_lang": "de", "tgt_lang": "en",

@@ -17,7 +17,7 @@ from radis_mlx.data import Pair
 from radis_mlx.evals import translation
 from radis_mlx.evals.harness import EvalConfig, evaluate
 from radis_mlx.cli import main
-from radis_mlx.io import atomic_write_jsonl
+from radis_mlx.fileio import atomic_write_jsonl
 from radis_mlx.pipeline import DEMO_DATA
 from radis_mlx.report import report
 

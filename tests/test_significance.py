@@ -102,7 +102,7 @@ def test_report_tests_against_the_baselines_it_is_given(tmp_path, shared_data):
 
 def test_recipe_report_baselines_are_checked(tmp_path):
     import yaml
-    from radis_mlx.io import UserError
+    from radis_mlx.fileio import UserError
     from radis_mlx.recipe import load_recipe
     p = tmp_path / "r.yaml"
     body = {"name": "x", "model": "m", "train_data": "demo:train.de-en.jsonl",

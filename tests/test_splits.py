@@ -6,7 +6,7 @@ import pytest
 
 from radis_mlx.evals import suites
 from radis_mlx.evals.harness import EvalConfig, check_config
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 
 from test_evals import write_data
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 from radis_mlx.tcot import EN, RESPONSE, TCoT, TCoTDecoder, continuation, target_tag
 
 DE = TCoT("de")

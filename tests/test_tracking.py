@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 from test_train import _cfg, rows_file  # noqa: F401 (a fixture)
 
 # (metrics.jsonl key, tracker key): the trackers get mlx-lm's report names, metrics.jsonl its own

@@ -18,7 +18,7 @@ from radis_mlx import prompts
 from radis_mlx.methods import row_target
 from radis_mlx.records import Record
 from radis_mlx.data import Pair
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 
 PAIRS = [("Der Hund schläft im Garten.", "The dog is sleeping in the garden."),
          ("Die Katze trinkt Milch.", "The cat drinks milk."),

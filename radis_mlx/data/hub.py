@@ -15,7 +15,7 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import UserError
+from ..fileio import UserError
 
 
 @dataclass(frozen=True)

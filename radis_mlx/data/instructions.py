@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Iterator
 
-from ..io import DataError, UserError
+from ..fileio import DataError, UserError
 from .hub import parquet_rows
 from .rows import array_rows, check_encodable, jsonl_rows, keys_of, read_text, row_id, sample, string_field
 

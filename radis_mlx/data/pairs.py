@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..io import DataError, UserError
+from ..fileio import DataError, UserError
 from . import hub
 from .hub import parquet_rows
 from .rows import array_rows, check_encodable, jsonl_rows, read_text, row_id, sample, string_field, text_lines

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..io import MAX_ROW_BYTES, DataError, UserError, iter_jsonl
+from ..fileio import MAX_ROW_BYTES, DataError, UserError, iter_jsonl
 
 
 def sample(items: list, limit: int | None, seed: int) -> list:

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import prompts
 from ..runtime.decode import DecodeConfig, decode
 from ..models.interpolate import scale_suffix
-from ..io import DataError, JsonlAppender, UserError, iter_jsonl, json_line, repair_jsonl_tail
+from ..fileio import DataError, JsonlAppender, UserError, iter_jsonl, json_line, repair_jsonl_tail
 from ..progress import Progress
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..io import UserError
+from ..fileio import UserError
 
 
 def parse_per_suite(values, what: str) -> tuple[int | None, dict]:

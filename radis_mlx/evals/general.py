@@ -16,7 +16,7 @@ from typing import Sequence
 
 from .. import prompts
 from ..data import load_instructions
-from ..io import UserError, atomic_write_json, atomic_write_jsonl
+from ..fileio import UserError, atomic_write_json, atomic_write_jsonl
 from .context import Ctx
 
 # llm-attacks (GCG) test prefixes, matched as case-sensitive substrings like the original.

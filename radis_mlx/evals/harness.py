@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import __version__, bounds, prompts
 from ..cuts import BLANK_LINE, DEFAULT_CUT, make_cut
-from ..io import (UserError, atomic_write_json, atomic_write_text, check_adapter_dir, check_writable_dir, read_json,
+from ..fileio import (UserError, atomic_write_json, atomic_write_text, check_adapter_dir, check_writable_dir, read_json,
                   safe_join)
 from ..models.interpolate import check_scalable
 from . import general, ifeval, judge, retention, suites, translation

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import DataError, atomic_write_jsonl, iter_jsonl
+from ..fileio import DataError, atomic_write_jsonl, iter_jsonl
 from .general import refusal_rate
 from .ifeval_text import count_sentences, count_words, detect_language, word_tokens
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import iter_jsonl
+from ..fileio import iter_jsonl
 from .ifeval import load_prompts, read_responses, score_response
 
 

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from .. import prompts
-from ..io import JsonlAppender, UserError, atomic_write_jsonl, iter_jsonl, read_json
+from ..fileio import JsonlAppender, UserError, atomic_write_jsonl, iter_jsonl, read_json
 from .context import Generator, model_key, read_cache, sha1
 
 

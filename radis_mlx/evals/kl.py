@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import prompts
-from ..io import JsonlAppender, atomic_write_bytes, atomic_write_jsonl
+from ..fileio import JsonlAppender, atomic_write_bytes, atomic_write_jsonl
 from . import retention
 from .context import Ctx, read_cache, sha1
 

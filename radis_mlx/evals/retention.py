@@ -12,7 +12,7 @@ from typing import Sequence
 
 from .. import prompts
 from ..backend import resolve_dtype
-from ..io import JsonlAppender, atomic_write_jsonl
+from ..fileio import JsonlAppender, atomic_write_jsonl
 from .context import Ctx, Generator, ModelSpec, model_key, read_cache, run_name, sha1
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 from ..data import hub, sample
 from ..data.hub import HubFiles
 from ..data.pairs import hub_sources as pairs_hub_sources
-from ..io import UserError
+from ..fileio import UserError
 from . import general, ifeval, kl, retention, translation
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import bounds
-from ..io import atomic_write_json, atomic_write_jsonl, check_writable_dir
+from ..fileio import atomic_write_json, atomic_write_jsonl, check_writable_dir
 from ..outdir import check_out, claim
 from ..translate import Translator, check_translation
 from . import suites

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from .. import cuts, prompts
 from ..data import Pair, load_pairs, sample
-from ..io import atomic_write_jsonl
+from ..fileio import atomic_write_jsonl
 from .context import Ctx
 
 COMET_MODEL = "Unbabel/wmt22-comet-da"
@@ -224,7 +224,7 @@ def load_paragraphs(cfg, path, limit) -> list[Pair]:
         if len(SENTENCE_END.findall(p.src.strip())) >= 2:
             by_dir.setdefault((p.src_lang, p.tgt_lang), []).append(p)
     if not by_dir:
-        from ..io import UserError
+        from ..fileio import UserError
         raise UserError(f"{path}: no multi-sentence segments for {cfg.pairs or 'any direction'}")
     return [p for d in by_dir.values() for p in sample(d, limit, cfg.seed)]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import methods
-from ..io import JsonlAppender, atomic_write_json, read_json
+from ..fileio import JsonlAppender, atomic_write_json, read_json
 from .files import done_rows, meta_path
 from .filters import in_ratio
 

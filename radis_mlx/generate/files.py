@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from .. import __version__
-from ..io import UserError, atomic_write_json, iter_jsonl, read_json, repair_jsonl_tail, safe_join
+from ..fileio import UserError, atomic_write_json, iter_jsonl, read_json, repair_jsonl_tail, safe_join
 
 
 def output_for(folder, settings: dict, common: dict) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import __version__, bounds, memory, methods, prompts
 from ..data import Pair, load_instructions, load_pairs
-from ..io import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line,
+from ..fileio import (JsonlAppender, UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line,
                   read_json)
 from ..outdir import check_out, claim_if_main
 from ..progress import Progress

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import records
-from ..io import atomic_write_json, atomic_write_text, json_line
+from ..fileio import atomic_write_json, atomic_write_text, json_line
 from ..records import Record
 from ..tcot import TCoT
 from ..translate import Translator, check_translation

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..io import UserError
+from ..fileio import UserError
 from ..outdir import adopt_tempdir
 from ..progress import Progress
 from .files import part_file, worker_log

@@ -21,7 +21,7 @@ from typing import Callable
 
 import mlx.core as mx
 
-from ..io import UserError, atomic_write_json
+from ..fileio import UserError, atomic_write_json
 from .tokenizer import build_tokenizer
 
 GROUP_SIZE = 32

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..io import UserError
+from ..fileio import UserError
 from ..prompts import end_of_turn
 from .modelfile import write_modelfile
 from .tokenizer import _LLAMA3_RE, _QWEN2_RE

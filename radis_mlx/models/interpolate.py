@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..io import UserError, read_json
+from ..fileio import UserError, read_json
 
 
 def check_scalable(adapter_path, scale) -> float:

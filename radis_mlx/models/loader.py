@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backend import resolve_dtype
-from ..io import UserError, check_adapter_dir
+from ..fileio import UserError, check_adapter_dir
 from . import offline
 from .interpolate import check_scalable, scale_adapters
 from .offline import DEFAULT_MODEL, REGISTRY

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io import atomic_write_text, read_json
+from ..fileio import atomic_write_text, read_json
 
 _PROBE = "\x00RADIS-PROBE\x00"
 

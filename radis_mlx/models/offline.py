@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..backend import resolve_dtype
-from ..io import UserError, atomic_write_json
+from ..fileio import UserError, atomic_write_json
 
 
 

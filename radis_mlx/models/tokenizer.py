@@ -4,7 +4,7 @@ wrote from the original tokenizer.json). SentencePiece vocabularies are refused 
 
 from __future__ import annotations
 
-from ..io import UserError
+from ..fileio import UserError
 
 # llama.cpp's pre-tokenizer names -> the split regex HF uses (None: GPT-2's, built into ByteLevel).
 _LLAMA3_RE = (

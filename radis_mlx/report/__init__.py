@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import significance
-from ..io import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ..fileio import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from ..tuner.checkpoint import training_cost
 
 GENERAL_PARTS = (("ifeval", "prompt_level_strict", "n_prompts"), ("advbench", "refusal_rate", "n"),
@@ -111,7 +111,7 @@ def generation_tokens(adapter) -> int | None:
     """Tokens the model generated to make this run's training data (rationales, its own translations
     or rewrites, replay answers): every row, kept or not. 0 for data it did not write; None: unknown."""
     from .. import records
-    from ..io import read_yaml
+    from ..fileio import read_yaml
     cfg = Path(adapter) / "config.yaml" if adapter else None
     if cfg is None or not cfg.is_file():
         return None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..evals.general import is_refusal
-from ..io import DataError, atomic_write_text, iter_jsonl, read_json
+from ..fileio import DataError, atomic_write_text, iter_jsonl, read_json
 
 
 def _e(x) -> str:

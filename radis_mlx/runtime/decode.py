@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .kernels import patch_cpu_kernels, patch_logsumexp, patch_rope
-from ..io import UserError
+from ..fileio import UserError
 from ..progress import Progress
 
 

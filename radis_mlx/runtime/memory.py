@@ -11,7 +11,7 @@ CPU) the same code runs, wires nothing, and has a limit only when one is set.
 
 from __future__ import annotations
 
-from ..io import UserError
+from ..fileio import UserError
 
 GB = 1e9
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..io import UserError
+from ..fileio import UserError
 from .datasets import Example
 
 

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..io import UserError, atomic_write_json, read_json
+from ..fileio import UserError, atomic_write_json, read_json
 from ..outdir import OWN, is_empty
 
 
@@ -111,7 +111,7 @@ def settings_changed(out, cfg) -> str | None:
     not compared."""
     import json
 
-    from ..io import read_yaml
+    from ..fileio import read_yaml
     f = Path(out) / "config.yaml"
     if restart_settings(out) is not None or not f.is_file():
         return None

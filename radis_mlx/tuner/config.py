@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .. import bounds, methods, prompts, settings, trackers
-from ..io import UserError, check_adapter_dir, read_yaml
+from ..fileio import UserError, check_adapter_dir, read_yaml
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 

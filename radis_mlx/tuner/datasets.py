@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import prompts
-from ..io import UserError, read_json
+from ..fileio import UserError, read_json
 
 PROMPT, REF, RAT, EOT = 0, 1, 2, 3
 

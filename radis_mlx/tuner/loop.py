@@ -25,7 +25,7 @@ from mlx_lm.tuner.trainer import TrainingCallback
 from .. import __version__, memory
 from ..tracking import tracked
 from ..runtime.kernels import patch_cpu_kernels
-from ..io import UserError, atomic_write_json, atomic_write_text, read_json
+from ..fileio import UserError, atomic_write_json, atomic_write_text, read_json
 from ..outdir import claim_if_main
 from ..progress import Progress
 from .batching import BatchPlan, batch_arrays, padding_share, shape_policy

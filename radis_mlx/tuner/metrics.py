@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from mlx_lm.tuner.trainer import TrainingCallback
 
-from ..io import JsonlAppender, atomic_write_text, iter_jsonl, json_line, repair_jsonl_tail
+from ..fileio import JsonlAppender, atomic_write_text, iter_jsonl, json_line, repair_jsonl_tail
 from ..progress import Progress
 
 if TYPE_CHECKING:

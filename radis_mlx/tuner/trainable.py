@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from .. import __version__
-from ..io import UserError, read_json
+from ..fileio import UserError, read_json
 from .config import FinetuneConfig
 from .losses import head_split
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import edited_copy
-from radis_mlx import io as rio
-from radis_mlx.io import JsonlAppender, UserError, atomic_write_json, iter_jsonl, repair_jsonl_tail, safe_join
+from radis_mlx import fileio as rio
+from radis_mlx.fileio import JsonlAppender, UserError, atomic_write_json, iter_jsonl, repair_jsonl_tail, safe_join
 
 ROOT = Path(__file__).resolve().parents[2]
 

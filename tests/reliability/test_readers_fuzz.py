@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from radis_mlx.data import LANG_NAMES, Pair, load_instructions, load_pairs, parse_directions
-from radis_mlx.io import UserError
+from radis_mlx.fileio import UserError
 
 FUZZ = settings(max_examples=1000, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -17,7 +17,7 @@ import yaml
 
 from radis_mlx import models
 from radis_mlx.cli import main
-from radis_mlx.io import MAX_ROW_BYTES, UserError
+from radis_mlx.fileio import MAX_ROW_BYTES, UserError
 from radis_mlx.outdir import LOCK, PACKAGE, TMP, claim
 
 ROW = {"src": "Der Hund schläft.", "ref": "The dog sleeps.", "src_lang": "de", "tgt_lang": "en"}
@@ -229,7 +229,7 @@ def test_yaml_aliases_are_bounded(tmp_path, data, capsys):
     refused(["run", "demo", "--out", tmp_path / "run", "--check", "--set", "name=" + flow], capsys, "not valid YAML")
     small = tmp_path / "small.yaml"  # a few aliases, as yaml.safe_dump writes for a shared value, are fine
     small.write_text("x: &x {lr: 0.001}\ny: *x\nmethods: [base]\n")
-    from radis_mlx.io import read_yaml
+    from radis_mlx.fileio import read_yaml
     assert read_yaml(small)["y"] == {"lr": 0.001}
 
 
