@@ -105,11 +105,13 @@ class Arch:
     layer_names: dict = field(default_factory=lambda: _LAYER_NAMES)
     permute_qk: bool = False  # llama.cpp's HF->GGUF converter permuted the q/k rows (llama only)
     norm_offset: float = 0.0  # gemma: llama.cpp stores RMSNorm weights as 1 + w
+    exports: bool = False  # export --gguf writes it back (models/gguf_export.py)
 
 
+# The one architecture table: GGUF import reads it, and export --gguf writes its exportable rows.
 ARCHS = {
-    "llama": Arch("llama", _llama_config, permute_qk=True),
-    "qwen2": Arch("qwen2", lambda m: _common_config(m, "qwen2")),
+    "llama": Arch("llama", _llama_config, permute_qk=True, exports=True),
+    "qwen2": Arch("qwen2", lambda m: _common_config(m, "qwen2"), exports=True),
     "qwen3": Arch("qwen3", lambda m: _common_config(m, "qwen3")),
     "gemma3": Arch("gemma3_text", _gemma3_config, _GEMMA_LAYER_NAMES, norm_offset=1.0),
 }

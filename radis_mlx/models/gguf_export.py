@@ -19,10 +19,11 @@ from pathlib import Path
 from ..fileio import UserError
 from ..prompts import end_of_turn
 from .modelfile import write_modelfile
-from .tokenizer import _LLAMA3_RE, _QWEN2_RE
+from .gguf import ARCHS as GGUF_ARCHS
+from .tokenizer import LLAMA3_RE, QWEN2_RE
 
 # mlx-lm model_type -> (llama.cpp architecture, q/k rows permuted as llama.cpp's llama converter does)
-ARCHS = {"llama": ("llama", True), "qwen2": ("qwen2", False)}
+ARCHS = {a.model_type: (name, a.permute_qk) for name, a in GGUF_ARCHS.items() if a.exports}
 TYPES = ("f16", "q8_0")
 
 
@@ -103,7 +104,7 @@ def _pre_tokenizer(tokenizer_json: dict) -> str:
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
         pattern = steps[0].get("pattern", {}).get("Regex")
-        for name, regex in (("llama-bpe", _LLAMA3_RE), ("qwen2", _QWEN2_RE)):
+        for name, regex in (("llama-bpe", LLAMA3_RE), ("qwen2", QWEN2_RE)):
             if pattern == regex:
                 return name
     raise UserError(f"export --gguf: the tokenizer's pre-tokenizer ({'+'.join(map(str, kinds))}) is not one "

@@ -7,17 +7,17 @@ from __future__ import annotations
 from ..fileio import UserError
 
 # llama.cpp's pre-tokenizer names -> the split regex HF uses (None: GPT-2's, built into ByteLevel).
-_LLAMA3_RE = (
+LLAMA3_RE = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-_QWEN2_RE = (
+QWEN2_RE = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _PRE_TOKENIZERS = {"gpt2": "gpt2", "default": "gpt2", "smollm": "digits+gpt2",
-                   "starcoder": "digits+gpt2", "llama-bpe": _LLAMA3_RE, "llama3": _LLAMA3_RE,
-                   "qwen2": _QWEN2_RE}
+                   "starcoder": "digits+gpt2", "llama-bpe": LLAMA3_RE, "llama3": LLAMA3_RE,
+                   "qwen2": QWEN2_RE}
 
 
 
