@@ -77,28 +77,12 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
            on_done: Callable[[Completion], None] | None = None, progress: Progress | None = None,
            max_tokens: Sequence[int] | None = None, cuts: Sequence | None = None) -> list[Completion]:
     """Greedy/sampled completions of ``prompts``; ``cuts`` (per row, None for none) stop rows early."""
-    import mlx.core as mx
-    from mlx_lm.generate import BatchGenerator
-    from mlx_lm.sample_utils import make_sampler
-
     if not prompts:
         return []
     if any(len(p) == 0 for p in prompts):
         raise ValueError("decode: empty prompt")
     check_context(model, prompts, max_tokens or [cfg.max_tokens] * len(prompts))
-    mx.random.seed(cfg.seed)
-    sampler = make_sampler(temp=cfg.temperature, top_p=cfg.top_p if cfg.top_p < 1.0 else 0.0)
-    fast = cfg.fast_exp if cfg.fast_exp is not None else mx.default_device().type == mx.cpu
-    longest = max(map(len, prompts)) + max(max_tokens or [cfg.max_tokens]) + 2
-    restores = ([patch_cpu_kernels(model, inference=True), patch_logsumexp(greedy=cfg.temperature == 0),
-                 patch_rope(longest)] if fast else [])
-    own_prefill = _plain_kv_caches(model)
-    # No stop tokens for the generator: a row that ends its turn stays in the batch as a zombie
-    # (its tokens ignored) until a quarter of the batch is done. Removing a row copies the whole
-    # batch cache, which cost more than decoding the zombie to the end here.
-    gen = BatchGenerator(model, max_tokens=cfg.max_tokens, sampler=sampler,
-                         completion_batch_size=cfg.batch_size,
-                         prefill_batch_size=cfg.batch_size if own_prefill else min(8, cfg.batch_size))
+    gen, restores, own_prefill = _generator(model, prompts, cfg, max_tokens)
     eos = set(tokenizer.eos_token_ids)
     pending = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i])))
     prefix = _prefill_prefix(model, prompts) if own_prefill and cfg.share_prefix else (0, None)
@@ -135,19 +119,12 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
             progress.update(1)
 
     def cut_found(uid: int) -> bool:
-        """Finish a row whose text now holds its cut (checked on the whole text: a stop may span tokens)."""
+        """Finish a row whose text now holds its cut."""
         rule = cuts[index_of[uid]] if cuts else None
-        if rule is None:
-            return False
-        text = tokenizer.decode(live[uid])
-        seen = lengths.setdefault(uid, [])
-        seen.append(len(text))
-        at = rule.find(text, final=False)
-        if at is None:
-            return False
-        kept = next(k for k, n in enumerate(seen) if n >= at) + 1 if at else 0  # tokens that hold the kept text
-        finish(uid, "cut", text[:at], len(seen) - kept)
-        return True
+        found = rule is not None and _find_cut(rule, tokenizer.decode(live[uid]), lengths.setdefault(uid, []))
+        if found:
+            finish(uid, "cut", *found)
+        return bool(found)
 
     try:
         while True:
@@ -174,6 +151,41 @@ def decode(model, tokenizer, prompts: Sequence[list[int]], cfg: DecodeConfig = D
             if restore:
                 restore()
     return results  # type: ignore[return-value]
+
+
+def _generator(model, prompts, cfg: DecodeConfig, max_tokens):
+    """mlx-lm's BatchGenerator for these prompts, the CPU kernel swaps' undo functions, and whether
+    decode prefills the rows itself (plain KV caches)."""
+    import mlx.core as mx
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.sample_utils import make_sampler
+
+    mx.random.seed(cfg.seed)
+    sampler = make_sampler(temp=cfg.temperature, top_p=cfg.top_p if cfg.top_p < 1.0 else 0.0)
+    fast = cfg.fast_exp if cfg.fast_exp is not None else mx.default_device().type == mx.cpu
+    longest = max(map(len, prompts)) + max(max_tokens or [cfg.max_tokens]) + 2
+    restores = ([patch_cpu_kernels(model, inference=True), patch_logsumexp(greedy=cfg.temperature == 0),
+                 patch_rope(longest)] if fast else [])
+    own_prefill = _plain_kv_caches(model)
+    # No stop tokens for the generator: a row that ends its turn stays in the batch as a zombie
+    # (its tokens ignored) until a quarter of the batch is done. Removing a row copies the whole
+    # batch cache, which cost more than decoding the zombie to the end here.
+    gen = BatchGenerator(model, max_tokens=cfg.max_tokens, sampler=sampler,
+                         completion_batch_size=cfg.batch_size,
+                         prefill_batch_size=cfg.batch_size if own_prefill else min(8, cfg.batch_size))
+    return gen, restores, own_prefill
+
+
+def _find_cut(rule, text: str, seen: list[int]) -> tuple[str, int] | None:
+    """(the text kept, tokens decoded past the cut) once ``text`` holds ``rule``'s cut, else None.
+    Checked on the whole decoded text, so a stop that spans tokens is found; ``seen`` gathers the
+    text's length after each token, which says how many tokens the kept text needed."""
+    seen.append(len(text))
+    at = rule.find(text, final=False)
+    if at is None:
+        return None
+    kept = next(k for k, n in enumerate(seen) if n >= at) + 1 if at else 0
+    return text[:at], len(seen) - kept
 
 
 def _take(responses, live: dict, zombies: set, eos: set, finish, cut_found) -> int:
