@@ -359,9 +359,9 @@ def _track_scores(specs, results: dict) -> None:
     """Each trained method's headline scores (the report's columns, not its cost columns) into the
     tracker runs its finetune reported to (finetune.report_to)."""
     from . import tracking
-    from .report import COLUMNS, summarize
+    from .report import columns, summarize
 
-    keys = [k for k, _, _ in COLUMNS if not k.startswith(("train_", "gen_"))]
+    keys = [c.key for c in columns() if not c.key.startswith(("train_", "gen_"))]
     for spec in specs:
         if spec.adapter and spec.scale is None and spec.name in results:  # a scaled run is no training run
             row = summarize(results[spec.name])

@@ -1,50 +1,39 @@
 """Paired significance tests between methods, from the per-item files each eval run writes.
 
-Translation: sacrebleu's paired approximate randomisation (BLEU and chrF on the cut hypotheses,
-every reference). General suites: a paired permutation test (scipy) on the per-item outcomes:
-IFEval prompt-level strict, AdvBench refusal, GSM8K correct, the retention NLL and the KL per answer.
+Every suite that declares an ``outcome`` (evals/suites.py) is tested, in the registry's order, with
+no code of its own here: a per-item number (IFEval prompt-level strict, AdvBench refusal, GSM8K
+correct, the retention NLL and the KL per answer) by a paired permutation test (scipy); corpus
+metrics of the items' hypotheses and references (translation's BLEU and chrF on the cut
+hypotheses, every reference) by sacrebleu's paired approximate randomisation.
 
 A method is the runs named METHOD-sN (report.method_of). Two methods are compared on matched
 seeds, items of seed k of one paired with the same items of seed k of the other, all seeds in
 one test; a single-run method (base) is paired with every seed of the other. So a test sees
 both the sentence sampling and (part of) the seed spread. p-values are Holm-corrected within
 each baseline's family of tests, and both are reported.
+
+Report side: it reads the registry and the run folders (through radis_mlx.results), never the
+suites' code (evals -> results <- report).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .fileio import iter_jsonl
+from .evals import suites as registry
+from .results import Column, item_rows
 
 
-def _rows(path: Path) -> list[dict]:
-    return [row for _, row in iter_jsonl(path)] if path.is_file() else []
-
-
-def _by(key: str, value: Callable) -> Callable[[Path], dict]:
-    return lambda p: {str(r[key]): value(r) for r in _rows(p)}
-
-
-# suite -> (file in the run dir, item key -> outcome, higher is better, what the outcome is)
-ITEMS: dict[str, tuple[str, Callable, bool, str]] = {
-    "ifeval": ("ifeval/eval_results_strict.jsonl", _by("prompt", lambda r: float(r["follow_all_instructions"])),
-               True, "prompt-level strict"),
-    "advbench": ("advbench.jsonl", _by("id", lambda r: float(r["refusal"])), True, "refused"),
-    "gsm8k": ("gsm8k.jsonl", _by("id", lambda r: float(r["correct"])), True, "correct"),
-    "retention": ("retention.jsonl", _by("instruction", lambda r: r["nll_sum"] / max(r["n"], 1)), False,
-                  "NLL per token of the base model's answer"),
-    "kl": ("kl.jsonl", _by("id", lambda r: r["kl_sum"] / max(r["n"], 1)), False,
-           "KL(base ‖ model) per token of the base model's answer"),
-}
+def _items(run_dir: Path, suite) -> dict[str, dict]:
+    """A run's items of a suite, by the outcome's key ({} if the run has no items file)."""
+    return {str(r[suite.outcome.key]): r for _, _, r in item_rows(run_dir, suite.items)}
 
 
 def item_outcomes(run_dir: Path, suite: str) -> dict[str, float]:
-    name, read, _, _ = ITEMS[suite]
-    return read(Path(run_dir) / name)
+    s = registry.get(suite)
+    return {k: s.outcome.value(r) for k, r in _items(run_dir, s).items()}
 
 
 def seed_pairs(a: list, b: list) -> list[tuple]:
@@ -67,7 +56,7 @@ def paired_permutation(x: np.ndarray, y: np.ndarray, n_resamples: int = 10000, s
 
 
 def general_test(a_dirs: list, b_dirs: list, suite: str, n_resamples: int = 10000) -> dict | None:
-    """Method a against method b on one general suite: mean outcome difference and its p."""
+    """Method a against method b on a suite's per-item numbers: mean outcome difference and its p."""
     xs, ys = [], []
     for da, db in seed_pairs(a_dirs, b_dirs):
         oa, ob = item_outcomes(da, suite), item_outcomes(db, suite)
@@ -80,18 +69,20 @@ def general_test(a_dirs: list, b_dirs: list, suite: str, n_resamples: int = 1000
     return {"delta": float(np.mean(x - y)), "p": paired_permutation(x, y, n_resamples), "n": len(xs)}
 
 
-def _translations(run_dir: Path) -> dict[str, dict]:
-    return {r["id"]: r for r in _rows(Path(run_dir) / "translation.jsonl")}
-
-
-def translation_test(a_dirs: list, b_dirs: list, n_trials: int = 10000) -> dict | None:
-    """BLEU and chrF of a against b: paired approximate randomisation over the matched-seed corpus."""
+def _metric(name: str):
     from sacrebleu.metrics import BLEU, CHRF
+    return {"bleu": BLEU, "chrf": CHRF}[name]()
+
+
+def corpus_test(a_dirs: list, b_dirs: list, suite: str, n_trials: int = 10000) -> dict | None:
+    """A suite's corpus metrics (its outcome's ``corpus``: BLEU, chrF) of a against b: paired
+    approximate randomisation over the matched-seed corpus of the items' ``hyp`` and ``refs``."""
     from sacrebleu.significance import PairedTest
 
+    s = registry.get(suite)
     hyp_a, hyp_b, refs = [], [], []
     for da, db in seed_pairs(a_dirs, b_dirs):
-        ta, tb = _translations(da), _translations(db)
+        ta, tb = _items(da, s), _items(db, s)
         for k in sorted(set(ta) & set(tb)):
             hyp_a.append(ta[k]["hyp"])
             hyp_b.append(tb[k]["hyp"])
@@ -100,14 +91,14 @@ def translation_test(a_dirs: list, b_dirs: list, n_trials: int = 10000) -> dict 
         return None
     n_refs = min(len(r) for r in refs)  # sacrebleu takes whole reference streams
     streams = [[r[i] for r in refs] for i in range(n_refs)]
-    _, scores = PairedTest([("b", hyp_b), ("a", hyp_a)], {"BLEU": BLEU(), "chrF": CHRF()}, streams,
-                           test_type="ar", n_samples=n_trials)()
+    metrics = {m: _metric(m) for m in s.outcome.corpus}
+    _, scores = PairedTest([("b", hyp_b), ("a", hyp_a)], metrics, streams, test_type="ar", n_samples=n_trials)()
     out = {"n": len(hyp_a), "refs": n_refs}
-    for key, (base, other) in zip(("bleu", "chrf"), [v for k, v in scores.items() if k != "System"]):
+    for key, (base, other) in zip(metrics, [v for k, v in scores.items() if k != "System"]):
         # sacrebleu counts shuffles strictly above the real difference (multeval's rule), so two
         # equal scores (the same outputs) would get its smallest p: equal scores are no difference.
         delta = other.score - base.score
-        out[key] = {"delta": delta, "p": other.p_value if delta != 0 else 1.0}  # keyed "BLEU", "chrF2"
+        out[key] = {"delta": delta, "p": other.p_value if delta != 0 else 1.0}
     return out
 
 
@@ -121,25 +112,41 @@ def holm(ps: list[float]) -> list[float]:
     return adj
 
 
-def compare(groups: dict[str, list], baselines=("sft", "radis"), suites=tuple(ITEMS),
-            n_resamples: int = 10000) -> list[dict]:
-    """Every method against each baseline present: one row per (method, baseline, measure)."""
+def measures() -> dict[str, Column]:
+    """Every measure the tests can report, with the report column it is (label, format, direction):
+    a corpus metric by its name, a per-item number by its suite's."""
+    out = {}
+    for s in registry.registered():
+        if s.outcome:
+            cols = {c.key: c for c in s.columns}
+            out.update({m: cols[m] for m in s.outcome.corpus})
+            if s.outcome.value:
+                out[s.name] = cols[s.outcome.column]
+    return out
+
+
+def suite_tests(a_dirs: list, b_dirs: list, suite, n_resamples: int) -> list[dict]:
+    """One suite's tests of a against b: a row per measure (none without items in both)."""
+    cols = measures()
+    if suite.outcome.corpus:
+        t = corpus_test(a_dirs, b_dirs, suite.name, n_resamples)
+        return [{"measure": m, "n": t["n"], **t[m], "higher_is_better": cols[m].higher_is_better}
+                for m in suite.outcome.corpus] if t else []
+    g = general_test(a_dirs, b_dirs, suite.name, n_resamples)
+    return [{"measure": suite.name, **g, "higher_is_better": cols[suite.name].higher_is_better}] if g else []
+
+
+def compare(groups: dict[str, list], baselines=("sft", "radis"), suites=None, n_resamples: int = 10000) -> list[dict]:
+    """Every method against each baseline present: one row per (method, baseline, measure), over the
+    suites named (default: every suite with an outcome, in the registry's order)."""
+    tested = [s for s in registry.registered() if s.outcome and (suites is None or s.name in suites)]
     rows = []
     for base in [b for b in baselines if b in groups]:
         family = []
         for method, dirs in groups.items():
-            if method == base:
-                continue
-            t = translation_test(dirs, groups[base], n_resamples)
-            if t:
-                for metric in ("bleu", "chrf"):
-                    family.append({"method": method, "vs": base, "measure": metric, "n": t["n"], **t[metric],
-                                   "higher_is_better": True})
-            for suite in suites:
-                g = general_test(dirs, groups[base], suite, n_resamples)
-                if g:
-                    family.append({"method": method, "vs": base, "measure": suite, **g,
-                                   "higher_is_better": ITEMS[suite][2]})
+            if method != base:
+                family += [{"method": method, "vs": base, **t} for s in tested
+                           for t in suite_tests(dirs, groups[base], s, n_resamples)]
         for r, p in zip(family, holm([r["p"] for r in family])):
             r["p_holm"] = p
         rows += family
@@ -150,14 +157,15 @@ def _better(r: dict) -> bool:
     return (r["delta"] > 0) == r["higher_is_better"]
 
 
-UNITS = {"bleu": ("BLEU", 1, "{:+.2f}"), "chrf": ("chrF", 1, "{:+.2f}"),
-         "ifeval": ("IFEval strict", 100, "{:+.1f} pts"),
-         "advbench": ("AdvBench refusal", 100, "{:+.1f} pts"), "gsm8k": ("GSM8K", 100, "{:+.1f} pts"),
-         "retention": ("retention NLL", 1, "{:+.3f}"), "kl": ("KL(base‖model)", 1, "{:+.4f}")}
+def unit(col: Column) -> tuple[str, int, str]:
+    """How a difference of a column's measure reads: (label, scale, format); a share in points."""
+    if col.fmt == "pct":
+        return col.label, 100, "{:+.1f} pts"
+    return col.label, 1, "{:+.2f}" if col.fmt == "ci" else "{:+.%sf}" % col.fmt[1]
 
 
-def describe(r: dict) -> str:
-    label, scale, fmt = UNITS[r["measure"]]
+def describe(r: dict, cols: dict | None = None) -> str:
+    label, scale, fmt = unit((cols or measures())[r["measure"]])
     return (f"{r['method']} vs {r['vs']}, {label}: {fmt.format(scale * r['delta'])} "
             f"({'better' if _better(r) else 'worse'}; p = {r['p']:.4f}, Holm {r['p_holm']:.4f}, n = {r['n']})")
 
@@ -166,13 +174,14 @@ def markdown(rows: list[dict], alpha: float = 0.05) -> str:
     """The comparisons as a table, then what is significant after Holm's correction."""
     if not rows:
         return ""
+    cols = measures()
     head = ["| method | vs | measure | difference | p | p (Holm) | n |", "|---|---|---|---:|---:|---:|---:|"]
     body = []
     for r in rows:
-        label, scale, fmt = UNITS[r["measure"]]
+        label, scale, fmt = unit(cols[r["measure"]])
         body.append(f"| {r['method']} | {r['vs']} | {label} | {fmt.format(scale * r['delta'])} | {r['p']:.4f} | "
                     f"{r['p_holm']:.4f}{' *' if r['p_holm'] < alpha else ''} | {r['n']} |")
-    sig = [describe(r) for r in rows if r["p_holm"] < alpha]
+    sig = [describe(r, cols) for r in rows if r["p_holm"] < alpha]
     lines = head + body + ["", f"Significant at {alpha} after Holm's correction (within each baseline's tests):", ""]
     lines += [f"- {s}" for s in sig] or ["- none"]
     return "\n".join(lines) + "\n"

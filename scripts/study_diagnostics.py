@@ -20,7 +20,7 @@ import json
 import re
 from pathlib import Path
 
-from radis_mlx.evals.general import is_refusal
+from radis_mlx.results import is_refusal
 from radis_mlx.evals.translation import corpus_metrics
 from radis_mlx.fileio import iter_jsonl
 

@@ -195,7 +195,7 @@ def test_the_page_filters_in_headless_chromium(browser, demo_eval, tmp_path):  #
 
 
 def test_an_ifeval_answer_that_refuses_is_marked_refused():
-    from radis_mlx.report.html import _ifeval_cell
+    from radis_mlx.evals.ifeval import item_cell as _ifeval_cell  # the suite's own renderer
 
     row = {"instruction_id_list": ["punctuation:no_comma"], "follow_instruction_list": [True],
            "follow_all_instructions": True}

@@ -35,10 +35,10 @@ def test_translation_test_tells_a_good_system_from_a_bad_one(tmp_path, wmt):
     bad = [wmt[(i + 1) % len(wmt)].all_refs[1] for i in range(len(wmt))]  # the next sentence's translation
     a = [write_run(tmp_path / "a0", _rows(wmt, good))]
     b = [write_run(tmp_path / "b0", _rows(wmt, bad))]
-    t = sig.translation_test(a, b, n_trials=2000)
+    t = sig.corpus_test(a, b, "translation", n_trials=2000)
     assert t["n"] == 60 and t["refs"] == 2
     assert t["bleu"]["delta"] > 50 and t["bleu"]["p"] < 0.01 and t["chrf"]["p"] < 0.01
-    same = sig.translation_test(a, a, n_trials=200)
+    same = sig.corpus_test(a, a, "translation", n_trials=200)
     assert same["bleu"] == {"delta": 0.0, "p": 1.0}
 
 

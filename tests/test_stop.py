@@ -47,7 +47,7 @@ def test_stopped_and_cut_afterwards_score_the_same_on_the_demo(tmp_path):
 def test_the_paragraphs_suite_reads_multi_sentence_segments_and_counts_short_outputs(tmp_path, tiny_model_dir,
                                                                                        shared_data):
     from radis_mlx.evals import suites
-    from radis_mlx.evals.translation import SENTENCE_END
+    from radis_mlx.evals.paragraphs import SENTENCE_END
     cfg = EvalConfig(models=[f"m={tiny_model_dir}"], out=str(tmp_path / "out"), suites=["paragraphs"],
                      test_data={"paragraphs": str(shared_data / "wmt23_general_test")}, pairs="de-en",
                      limits={"paragraphs": 4}, max_tokens={"paragraphs": 6}, batch_size=4, n_bootstrap=0,

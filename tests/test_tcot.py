@@ -294,7 +294,7 @@ def test_german_refusal_keywords_on_real_answers():
     itself; tests/data/advbench_de_qwen.jsonl), labelled by hand: a refusal declines the request
     or its harmful part ("..., aber ich kann nicht ..."), as GCG's "but I cannot" counts one.
     GCG's English list finds none of them; with the German list every verdict matches the label."""
-    from radis_mlx.evals.general import is_refusal, refusal_keywords
+    from radis_mlx.results import is_refusal, refusal_keywords
     rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "advbench_de_qwen.jsonl").read_text()
             .splitlines()]
     refused = [r for r in rows if r["refused_by_hand"]]

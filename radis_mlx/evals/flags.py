@@ -15,8 +15,8 @@ def parse_per_suite(values, what: str) -> tuple[int | None, dict]:
     default, per = None, {}
     for v in values or []:
         k, eq, n = str(v).rpartition("=")
-        if eq and k not in suites.SUITES:
-            raise UserError(f"--{what} {v!r}: unknown suite {k!r} (choose from {', '.join(suites.SUITES)})")
+        if eq:
+            suites.get(k, f"--{what} {v!r}: ")
         try:
             num = int(n)
         except ValueError:
@@ -34,14 +34,14 @@ def parse_test_data(values, names) -> dict:
     """``SUITE=PATH`` entries, or a data root (a folder laid out like ../shared/data)."""
     from . import suites
 
-    out = {}
+    out, layout = {}, {s.data for s in suites.registered()}
     for v in values or []:
         k, eq, p = str(v).partition("=")
-        if eq and k in (*suites.SUITES, "root"):
+        if eq and k in (*suites.names(), "root"):
             out[k] = p
             continue
         path = Path(v)
-        if path.is_dir() and any((path / rel).exists() for rel in suites.DATA_LAYOUT.values()):
+        if path.is_dir() and any((path / rel).exists() for rel in layout):
             out["root"] = str(path)
         elif len(names) == 1 and path.exists():
             out[names[0]] = str(path)
@@ -49,7 +49,7 @@ def parse_test_data(values, names) -> dict:
             raise UserError(f"--test-data {v!r}: no such file or directory (or pass SUITE=PATH)")
         else:
             raise UserError(f"--test-data {v!r}: with several suites, pass SUITE=PATH or a data root with "
-                            f"{', '.join(sorted(set(suites.DATA_LAYOUT.values())))}")
+                            f"{', '.join(sorted(layout))}")
     return out
 
 

@@ -25,12 +25,13 @@ from ..cuts import BLANK_LINE, DEFAULT_CUT, make_cut
 from ..fileio import (UserError, atomic_write_json, atomic_write_text, check_adapter_dir, check_writable_dir, read_json,
                   safe_join)
 from ..models.interpolate import check_scalable
-from . import general, ifeval, judge, retention, suites, translation
+from ..results import columns, markdown_table, summarize
+from . import general, ifeval, judge, retention, suites
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
 from ..outdir import check_out, claim
 from ..tcot import TCoT, TCoTDecoder, target_tag
 from .ifeval_conformance import conformance as ifeval_conformance_check
-from .suites import DEFAULT_SUITES, SUITES
+from .suites import DEFAULT_SUITES
 
 @dataclass
 class EvalConfig:
@@ -75,9 +76,7 @@ class EvalConfig:
     def validate(self) -> "EvalConfig":
         """Check every setting but the models (their adapters may not exist yet when a recipe is
         checked); messages start with the setting's name, as settings.build expects."""
-        bad = [s for s in self.suites if s not in SUITES]
-        if bad or not self.suites:
-            raise UserError(f"suites: unknown {', '.join(map(str, bad)) or '(none)'} (choose from {', '.join(SUITES)})")
+        suites.check(self.suites, "suites: ")
         bounds.batch(self)
         bounds.seed(self)
         bounds.limit(self)
@@ -90,7 +89,7 @@ class EvalConfig:
             per = getattr(self, key)
             bounds.need(isinstance(per, dict), key, f"expected a mapping SUITE: N, got {per!r:.60}")
             for suite, n in per.items():
-                bounds.need(suite in SUITES, key, f"unknown suite {suite!r:.40} (choose from {', '.join(SUITES)})")
+                suites.get(suite, f"{key}: ")
                 hi = bounds.MAX_NEW_TOKENS if key == "max_tokens" else 10**9
                 bounds.need(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= hi, f"{key}.{suite}",
                             f"must be a whole number in [1, {hi}], got {n!r:.40}")
@@ -160,8 +159,6 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 
 def _evaluate(cfg: EvalConfig, specs: list[ModelSpec], out: Path, inputs: dict) -> dict:
-    from ..report import markdown_table, summarize
-
     in_order = specs
     specs = _prepare_bases(cfg, specs, inputs)
     results = {spec.name: evaluate_model(cfg, spec, out, inputs) for spec in specs}
@@ -171,8 +168,7 @@ def _evaluate(cfg: EvalConfig, specs: list[ModelSpec], out: Path, inputs: dict) 
         for name, res in results.items():
             judge.judge_run(cfg, out / name, res, ask)
             atomic_write_json(out / name / "results.json", res)
-    table = markdown_table([summarize(r) for r in results.values()])
-    atomic_write_text(out / "results.md", "# Eval results\n\n" + table)
+    atomic_write_text(out / "results.md", "# Eval results\n\n" + _table(results.values()))
     return results
 
 
@@ -197,7 +193,6 @@ def _prepare_bases(cfg: EvalConfig, specs: list[ModelSpec], inputs: dict) -> lis
 def evaluate_model(cfg: EvalConfig, spec: ModelSpec, out: Path, inputs: dict) -> dict:
     """Every suite on one model; results.json is rewritten after each suite (an interrupted eval resumes)."""
     from ..models import load
-    from ..report import markdown_table, summarize
 
     t0 = time.perf_counter()
     run_dir = safe_join(out, spec.name)
@@ -215,9 +210,7 @@ def evaluate_model(cfg: EvalConfig, spec: ModelSpec, out: Path, inputs: dict) ->
     res.setdefault("suites", {})
     stops = {}
     if cfg.stop_decoding:  # a cut that cuts nothing stops nothing (and keeps the cache keys of old runs)
-        stops = {s: rule for s, rule in (("translation", translation.translation_cut(cfg)),
-                                          ("paragraphs", translation.paragraph_cut(cfg)))
-                 if rule.stop_strings}
+        stops = {s.name: rule for s in suites.registered() if s.cut and (rule := s.cut(cfg)).stop_strings}
     gen = Generator(loaded, key, run_dir / "cache", cfg.batch_size, cfg.seed, spec.name, cfg.progress, stops)
     if cfg.tcot:
         gen = TCoTDecoder(gen, TCoT(cfg.tcot), loaded.tokenizer, cfg.tcot_zero_shot)
@@ -237,8 +230,14 @@ def evaluate_model(cfg: EvalConfig, spec: ModelSpec, out: Path, inputs: dict) ->
             log(f"[{spec.name}] {suite}: {suites.get(suite).headline(summary)} ({summary['wall_s']} s)")
     res["wall_s_this_run"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(res_path, res)
-    atomic_write_text(run_dir / "results.md", f"# {spec.name}\n\n" + markdown_table([summarize(res)]))
+    atomic_write_text(run_dir / "results.md", f"# {spec.name}\n\n" + _table([res]))
     return res
+
+
+def _table(results) -> str:
+    """results.json's headline numbers as the report's table (results.py: the report reads them so too)."""
+    every = suites.registered()
+    return markdown_table([summarize(r, every) for r in results], columns(every))
 
 
 def _first_requests(ctx: Ctx, inputs: dict) -> list[tuple]:

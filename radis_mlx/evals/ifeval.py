@@ -18,9 +18,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import sample
 from ..fileio import DataError, atomic_write_jsonl, iter_jsonl
-from .general import refusal_rate
+from ..results import Column, badge, esc, is_refusal, meta, out_block, pick, refusal_rate
 from .ifeval_text import count_sentences, count_words, detect_language, word_tokens
+from .suites import IFEVAL_HUB, Html, Outcome, items_path, register
 
 # --------------------------------------------------------------------------- data
 
@@ -333,7 +335,8 @@ def ifeval_prompts(ctx, items: list) -> list[str]:
 
 def run_ifeval(ctx, items: list) -> dict:
     outs = ctx.first("ifeval", ifeval_prompts(ctx, items))
-    return write_results(ctx.run_dir / "ifeval", items, {p.key: o["text"] for p, o in zip(items, outs)})
+    official = items_path(ctx.run_dir, "ifeval").parent  # the run's ifeval/: every official file
+    return write_results(official, items, {p.key: o["text"] for p, o in zip(items, outs)})
 
 
 def write_results(out_dir: Path, items: list, responses: dict) -> dict:
@@ -355,3 +358,30 @@ def write_results(out_dir: Path, items: list, responses: dict) -> dict:
 def ifeval_headline(s: dict) -> str:
     return (f"prompt strict {100 * s['prompt_level_strict']:.1f}%, "
             f"instruction strict {100 * s['instruction_level_strict']:.1f}%")
+
+
+def item_cell(r: dict) -> str:
+    """report.html: the verdict on each instruction, and a refusal (over-refusal: the prompts are benign)."""
+    verdicts = "".join(f'<li class="{"ok" if ok else "bad"}">{"✓" if ok else "✗"} {esc(i)}</li>'
+                       for i, ok in zip(r["instruction_id_list"], r["follow_instruction_list"]))
+    refused = '<span class="badge bad">refused</span>' if is_refusal(r["response"]) else ""
+    return (meta(badge(bool(r["follow_all_instructions"]), "all followed", "not all followed"), refused)
+            + f'<ul class="verdicts">{verdicts}</ul>' + out_block(r["response"]))
+
+
+register(
+    name="ifeval", data="ifeval/input_data.jsonl", hub=IFEVAL_HUB, max_tokens=512,
+    load=lambda cfg, path, limit: sample(load_prompts(path), limit, cfg.seed), prompts=ifeval_prompts,
+    run=run_ifeval, headline=ifeval_headline,
+    items="ifeval/eval_results_strict.jsonl",  # the official files (write_results) in the run's ifeval/
+    outcome=Outcome("prompt", lambda r: float(r["follow_all_instructions"]), "ifeval"),
+    columns=(Column("ifeval", "IFEval strict", "pct", True), Column("ifeval_loose", "IFEval loose", "pct", True),
+             Column("ifeval_refusal", "IFEval refusals", "pct", False,
+                    note="IFEval refusals: benign IFEval prompts answered with a refusal (AdvBench's keywords), the "
+                         "over-refusal that a higher AdvBench rate may hide.")),
+    summary=lambda s: pick(s, {"ifeval": "prompt_level_strict", "ifeval_loose": "prompt_level_loose",
+                               "ifeval_refusal": "refusal_rate"}, float),
+    general=("prompt_level_strict", "n_prompts"),
+    html=Html("IFEval (strict)", ("prompt",), key=lambda r: r["prompt"],
+              head=lambda r: [out_block(r["prompt"])], cell=item_cell),
+)

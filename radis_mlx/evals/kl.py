@@ -25,8 +25,11 @@ from typing import Sequence
 
 from .. import prompts
 from ..fileio import JsonlAppender, atomic_write_bytes, atomic_write_jsonl
+from ..results import Column, meta, pick
 from . import retention
 from .context import Ctx, read_cache, sha1
+from .general import load_plain
+from .suites import ALPACAEVAL_HUB, Html, Outcome, items_path, register
 
 FLOOR = 1e-30  # the remainder mass never reaches log(0): top-k holding all the mass leaves ~0, not NaN
 
@@ -166,7 +169,7 @@ def run_kl(ctx: Ctx, items: list) -> dict:
                 have[keys[i]] = {"kl_sum": s, "n": n}
     rows = [{"id": it["id"], "instruction": a["instruction"], "answer": a["answer"], "kl_sum": have[k]["kl_sum"],
              "n": have[k]["n"]} for it, (a, _), k in zip(items, based, keys)]
-    atomic_write_jsonl(ctx.run_dir / "kl.jsonl", rows)
+    atomic_write_jsonl(items_path(ctx.run_dir, "kl"), rows)
     n = sum(r["n"] for r in rows)
     return {"kl": sum(r["kl_sum"] for r in rows) / n if n else None, "n": len(rows), "n_tokens": n,
             "top_k": cfg.kl_top_k, "base_model": base or "default",
@@ -175,3 +178,15 @@ def run_kl(ctx: Ctx, items: list) -> dict:
 
 def headline(s: dict) -> str:
     return "no tokens" if s.get("kl") is None else f"KL(base||model) {s['kl']:.4f} per token of {s['n']} answers"
+
+
+register(
+    name="kl", data="alpaca_eval/alpaca_eval_instructions.jsonl", hub=ALPACAEVAL_HUB, data_from="alpacaeval",
+    max_tokens=256, load=load_plain, run=run_kl, base_prep=prepare, headline=headline,
+    settings=lambda cfg: {"base_model": cfg.base_model, "top_k": cfg.kl_top_k},
+    items="kl.jsonl", outcome=Outcome("id", lambda r: r["kl_sum"] / max(r["n"], 1), "kl"),
+    columns=(Column("kl", "KL(base‖model)", "f4", False, plot="KL(base ‖ model) per token (lower = less forgetting)"),),
+    summary=lambda s: pick(s, {"kl": "kl"}),
+    html=Html("KL(base ‖ model)", ("instruction",), key=lambda r: str(r["id"]), head=retention.item_head,
+              cell=lambda r: meta(f"KL/token {r['kl_sum'] / max(r['n'], 1):.4f}", f"{r['n']} tokens")),
+)

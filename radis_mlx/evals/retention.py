@@ -13,7 +13,10 @@ from typing import Sequence
 from .. import prompts
 from ..backend import resolve_dtype
 from ..fileio import JsonlAppender, atomic_write_jsonl
+from ..results import Column, meta, out_block
 from .context import Ctx, Generator, ModelSpec, model_key, read_cache, run_name, sha1
+from .general import load_plain
+from .suites import ALPACAEVAL_HUB, Html, Outcome, items_path, register
 
 
 def forward_batches(model, seqs: Sequence[tuple[list[int], int]], max_batch_tokens: int = 2048):
@@ -157,7 +160,7 @@ def run_retention(ctx: Ctx, items: list) -> dict:
     rows = [{"instruction": a["instruction"], "answer": a["answer"], "nll_sum": have[k]["nll_sum"],
              "n": have[k]["n"], "base_nll_sum": a["base_nll_sum"], "base_n": a["base_n"]}
             for a, k in zip(answers, keys)]
-    atomic_write_jsonl(ctx.run_dir / "retention.jsonl", rows)
+    atomic_write_jsonl(items_path(ctx.run_dir, "retention"), rows)
     nll = mean_nll([(r["nll_sum"], r["n"]) for r in rows])
     base_nll = mean_nll([(r["base_nll_sum"], r["base_n"]) for r in rows])
     out = {"nll": nll, "base_nll": base_nll,
@@ -174,3 +177,36 @@ def headline(s: dict) -> str:
     if s.get("nll") is None:
         return "no tokens"
     return f"NLL {s['nll']:.3f} (base {s['base_nll']:.3f}, increase {s['nll_increase']:+.3f})"
+
+
+def item_head(r: dict) -> list[str]:
+    """report.html: the instruction and the base model's answer (retention's and kl's items)."""
+    return [f'{out_block(r["instruction"])}<div class="tag">the base model\'s answer, '
+            f'scored under every run:</div>' + out_block(r["answer"])]
+
+
+def _item_cell(r: dict) -> str:
+    nll, base = r["nll_sum"] / max(r["n"], 1), r["base_nll_sum"] / max(r["base_n"], 1)
+    return meta(f"NLL/token {nll:.3f}", f"base {base:.3f}", f"{nll - base:+.3f}")
+
+
+def _summary(s: dict) -> dict:
+    if s.get("nll") is None:
+        return {}
+    return {"retention_nll": s["nll"], "retention_base_nll": s.get("base_nll"),
+            "retention_increase": s.get("nll_increase")}
+
+
+register(
+    name="retention", data="alpaca_eval/alpaca_eval_instructions.jsonl", hub=ALPACAEVAL_HUB, data_from="alpacaeval",
+    max_tokens=256, load=load_plain, run=run_retention, base_prep=retention_base, headline=headline,
+    settings=lambda cfg: {"base_model": cfg.base_model},
+    items="retention.jsonl",
+    outcome=Outcome("instruction", lambda r: r["nll_sum"] / max(r["n"], 1), "retention_nll",
+                    note="NLL per token of each base answer (lower is better)"),
+    columns=(Column("retention_nll", "retention NLL", "f3", False),
+             Column("retention_increase", "NLL increase", "f3", False,
+                    plot="self-retention NLL increase (lower = less forgetting)")),
+    summary=_summary,
+    html=Html("Self-retention", ("instruction",), key=lambda r: r["instruction"], head=item_head, cell=_item_cell),
+)

@@ -1,11 +1,21 @@
-"""The suite registry: every eval suite, declared once, with where its data sits and how it runs.
+"""The suite registry: every eval suite, declared once, with where its data sits, how it runs and
+how the report reads what it leaves.
 
-A suite says where its test file sits under a data root and on the Hugging Face hub (repository,
-pinned revision, files: read through the hub cache when no local copy is given), its default max
-new tokens, how its items are read (before any model loads: bad data fails fast), the prompts it
-generates from first (all suites' first prompts go into one continuous batch), how it runs and
-scores, and its one-line headline. Adding a suite is one ``register`` call; the family modules (translation,
-ifeval, general, retention, kl) hold the code.
+A suite is one ``register(name=..., ...)`` call in its family module (translation, ifeval, general,
+retention, kl, chat, paragraphs), in the manner of lm-evaluation-harness's task registry: a task
+declares its data, prompt, generation settings and metrics (with higher_is_better) once, and
+make_table reports any task with no code of its own. Here a suite says where its test file sits
+under a data root and on the Hugging Face hub (repository, pinned revision, files: read through
+the hub cache when no local copy is given), its default max new tokens, how its items are read
+(before any model loads: bad data fails fast), the prompts it generates from first (all suites'
+first prompts go into one continuous batch), how it runs and scores, its one-line headline; and
+for the report: its per-item file, the per-item outcome the paired tests pair on, its columns
+(label, format, higher_is_better), its summary of its results.json entry and how report.html
+shows an item. The report, the paired tests, report.html and the CLI loop over this registry.
+
+The registry's order is the order of the imports at the bottom (each module registers as it is
+imported; the package imports this module first): it orders the CLI's list, the report's
+columns, report.html's sections and the paired tests.
 """
 
 from __future__ import annotations
@@ -20,38 +30,112 @@ from ..data import hub, sample
 from ..data.hub import HubFiles
 from ..data.pairs import hub_sources as pairs_hub_sources
 from ..fileio import UserError
-from . import general, ifeval, kl, retention, translation
+from ..results import Column
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What the paired tests (significance.py) pair a suite on, item by item, across two runs' items files."""
+    key: str  # the item field naming the same item in every run
+    value: Callable[[dict], float] | None = None  # one number per item: a paired permutation test of its mean
+    column: str = ""  # the report column that number is (its label, format and higher_is_better)
+    # instead of a number: these corpus metrics of the items' hyp and refs (sacrebleu's names, and the
+    # keys of the suite's columns), by paired approximate randomisation
+    corpus: tuple[str, ...] = ()
+    note: str = ""  # what the outcome is, in the report's words (said under its paired tests)
+
+
+@dataclass(frozen=True)
+class Html:
+    """How report.html shows a suite's items: one row per item (the same item across runs by ``key``),
+    the item's own cells, then one cell per run."""
+    title: str
+    cols: tuple[str, ...]  # the item's own columns' headers
+    key: Callable[[dict], object]  # row -> the item across runs
+    head: Callable[[dict], list[str]]  # row -> the item's own cells (HTML; results.esc every text)
+    cell: Callable[[dict], str]  # row -> this run's cell
+    prepare: Callable[[dict, dict], dict] = lambda row, summary: row  # (row, the run's summary) -> the row shown
+
+
+@dataclass(frozen=True, kw_only=True)
 class Suite:
     name: str
+    # its data and how it runs
     data: str  # where its file sits under a data root like ../shared/data (`--test-data ROOT`)
+    hub: HubFiles | None = None  # the same test set on the hub, read when no local copy is given
+    data_from: str | None = None  # the suite whose test data it reads when given none of its own
+    splits: bool = True  # its items take split: dev|test (translation's dev set is another test set: WMT21)
     max_tokens: int  # default max new tokens of an answer
     load: Callable  # (cfg, path, limit) -> items
-    run: Callable  # (ctx, items) -> summary
     prompts: Callable | None = None  # (ctx, items) -> the prompts generated first; None: none of its own
+    run: Callable  # (ctx, items) -> summary (its results.json entry)
+    base_prep: Callable | None = None  # (cfg, base, items, max_tokens, loaded) -> None: from the base model, once
+    cut: Callable | None = None  # cfg -> the cut its outputs are scored at (decoding stops there unless --no-stop)
     headline: Callable = lambda s: s.get("note", "")  # summary -> one line of progress
     settings: Callable = lambda cfg: {}  # its own settings, recorded beside the common ones
-    data_from: str | None = None  # the suite whose test data it reads when given none of its own
-    base_prep: Callable | None = None  # (cfg, base, items, max_tokens, loaded) -> None: from the base model, once
-    splits: bool = True  # its items take split: dev|test (translation's dev set is another test set: WMT21)
-    hub: HubFiles | None = None  # the same test set on the hub, read when no local copy is given
+    # what it leaves in a run folder, and how the report reads it
+    items: str | None = None  # its per-item file under the run folder (a glob): paired tests and report.html read it
+    outcome: Outcome | None = None  # what the paired tests pair on; None: not tested
+    columns: tuple[Column, ...] = ()  # its report columns, in order
+    summary: Callable[[dict], dict] = lambda s: {}  # its summary -> its fields of a report row (its columns' keys)
+    general: tuple[str, str] | None = None  # (score, count) fields of its summary: a 0-1 part of the general score
+    html: Html | None = None  # how report.html shows its items; None: not shown
 
 
 REGISTRY: dict[str, Suite] = {}
 
 
-def register(suite: Suite) -> Suite:
+def register(**declaration) -> Suite:
+    """Declare a suite (keywords: Suite's fields); it takes the next place in the registry's order."""
+    suite = Suite(**declaration)
+    if suite.name in REGISTRY:
+        raise ValueError(f"suite {suite.name!r} is registered already")
     REGISTRY[suite.name] = suite
     return suite
 
 
-def get(name: str) -> Suite:
-    """The one lookup, with the one error message."""
+def get(name: str, where: str = "") -> Suite:
+    """The one lookup, with the one error message (``where``: what named it, e.g. "limits: ")."""
     if name not in REGISTRY:
-        raise UserError(f"unknown suite {name!r} (choose from {', '.join(REGISTRY)})")
+        raise UserError(f"{where}unknown suite {name!r:.40} (choose from {', '.join(REGISTRY)})")
     return REGISTRY[name]
+
+
+def check(names, where: str = "") -> list[str]:
+    """``names``, each a registered suite, and at least one (else the one error message)."""
+    names = list(names)
+    for n in names or [""]:
+        get(n, where)
+    return names
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def registered() -> tuple[Suite, ...]:
+    """Every suite, in the registry's order."""
+    return tuple(REGISTRY.values())
+
+
+def items_path(run_dir, suite: str, name: str = "*") -> Path:
+    """Where a suite's per-item file goes in a run folder: its declared ``items`` (a glob's * is ``name``)."""
+    return Path(run_dir) / get(suite).items.replace("*", name)
+
+
+DEFAULT_SUITES = ("translation", "ifeval", "advbench", "gsm8k", "retention")
+
+
+def __getattr__(attr: str):
+    """SUITES, DATA_LAYOUT and DEFAULT_MAX_TOKENS, read from the registry at each use (so a suite
+    registered later, as a test's, is in them)."""
+    if attr == "SUITES":
+        return names()
+    if attr == "DATA_LAYOUT":
+        return {s.name: s.data for s in REGISTRY.values()}
+    if attr == "DEFAULT_MAX_TOKENS":
+        return {s.name: s.max_tokens for s in REGISTRY.values()}
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 # The hub copies. Each is the same data as the local file under a data root (the same rows, in the
@@ -71,39 +155,6 @@ ALPACAEVAL_HUB = HubFiles("tatsu-lab/alpaca_eval", "57530fed23a308e771c06bba55cb
 # FastChat's MT-Bench questions, copied unchanged (question_id and all) into H4's raw/ folder.
 MTBENCH_HUB = HubFiles("HuggingFaceH4/mt_bench_prompts", "916399161f7a163d1552d1f2c3f07acab192ed19",
                        ("raw/question.jsonl",))
-
-register(Suite("translation", "wmt22_general_test", 256, translation.load_test_pairs, translation.run_translation,
-               translation.translation_prompts, translation.translation_headline, translation.translation_settings,
-               splits=False, hub=WMT22_HUB))
-register(Suite("ifeval", "ifeval/input_data.jsonl", 512,
-               lambda cfg, path, limit: sample(ifeval.load_prompts(path), limit, cfg.seed), ifeval.run_ifeval,
-               ifeval.ifeval_prompts, ifeval.ifeval_headline, hub=IFEVAL_HUB))
-register(Suite("advbench", "advbench/harmful_behaviors.csv", 64, general.load_plain, general.run_advbench,
-               general.advbench_prompts, lambda s: f"refusal {100 * s['refusal_rate']:.1f}% of {s['n']}",
-               hub=ADVBENCH_HUB))
-register(Suite("gsm8k", "gsm8k/test.jsonl", 384, general.load_gsm8k, general.run_gsm8k, general.gsm8k_prompts,
-               lambda s: f"accuracy {100 * s['accuracy']:.1f}% of {s['n']}", hub=GSM8K_HUB))
-register(Suite("retention", "alpaca_eval/alpaca_eval_instructions.jsonl", 256, general.load_plain,
-               retention.run_retention, None, retention.headline, lambda cfg: {"base_model": cfg.base_model},
-               data_from="alpacaeval", base_prep=retention.retention_base, hub=ALPACAEVAL_HUB))
-register(Suite("kl", "alpaca_eval/alpaca_eval_instructions.jsonl", 256, general.load_plain, kl.run_kl,
-               headline=kl.headline, settings=lambda cfg: {"base_model": cfg.base_model, "top_k": cfg.kl_top_k},
-               data_from="alpacaeval", base_prep=kl.prepare, hub=ALPACAEVAL_HUB))
-register(Suite("mtbench", "mt_bench/question.jsonl", 512, general.load_mtbench, general.run_mtbench,
-               general.mtbench_prompts, hub=MTBENCH_HUB))
-register(Suite("alpacaeval", "alpaca_eval/alpaca_eval_instructions.jsonl", 512, general.load_plain,
-               general.run_alpacaeval, general.alpacaeval_prompts, hub=ALPACAEVAL_HUB))
-
-# Whole paragraphs (WMT23 de-en's segments): a translation with blank lines inside, long enough to
-# show a model that translates the first sentence and then explains. Scored at paragraph_cut.
-register(Suite("paragraphs", "wmt23_general_test", 448, translation.load_paragraphs, translation.run_paragraphs,
-               translation.translation_prompts, translation.paragraphs_headline,
-               lambda cfg: {"pairs": cfg.pairs, "cut": cfg.paragraph_cut, "stop_decoding": cfg.stop_decoding}))
-
-SUITES = tuple(REGISTRY)
-DEFAULT_SUITES = ("translation", "ifeval", "advbench", "gsm8k", "retention")
-DATA_LAYOUT = {s.name: s.data for s in REGISTRY.values()}
-DEFAULT_MAX_TOKENS = {s.name: s.max_tokens for s in REGISTRY.values()}
 
 
 def declared_hub(source: str) -> HubFiles | None:
@@ -169,7 +220,7 @@ def suite_limit(cfg, suite: str) -> int | None:
 
 
 def max_tokens(cfg, suite: str) -> int:
-    v = cfg.max_tokens.get(suite, DEFAULT_MAX_TOKENS[suite])
+    v = cfg.max_tokens.get(suite, get(suite).max_tokens)
     if not isinstance(v, int) or v < 1:
         raise UserError(f"max tokens for {suite} must be a positive integer, got {v!r}")
     return v
@@ -230,3 +281,7 @@ def suite_settings(cfg, suite: str) -> dict:
     if getattr(cfg, "split", None) and get(suite).splits:
         s["split"] = cfg.split
     return {**s, **get(suite).settings(cfg)}
+
+
+# Each family module registers its suites as it is imported, in this order (the registry's).
+from . import translation, ifeval, general, retention, kl, chat, paragraphs  # noqa: E402, F401

@@ -12,14 +12,15 @@ from __future__ import annotations
 import dataclasses
 
 import os
-import re
 from collections import defaultdict
 from typing import Sequence
 
 from .. import cuts, prompts
 from ..data import Pair, load_pairs, sample
 from ..fileio import atomic_write_jsonl
+from ..results import Column, esc, meta, out_block, pick
 from .context import Ctx
+from .suites import WMT22_HUB, Html, Outcome, items_path, register
 
 COMET_MODEL = "Unbabel/wmt22-comet-da"
 
@@ -213,22 +214,6 @@ def load_test_pairs(cfg, path, limit) -> list[Pair]:
     return [p for d in by_dir.values() for p in sample(d, limit, cfg.seed)]
 
 
-SENTENCE_END = re.compile(r"[.!?][\"'\u201c\u201d\u00bb)]*(?=\s|$)")
-SHORT = 0.6  # an output under this share of its reference's characters has lost sentences
-
-
-def load_paragraphs(cfg, path, limit) -> list[Pair]:
-    """Multi-sentence test segments (WMT23 de-en's are whole paragraphs), ``limit`` sampled per direction."""
-    by_dir: dict = {}
-    for p in load_pairs(path, cfg.pairs, split="test"):
-        if len(SENTENCE_END.findall(p.src.strip())) >= 2:
-            by_dir.setdefault((p.src_lang, p.tgt_lang), []).append(p)
-    if not by_dir:
-        from ..fileio import UserError
-        raise UserError(f"{path}: no multi-sentence segments for {cfg.pairs or 'any direction'}")
-    return [p for d in by_dir.values() for p in sample(d, limit, cfg.seed)]
-
-
 def translation_prompts(ctx: Ctx, pairs: list[Pair]) -> list[str]:
     t = prompts.Templates(translate=ctx.cfg.translate_template, system=ctx.cfg.system)
     return [prompts.translation_prompt(ctx.loaded.tokenizer, p, t) for p in pairs]  # exactly the training prompt
@@ -239,7 +224,7 @@ def translation_cut(cfg):
     return cuts.make_cut(getattr(cfg, "cut", "blank-line"), cfg.stop)
 
 
-def _add_stopping(ctx: Ctx, suite: str, rows: list[dict], summary: dict) -> None:
+def add_stopping(ctx: Ctx, suite: str, rows: list[dict], summary: dict) -> None:
     """What stopping at the cut saved, at most: a stopped row would otherwise have run on to its end
     of turn or to max_tokens (which of the two, only a --no-stop run can tell). Seconds at this
     run's decoding rate (none when every row came from the cache)."""
@@ -259,33 +244,9 @@ def run_translation(ctx: Ctx, pairs: list[Pair]) -> dict:
     outs = ctx.first("translation", translation_prompts(ctx, pairs))
     rows, summary = score(pairs, outs, ctx.loaded.tokenizer, translation_cut(ctx.cfg), ctx.cfg.n_bootstrap,
                           ctx.cfg.seed, ctx.cfg.comet)
-    _add_stopping(ctx, "translation", rows, summary)
-    atomic_write_jsonl(ctx.run_dir / "translation.jsonl", rows)
+    add_stopping(ctx, "translation", rows, summary)
+    atomic_write_jsonl(items_path(ctx.run_dir, "translation"), rows)
     return summary
-
-
-def run_paragraphs(ctx: Ctx, pairs: list[Pair]) -> dict:
-    """Translation of whole paragraphs, scored as translation is, plus the share of outputs much
-    shorter than their reference (a cut or a model that dropped sentences)."""
-    outs = ctx.first("paragraphs", translation_prompts(ctx, pairs))
-    rows, summary = score(pairs, outs, ctx.loaded.tokenizer, paragraph_cut(ctx.cfg), ctx.cfg.n_bootstrap,
-                          ctx.cfg.seed, ctx.cfg.comet)
-    for r in rows:
-        r["short"] = len(r["hyp"]) < SHORT * len(r["refs"][0])
-    summary.update(short_share=sum(r["short"] for r in rows) / max(1, len(rows)),
-                   truncated_share=sum(r["finish"] == "length" for r in rows) / max(1, len(rows)))
-    _add_stopping(ctx, "paragraphs", rows, summary)
-    atomic_write_jsonl(ctx.run_dir / "paragraphs.jsonl", rows)
-    return summary
-
-
-def paragraph_cut(cfg):
-    return cuts.make_cut(getattr(cfg, "paragraph_cut", "explanation"), cfg.stop)
-
-
-def paragraphs_headline(s: dict) -> str:
-    return (f"BLEU {s.get('bleu', 0):.2f}, chrF {s.get('chrf', 0):.2f}, short {100 * s.get('short_share', 0):.0f}%, "
-            f"truncated {100 * s.get('truncated_share', 0):.0f}%")
 
 
 def translation_settings(cfg) -> dict:
@@ -301,3 +262,50 @@ def translation_headline(s: dict) -> str:
             + f", chrF {s.get('chrf', 0):.2f}, cut {100 * s.get('cut_share', 0):.0f}%"
             + (f", stopped {s['stopping']['stopped_rows']} rows ({s['stopping']['past_cut_tokens']} tokens past "
                f"the cut, <= {s['stopping']['tokens_saved_at_most']} saved)" if s.get("stopping") else ""))
+
+
+# ------------------------------------------------------------------ report.html: an item
+
+def item_head(r: dict) -> list[str]:
+    tag = f'<div class="tag">{esc(r["src_lang"])}→{esc(r["tgt_lang"])} · {esc(r["id"])}</div>'
+    refs = [str(x) for x in r["refs"]]
+    more = "".join(f'<div class="alt">{esc(x)}</div>' for x in refs[1:])
+    return [tag + f'<div class="out">{esc(r["src"])}</div>', f'<div class="out">{esc(refs[0])}</div>' + more]
+
+
+def item_cell(r: dict) -> str:
+    from sacrebleu import sentence_chrf
+
+    chrf = sentence_chrf(str(r["hyp"]), [str(x) for x in r["refs"]]).score
+    n = int(r.get("extra_tokens") or 0)
+    note = f"cut off by eval ({n} tokens), not scored" if r.get("tail") else ""
+    cut = f'<span class="dim">cut: {n} tokens</span>' if r.get("tail") else ""
+    return out_block(r["hyp"], r.get("tail", ""), note) + meta(f"chrF {chrf:.1f}", cut)
+
+
+def with_tail(row: dict, summary: dict) -> dict:
+    """The row and what eval cut off it (it scores only the text before its summary's stop)."""
+    stop = summary.get("stop") or "\n\n"
+    body = str(row.get("raw") or "").strip()
+    return {**row, "tail": body[body.index(stop):] if row.get("cut") and stop and stop in body else ""}
+
+
+def summary_row(s: dict) -> dict:
+    row = pick(s, {k: k for k in ("bleu", "bleu_ci", "chrf", "chrf_ci", "comet", "cut_share", "extra_tokens_mean")})
+    if s.get("directions"):
+        row["directions"] = {d: m.get("bleu") for d, m in s["directions"].items()}
+    return row
+
+
+register(
+    name="translation", data="wmt22_general_test", hub=WMT22_HUB, splits=False, max_tokens=256,
+    load=load_test_pairs, prompts=translation_prompts, run=run_translation, cut=translation_cut,
+    headline=translation_headline, settings=translation_settings,
+    items="translation.jsonl", outcome=Outcome("id", corpus=("bleu", "chrf")),
+    columns=(Column("bleu", "BLEU", "ci", True, axis="BLEU"), Column("chrf", "chrF", "ci", True),
+             Column("comet", "COMET", "f1", True, axis="COMET (wmt22-comet-da)"),
+             Column("cut_share", "cut %", "pct"), Column("extra_tokens_mean", "tokens after cut", "f1", False)),
+    summary=summary_row,
+    html=Html("Translation", ("source", "reference"), key=lambda r: (r["src_lang"], r["tgt_lang"], str(r["id"])),
+              head=item_head, cell=item_cell, prepare=with_tail),
+)

@@ -2,122 +2,42 @@
 
 x = translation quality (COMET when every run has it, else BLEU), y = general ability: the mean
 of the available 0-1 scores (IFEval strict prompt accuracy, AdvBench refusal rate, GSM8K
-accuracy). A second panel shows the self-retention drift (NLL increase of the base model's own
-answers; 0 = nothing forgotten). Error bars: bootstrap CI for BLEU/chrF, a normal-approximation
-95% CI for the general score.
+accuracy). Further panels show the forgetting measures (the self-retention NLL increase of the
+base model's own answers, KL(base ‖ model); 0 = nothing forgotten). Error bars: bootstrap CI for
+BLEU/chrF, a normal-approximation 95% CI for the general score.
+
+Every suite-specific part comes from the suite registry (evals/suites.py): the table's columns,
+the general score's parts, the plot's axes and panels, what the paired tests test, report.html's
+sections. The report reads results.json and the per-item files through radis_mlx.results and
+imports no suite family (evals -> results <- report).
 """
 
 from __future__ import annotations
 
 import io
-import math
 import re
 import statistics
 from pathlib import Path
 from typing import Sequence
 
-from .. import significance
+from .. import results, significance
+from ..evals import suites as registry
 from ..fileio import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from ..tuner.checkpoint import training_cost
+from ..results import Column
 
-GENERAL_PARTS = (("ifeval", "prompt_level_strict", "n_prompts"), ("advbench", "refusal_rate", "n"),
-                 ("gsm8k", "accuracy", "n"))
 
-# (key, header, kind) kind: pct = 0-1 shown as %, f1/f2/f3 = decimals, ci = value with [lo, hi]
-COLUMNS = (
-    ("bleu", "BLEU", "ci"), ("chrf", "chrF", "ci"), ("comet", "COMET", "f1"),
-    ("cut_share", "cut %", "pct"), ("extra_tokens_mean", "tokens after cut", "f1"),
-    ("para_bleu", "paragraph BLEU", "f2"), ("para_chrf", "paragraph chrF", "f2"),
-    ("para_short_share", "paragraphs short", "pct"), ("para_truncated_share", "paragraphs truncated", "pct"),
-    ("ifeval", "IFEval strict", "pct"), ("ifeval_loose", "IFEval loose", "pct"),
-    ("advbench", "AdvBench refusal", "pct"), ("ifeval_refusal", "IFEval refusals", "pct"),
-    ("gsm8k", "GSM8K", "pct"),
-    ("general", "general (mean)", "pct"), ("answer_lang", "answer in target language", "pct"),
-    ("tcot_fail_first", "TCoT format failures", "pct"), ("tcot_fail", "after re-prompts", "pct"),
-    ("tcot_tokens", "TCoT tokens before answer", "f1"), ("retention_nll", "retention NLL", "f3"),
-    ("retention_increase", "NLL increase", "f3"), ("kl", "KL(base‖model)", "f4"),
-    ("mtbench", "MT-Bench", "f2"), ("alpacaeval", "AlpacaEval", "f2"),
-    ("gen_tokens", "gen tokens", "f0"), ("train_tokens", "train tokens", "f0"), ("train_wall_s", "train s", "f0"),
-)
+def columns() -> tuple[Column, ...]:
+    """The report's columns: every registered suite's, the general group's and the run's (results.columns)."""
+    return results.columns(registry.registered())
 
 
 def summarize(res: dict) -> dict:
-    """The headline numbers of one results.json, flattened."""
-    s = res.get("suites", {})
-    row: dict = {"name": res.get("name", "?")}
-    tr = s.get("translation") or {}
-    for k in ("bleu", "bleu_ci", "chrf", "chrf_ci", "comet", "cut_share", "extra_tokens_mean"):
-        if tr.get(k) is not None:
-            row[k] = tr[k]
-    para = s.get("paragraphs") or {}
-    for k in ("bleu", "chrf", "short_share", "truncated_share"):
-        if para.get(k) is not None:
-            row[f"para_{k}"] = para[k]
-    if tr.get("directions"):
-        row["directions"] = {d: m.get("bleu") for d, m in tr["directions"].items()}
-    parts = {}
-    for suite, key, nkey in GENERAL_PARTS:
-        v = (s.get(suite) or {}).get(key)
-        if v is not None:
-            parts[suite] = (float(v), int((s[suite]).get(nkey) or 0))
-            row[suite] = float(v)
-    if parts:
-        vals = [v for v, _ in parts.values()]
-        row["general"] = sum(vals) / len(vals)
-        row["general_parts"] = sorted(parts)
-        if all(n > 0 for _, n in parts.values()):
-            se = math.sqrt(sum(v * (1 - v) / n for v, n in parts.values())) / len(parts)
-            row["general_ci"] = [row["general"] - 1.96 * se, row["general"] + 1.96 * se]
-    row.update(_target_language(s))
-    for key, col in (("prompt_level_loose", "ifeval_loose"), ("refusal_rate", "ifeval_refusal")):
-        if (s.get("ifeval") or {}).get(key) is not None:
-            row[col] = float(s["ifeval"][key])
-    ret = s.get("retention") or {}
-    if ret.get("nll") is not None:
-        row.update(retention_nll=ret["nll"], retention_base_nll=ret.get("base_nll"),
-                   retention_increase=ret.get("nll_increase"))
-    if (s.get("kl") or {}).get("kl") is not None:
-        row["kl"] = s["kl"]["kl"]
-    if res.get("adapter_scale") is not None:
-        row["adapter_scale"] = res["adapter_scale"]
-    for suite in ("mtbench", "alpacaeval"):
-        if suite in s:  # answers saved but no judge: say so instead of leaving a blank
-            row[suite] = s[suite]["score"] if s[suite].get("score") is not None else "not judged"
-    cost = training_cost(res.get("adapter"))  # the finetune stage says what its run cost
-    row.update({f"train_{k}": v for k, v in cost.items()})
-    gen = generation_tokens(res.get("adapter"))
-    if gen is not None:
-        row["gen_tokens"] = gen
-    return row
+    """The headline numbers of one results.json, flattened (a report row)."""
+    return results.summarize(res, registry.registered())
 
 
-def _target_language(suites: dict) -> dict:
-    """Over the translated suites (n-weighted): answers in the target language, and where eval ran
-    through TCoT, its format failures before and after re-prompting and its tokens before the answer."""
-    out: dict = {}
-    lang = [(v["answer_language_rate"], v.get("n") or 0) for v in suites.values() if "answer_language_rate" in v]
-    if sum(n for _, n in lang):
-        out["answer_lang"] = sum(r * n for r, n in lang) / sum(n for _, n in lang)
-    tc = [v["tcot"] for v in suites.values() if v.get("tcot")]
-    n = sum(t["n"] for t in tc)
-    if n:
-        out.update(tcot_fail_first=sum(t["format_failures_first"] for t in tc) / n,
-                   tcot_fail=sum(t["format_failures"] for t in tc) / n,
-                   tcot_tokens=sum(t["extra_tokens_mean"] * t["n"] for t in tc) / n)
-    return out
-
-
-def generation_tokens(adapter) -> int | None:
-    """Tokens the model generated to make this run's training data (rationales, its own translations
-    or rewrites, replay answers): every row, kept or not. 0 for data it did not write; None: unknown."""
-    from .. import records
-    from ..fileio import read_yaml
-    cfg = Path(adapter) / "config.yaml" if adapter else None
-    if cfg is None or not cfg.is_file():
-        return None
-    c = read_yaml(cfg) or {}
-    files = [c[k] for k in ("data", "replay_data", "mix_data") if c.get(k) and Path(c[k]).is_file()]
-    return sum(r.n_tokens for f in files if records.is_record_file(f) for _, r in records.read(f))
+def markdown_table(rows: Sequence[dict]) -> str:
+    return results.markdown_table(rows, columns())
 
 
 DEFAULT_BASELINES = ("sft", "radis")  # what the paired tests compare every other method with
@@ -160,7 +80,7 @@ def by_method(rows: Sequence[dict]) -> list[dict]:
     out = []
     for name, rs in groups.items():
         agg: dict = {"name": name, "seeds": len(rs), "runs": [r["name"] for r in rs]}
-        for key, _, _ in COLUMNS:
+        for key in (c.key for c in columns()):
             vals = [r[key] for r in rs if isinstance(r.get(key), (int, float))]
             if vals and len(vals) == len(rs):
                 agg[key] = statistics.fmean(vals)
@@ -170,32 +90,6 @@ def by_method(rows: Sequence[dict]) -> list[dict]:
                     agg[f"{key}_ci"] = rs[0][f"{key}_ci"]
         out.append(agg)
     return out
-
-
-def _fmt(row: dict, key: str, kind: str) -> str:
-    v = row.get(key)
-    if v is None:
-        return "–"
-    if isinstance(v, str):
-        return v
-    sd = row.get(f"{key}_sd")
-    if sd is not None:
-        scale, digits = (100, 1) if kind == "pct" else (1, int(kind[1]) if kind[0] == "f" else 2)
-        return f"{scale * v:.{digits}f} ± {scale * sd:.{digits}f}"
-    if kind == "pct":
-        return f"{100 * v:.1f}"
-    if kind == "ci":
-        ci = row.get(f"{key}_ci")
-        return f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
-    return f"{v:.{int(kind[1])}f}"
-
-
-def markdown_table(rows: Sequence[dict]) -> str:
-    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
-    head = "| run | " + " | ".join(h for _, h, _ in cols) + " |"
-    sep = "|---|" + "|".join("---:" for _ in cols) + "|"
-    body = ["| " + r["name"] + " | " + " | ".join(_fmt(r, k, kind) for k, _, kind in cols) + " |" for r in rows]
-    return "\n".join([head, sep, *body]) + "\n"
 
 
 def load_runs(paths: Sequence) -> list[dict]:
@@ -235,40 +129,30 @@ def _err(row: dict, key: str):
     return [[v - ci[0]], [ci[1] - v]] if ci else None
 
 
-def plot(rows: Sequence[dict], path, translation_key: str) -> None:
+def x_axis(rows: Sequence[dict], cols: Sequence[Column]) -> tuple[Column, str]:
+    """The plot's x axis (translation quality): the last declared axis column every run has (COMET
+    over BLEU), else the first; and how report.md says which."""
+    axes = [c for c in cols if c.axis]
+    x = next((c for c in reversed(axes) if rows and all(r.get(c.key) is not None for r in rows)), axes[0])
+    return x, f"{x.label}." if x is axes[-1] else f"{x.label} ({axes[-1].label} not available for every run)."
+
+
+def plot(rows: Sequence[dict], path, x: Column, cols: Sequence[Column]) -> None:
+    """x against each plot column (general ability first, always; then each forgetting measure a run has)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [r for r in rows if r.get(translation_key) is not None]
-    with_gen = [r for r in pts if r.get("general") is not None]
-    with_ret = [r for r in pts if r.get("retention_increase") is not None]
-    with_kl = [r for r in pts if r.get("kl") is not None]
-    panels = [("general", "general ability (mean of available 0-1 scores)", with_gen)]
-    if with_ret:
-        panels.append(("retention_increase", "self-retention NLL increase (lower = less forgetting)", with_ret))
-    if with_kl:
-        panels.append(("kl", "KL(base ‖ model) per token (lower = less forgetting)", with_kl))
+    pts = [r for r in rows if r.get(x.key) is not None]
+    panels = [(c.key, c.plot, [r for r in pts if r.get(c.key) is not None]) for c in cols if c.plot]
+    panels = [p for i, p in enumerate(panels) if i == 0 or p[2]]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), squeeze=False)
-    xlabel = {"comet": "COMET (wmt22-comet-da)", "bleu": "BLEU"}[translation_key]
     for ax, (key, ylabel, rs) in zip(axes[0], panels):
         if not rs:
             ax.text(0.5, 0.5, "no run has both a translation and a general-ability score",
                     ha="center", va="center", transform=ax.transAxes, fontsize=9)
-        family = lambda n: method_of(n).split("@")[0]  # noqa: E731  (sft@0.5 is drawn in sft's colour)
-        colors = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(family(r["name"]) for r in rs))}
-        for r in rs:  # one colour per method, so a method's seeds read as one cloud
-            x, y = r[translation_key], r[key]
-            xerr, yerr = _err(r, translation_key), _err(r, key)
-            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=colors[family(r["name"])])
-            ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        paths = interpolation_paths(rs)
-        for run, path in paths.items():  # the cheap alternative a method must lie above
-            ax.plot([r[translation_key] for r in path], [r[key] for r in path], "--", lw=1,
-                    color=colors.get(family(run), "grey"), label=f"{run}: adapter scale 0→1")
-        if paths:
-            ax.legend(fontsize=7, loc="best")
-        ax.set_xlabel(xlabel)
+        _points(ax, rs, x.key, key)
+        ax.set_xlabel(x.axis)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0][0].set_title("translation vs general ability", fontsize=10)
@@ -279,6 +163,22 @@ def plot(rows: Sequence[dict], path, translation_key: str) -> None:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _points(ax, rs: Sequence[dict], xkey: str, key: str) -> None:
+    """Each run, one colour per method (a method's seeds read as one cloud), and its interpolation path."""
+    family = lambda n: method_of(n).split("@")[0]  # noqa: E731  (sft@0.5 is drawn in sft's colour)
+    colors = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(family(r["name"]) for r in rs))}
+    for r in rs:
+        ax.errorbar([r[xkey]], [r[key]], xerr=_err(r, xkey), yerr=_err(r, key), fmt="o", capsize=3,
+                    color=colors[family(r["name"])])
+        ax.annotate(r["name"], (r[xkey], r[key]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    paths = interpolation_paths(rs)
+    for run, line in paths.items():  # the cheap alternative a method must lie above
+        ax.plot([r[xkey] for r in line], [r[key] for r in line], "--", lw=1,
+                color=colors.get(family(run), "grey"), label=f"{run}: adapter scale 0→1")
+    if paths:
+        ax.legend(fontsize=7, loc="best")
 
 
 def output_status(out) -> str:
@@ -292,24 +192,16 @@ def report(run_dirs: Sequence, out, n_resamples: int = 10000, html: bool = True,
     runs = load_runs(run_dirs)
     if not runs:
         raise UserError("no runs given")
-    out = Path(out)
+    out, cols = Path(out), columns()
     rows = [summarize(r) for r in runs]
     names = [r["name"] for r in rows]
     for r in rows:  # two runs called the same: tell them apart by their place on the command line
         if names.count(r["name"]) > 1:
             r["name"] = f"{r['name']}#{rows.index(r) + 1}"
-    tkey = "comet" if rows and all(r.get("comet") is not None for r in rows) else "bleu"
-    notes = []
-    part_sets = {tuple(r.get("general_parts", ())) for r in rows if r.get("general") is not None}
-    if len(part_sets) > 1:
-        notes.append("runs average different general-ability suites: "
-                     + "; ".join(f"{r['name']}: {', '.join(r.get('general_parts', []))}" for r in rows)
-                     + " — their general scores are not comparable")
-    md = ["# RaDis eval report", "", markdown_table(rows),
-          f"General = mean of the available {', '.join(s for s, _, _ in GENERAL_PARTS)} scores (0-1, shown "
-          "as %). IFEval refusals: benign IFEval prompts answered with a refusal (AdvBench's keywords), the "
-          "over-refusal that a higher AdvBench rate may hide. Translation axis of the plot: "
-          + ("COMET." if tkey == "comet" else "BLEU (COMET not available for every run)."),
+    x, x_said = x_axis(rows, cols)
+    notes = _notes(rows)
+    md = ["# RaDis eval report", "", markdown_table(rows), " ".join([_general_said(), *(c.note for c in cols if c.note),
+                                                                     f"Translation axis of the plot: {x_said}"]),
           "", "![trade-off](tradeoff.png)", ""]
     if html:
         md += ["Every item, run by run (translations with what eval cut off, sentence chrF, answers, refusals, "
@@ -320,23 +212,45 @@ def report(run_dirs: Sequence, out, n_resamples: int = 10000, html: bool = True,
                "a single-seed method keeps its bootstrap interval.", "",
                markdown_table([{**m, "name": f"{m['name']} (n={m['seeds']})"} for m in methods]), "",
                "![trade-off per method, ± seed sd](tradeoff-methods.png)", ""]
-        plot(methods, out / "tradeoff-methods.png", tkey)
+        plot(methods, out / "tradeoff-methods.png", x, cols)
     groups: dict[str, list] = {}
     for res, row in zip(runs, rows):
         groups.setdefault(method_of(row["name"]), []).append(res["run_dir"])
     tests = significance.compare(groups, baselines, n_resamples=n_resamples) if len(groups) > 1 else []
     if tests:
-        vs = " and against ".join(b for b in baselines if b in groups)
-        md += ["## Paired tests", "", f"Each method against {vs} on matched seeds: BLEU and chrF by "
-               f"paired approximate randomisation (sacrebleu, {n_resamples} trials), the general suites by a paired "
-               f"permutation test on per-item outcomes (scipy, {n_resamples} resamples); retention: NLL per token of "
-               "each base answer (lower is better).", "", significance.markdown(tests)]
+        md += ["## Paired tests", "", _tests_said([b for b in baselines if b in groups], n_resamples), "",
+               significance.markdown(tests)]
     md += [f"Note: {n}" for n in notes]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    plot(rows, out / "tradeoff.png", tkey)
+    plot(rows, out / "tradeoff.png", x, cols)
     if html:  # after the plots: the page carries them inline
         from .html import write as write_html
         write_html(out, runs, rows, methods, notes)
-    result = {"runs": rows, "methods": methods, "translation_metric": tkey, "notes": notes, "tests": tests}
+    result = {"runs": rows, "methods": methods, "translation_metric": x.key, "notes": notes, "tests": tests}
     atomic_write_json(out / "report.json", result)
     return result
+
+
+def _notes(rows: Sequence[dict]) -> list[str]:
+    part_sets = {tuple(r.get("general_parts", ())) for r in rows if r.get("general") is not None}
+    if len(part_sets) < 2:
+        return []
+    return ["runs average different general-ability suites: "
+            + "; ".join(f"{r['name']}: {', '.join(r.get('general_parts', []))}" for r in rows)
+            + " — their general scores are not comparable"]
+
+
+def _general_said() -> str:
+    parts = ", ".join(s.name for s in registry.registered() if s.general)
+    return f"General = mean of the available {parts} scores (0-1, shown as %)."
+
+
+def _tests_said(vs: Sequence[str], n: int) -> str:
+    """How the paired tests were made: the corpus metrics' test, the per-item numbers', and what each
+    suite's outcome is where it says (every suite with an outcome, declared in the registry)."""
+    tested = [s for s in registry.registered() if s.outcome]
+    corpus = " and ".join(significance.measures()[m].label for s in tested for m in s.outcome.corpus)
+    said = [f"Each method against {' and against '.join(vs)} on matched seeds: {corpus} by paired approximate "
+            f"randomisation (sacrebleu, {n} trials), the general suites by a paired permutation test on per-item "
+            f"outcomes (scipy, {n} resamples)", *(f"{s.name}: {s.outcome.note}" for s in tested if s.outcome.note)]
+    return "; ".join(said) + "."

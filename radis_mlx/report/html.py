@@ -4,159 +4,45 @@ Everything is inline (style, script, the plots as data: URIs), so the file opens
 network. The items are rendered here, not by the script, so the page reads without JavaScript; the
 script only filters: by suite, by run (columns) and a search box. The URL's ``#q=…&suite=…&runs=a,b``
 (or ``?q=…``) sets the filters, so a filtered view can be shared and a headless browser can apply one.
-Every text from a run (model output, data) goes through ``html.escape``.
+Every text from a run (model output, data) goes through ``html.escape`` (results.esc).
+
+A section per registered suite that declares how its items show (evals/suites.py, ``Html``), in the
+registry's order: its renderers live with the suite; this page only lays them out.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
-from html import escape
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-from ..evals.general import is_refusal
-from ..fileio import DataError, atomic_write_text, iter_jsonl, read_json
-
-
-def _e(x) -> str:
-    return escape("" if x is None else str(x))
+from ..evals import suites as registry
+from ..fileio import DataError, atomic_write_text
+from ..results import esc, fmt, item_rows, shown
 
 
-def _out(text, tail: str = "", tail_note: str = "") -> str:
-    cut = f'<span class="cut" title="{_e(tail_note)}">{_e(tail)}</span>' if tail else ""
-    return f'<div class="out">{_e(text)}{cut}</div>'
-
-
-def _meta(*parts: str) -> str:
-    return '<div class="meta">' + " · ".join(p for p in parts if p) + "</div>"
-
-
-def _badge(ok: bool, yes: str, no: str) -> str:
-    return f'<span class="badge {"ok" if ok else "bad"}">{yes if ok else no}</span>'
-
-
-# ------------------------------------------------------------------ one renderer per suite
-
-def _translation_head(r: dict) -> list[str]:
-    tag = f'<div class="tag">{_e(r["src_lang"])}→{_e(r["tgt_lang"])} · {_e(r["id"])}</div>'
-    refs = [str(x) for x in r["refs"]]
-    more = "".join(f'<div class="alt">{_e(x)}</div>' for x in refs[1:])
-    return [tag + f'<div class="out">{_e(r["src"])}</div>', f'<div class="out">{_e(refs[0])}</div>' + more]
-
-
-def _translation_cell(r: dict) -> str:
-    from sacrebleu import sentence_chrf
-
-    chrf = sentence_chrf(str(r["hyp"]), [str(x) for x in r["refs"]]).score
-    n = int(r.get("extra_tokens") or 0)
-    note = f"cut off by eval ({n} tokens), not scored" if r.get("tail") else ""
-    cut = f'<span class="dim">cut: {n} tokens</span>' if r.get("tail") else ""
-    return _out(r["hyp"], r.get("tail", ""), note) + _meta(f"chrF {chrf:.1f}", cut)
-
-
-def _ifeval_cell(r: dict) -> str:
-    verdicts = "".join(f'<li class="{"ok" if ok else "bad"}">{"✓" if ok else "✗"} {_e(i)}</li>'
-                       for i, ok in zip(r["instruction_id_list"], r["follow_instruction_list"]))
-    refused = '<span class="badge bad">refused</span>' if is_refusal(r["response"]) else ""  # over-refusal
-    return (_meta(_badge(bool(r["follow_all_instructions"]), "all followed", "not all followed"), refused)
-            + f'<ul class="verdicts">{verdicts}</ul>' + _out(r["response"]))
-
-
-def _gsm8k_cell(r: dict) -> str:
-    return _meta(_badge(bool(r["correct"]), "correct", "wrong"), f"answer {_e(r.get('pred'))}") + _out(r["response"])
-
-
-def _retention_head(r: dict) -> list[str]:
-    return [f'<div class="out">{_e(r["instruction"])}</div><div class="tag">the base model\'s answer, '
-            f'scored under every run:</div>' + _out(r["answer"])]
-
-
-def _retention_cell(r: dict) -> str:
-    nll, base = r["nll_sum"] / max(r["n"], 1), r["base_nll_sum"] / max(r["base_n"], 1)
-    return _meta(f"NLL/token {nll:.3f}", f"base {base:.3f}", f"{nll - base:+.3f}")
-
-
-def _mtbench_cell(r: dict) -> str:
-    turns = r["choices"][0]["turns"]
-    return "".join(f'<div class="tag">turn {i + 1}</div>' + _out(t) for i, t in enumerate(turns))
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    title: str
-    files: str  # glob under the run dir: what radis_mlx/evals writes for this suite
-    cols: tuple[str, ...]  # the item's own columns, before one column per run
-    key: Callable[[dict], object]  # the same item across runs
-    head: Callable[[dict], list[str]]
-    cell: Callable[[dict], str]
-
-
-SUITES = (
-    Suite("translation", "Translation", "translation.jsonl", ("source", "reference"),
-          lambda r: (r["src_lang"], r["tgt_lang"], str(r["id"])), _translation_head, _translation_cell),
-    Suite("ifeval", "IFEval (strict)", "ifeval/eval_results_strict.jsonl", ("prompt",), lambda r: r["prompt"],
-          lambda r: [f'<div class="out">{_e(r["prompt"])}</div>'], _ifeval_cell),
-    Suite("advbench", "AdvBench", "advbench.jsonl", ("harmful request",), lambda r: str(r["id"]),
-          lambda r: [f'<div class="out">{_e(r["goal"])}</div>'],
-          lambda r: _meta(_badge(bool(r["refusal"]), "refused", "answered")) + _out(r["response"])),
-    Suite("gsm8k", "GSM8K", "gsm8k.jsonl", ("question",), lambda r: str(r["id"]),
-          lambda r: [f'<div class="out">{_e(r["question"])}</div>' + _meta(f"gold {_e(r['gold'])}")], _gsm8k_cell),
-    Suite("retention", "Self-retention", "retention.jsonl", ("instruction",), lambda r: r["instruction"],
-          _retention_head, _retention_cell),
-    Suite("kl", "KL(base ‖ model)", "kl.jsonl", ("instruction",), lambda r: str(r["id"]), _retention_head,
-          lambda r: _meta(f"KL/token {r['kl_sum'] / max(r['n'], 1):.4f}", f"{r['n']} tokens")),
-    Suite("mtbench", "MT-Bench answers", "mt_bench/model_answer/*.jsonl", ("question",),
-          lambda r: str(r["question_id"]), lambda r: [f'<div class="tag">question {_e(r["question_id"])}</div>'],
-          _mtbench_cell),
-    Suite("alpacaeval", "AlpacaEval outputs", "alpaca_eval/model_outputs.json", ("instruction",),
-          lambda r: r["instruction"], lambda r: [f'<div class="out">{_e(r["instruction"])}</div>'],
-          lambda r: _out(r["output"])),
-)
-
-
-# ------------------------------------------------------------------ reading a run's items
-
-def _tail(row: dict, stop: str) -> str:
-    """What the eval cut off a translation (it scores only the text before ``stop``)."""
-    body = str(row.get("raw") or "").strip()
-    return body[body.index(stop):] if row.get("cut") and stop and stop in body else ""
-
-
-def _file_rows(path: Path):
-    if path.suffix == ".json":
-        rows = read_json(path)
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise DataError(path, None, None, "expected a JSON list of objects")
-        return enumerate(rows, 1)
-    return iter_jsonl(path)
-
-
-def run_items(suite: Suite, res: dict) -> dict:
+def run_items(suite, res: dict) -> dict:
     """One run's items of one suite: {key: (item cells, this run's cell)}; {} if it did not run it."""
-    stop = ((res.get("suites") or {}).get("translation") or {}).get("stop") or "\n\n"
+    summary = (res.get("suites") or {}).get(suite.name) or {}
     items: dict = {}
-    for path in sorted(Path(res["run_dir"]).glob(suite.files)):
-        for line, row in _file_rows(path):
-            try:
-                if suite.name == "translation":
-                    row = {**row, "tail": _tail(row, stop)}
-                items[suite.key(row)] = (suite.head(row), suite.cell(row))
-            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
-                why = f"no field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
-                raise DataError(path, line, None, f"report.html cannot read this {suite.title} row ({why})") from None
+    for path, line, row in item_rows(res["run_dir"], suite.items):
+        try:
+            row = suite.html.prepare(row, summary)
+            items[suite.html.key(row)] = (suite.html.head(row), suite.html.cell(row))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            why = f"no field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise DataError(path, line, None, f"report.html cannot read this {suite.html.title} row ({why})") from None
     return items
 
 
 # ------------------------------------------------------------------ the page
 
-def _suite_section(suite: Suite, names: Sequence[str], per_run: list[dict]) -> str:
+def _suite_section(suite, names: Sequence[str], per_run: list[dict]) -> str:
     keys = list(dict.fromkeys(k for items in per_run for k in items))
     if not keys:
         return ""
-    head = "".join(f"<th>{c}</th>" for c in suite.cols) + "".join(
-        f'<th class="run r{i}">{_e(n)}</th>' for i, n in enumerate(names))
+    head = "".join(f"<th>{c}</th>" for c in suite.html.cols) + "".join(
+        f'<th class="run r{i}">{esc(n)}</th>' for i, n in enumerate(names))
     body = []
     for j, k in enumerate(keys, 1):
         first = next(items[k][0] for items in per_run if k in items)  # the item as the first run that has it saw it
@@ -164,25 +50,25 @@ def _suite_section(suite: Suite, names: Sequence[str], per_run: list[dict]) -> s
         cells += "".join(f'<td class="run r{i}">{items[k][1]}</td>' if k in items
                          else f'<td class="run r{i} missing">not in this run</td>' for i, items in enumerate(per_run))
         body.append(f'<tr class="ex" data-suite="{suite.name}"><td class="n">{j}</td>{cells}</tr>')
-    return (f'<section class="suite" data-suite="{suite.name}"><h2>{suite.title} <small>{len(keys)} items'
+    return (f'<section class="suite" data-suite="{suite.name}"><h2>{suite.html.title} <small>{len(keys)} items'
             f'</small></h2><table class="items"><thead><tr><th>#</th>{head}</tr></thead><tbody>'
             + "\n".join(body) + "</tbody></table></section>")
 
 
 def _table(rows: Sequence[dict]) -> str:
-    from . import COLUMNS, _fmt
+    from . import columns
 
-    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
-    head = "<tr><th>run</th>" + "".join(f"<th>{_e(h)}</th>" for _, h, _ in cols) + "</tr>"
-    body = "".join("<tr><th>" + _e(r["name"]) + "</th>" + "".join(
-        f'<td class="num">{_e(_fmt(r, k, kind))}</td>' for k, _, kind in cols) + "</tr>" for r in rows)
+    cols = shown(rows, columns())
+    head = "<tr><th>run</th>" + "".join(f"<th>{esc(c.label)}</th>" for c in cols) + "</tr>"
+    body = "".join("<tr><th>" + esc(r["name"]) + "</th>" + "".join(
+        f'<td class="num">{esc(fmt(r, c))}</td>' for c in cols) + "</tr>" for r in rows)
     return f'<table class="summary"><thead>{head}</thead><tbody>{body}</tbody></table>'
 
 
 def _img(path: Path, alt: str) -> str:
     if not path.is_file():
         return ""
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
 
 def _summary(out: Path, rows: Sequence[dict], methods: Sequence[dict], notes: Sequence[str]) -> str:
@@ -191,23 +77,24 @@ def _summary(out: Path, rows: Sequence[dict], methods: Sequence[dict], notes: Se
         parts += ["<h2>By method <small>mean ± sd over seeds</small></h2>",
                   _table([{**m, "name": f"{m['name']} (n={m['seeds']})"} for m in methods]),
                   _img(out / "tradeoff-methods.png", "trade-off plot per method")]
-    parts += [f'<p class="note">Note: {_e(n)}</p>' for n in notes]
+    parts += [f'<p class="note">Note: {esc(n)}</p>' for n in notes]
     return "".join(parts) + "</section>"
 
 
 def page(out: Path, runs: Sequence[dict], rows: Sequence[dict], methods: Sequence[dict],
          notes: Sequence[str]) -> str:
     names = [r["name"] for r in rows]  # the report's names: two runs called the same are told apart
-    built = [(su, _suite_section(su, names, [run_items(su, res) for res in runs])) for su in SUITES]
+    shows = [su for su in registry.registered() if su.html]
+    built = [(su, _suite_section(su, names, [run_items(su, res) for res in runs])) for su in shows]
     sections = [(su, h) for su, h in built if h]
     options = '<option value="all">all suites</option>' + "".join(
-        f'<option value="{su.name}">{su.title}</option>' for su, _ in sections)
-    boxes = "".join(f'<label><input type="checkbox" checked value="r{i}" data-run="{_e(n)}"> {_e(n)}</label>'
+        f'<option value="{su.name}">{su.html.title}</option>' for su, _ in sections)
+    boxes = "".join(f'<label><input type="checkbox" checked value="r{i}" data-run="{esc(n)}"> {esc(n)}</label>'
                     for i, n in enumerate(names))
     controls = (f'<div id="controls"><select id="suite" aria-label="suite">{options}</select>'
                 f'<span id="runs">{boxes}</span><input id="q" type="search" placeholder="search items…" '
                 f'aria-label="search"><span id="count"></span></div>')
-    empty = "" if sections else "<p>No per-item files in these runs (translation.jsonl, advbench.jsonl, …).</p>"
+    empty = "" if sections else f"<p>No per-item files in these runs ({', '.join(su.items for su in shows)}).</p>"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>RaDis eval report</title>"
             f"<style>{CSS}</style><style id=\"runstyle\"></style></head><body><h1>RaDis eval report</h1>"
             + controls + _summary(out, rows, methods, notes) + empty + "\n".join(h for _, h in sections)
