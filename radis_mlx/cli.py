@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from . import methods as M, settings
+from .evals import suites as registry
 from .evals.harness import EvalConfig
 from .evals.translate_suite import TranslateSuiteConfig
 from .generate.stage import GenerateConfig
@@ -242,9 +243,8 @@ def eval_(
     name: Optional[List[str]] = typer.Option(None, "--name", help="run name for the model at the same position"),
     adapter_scale: Optional[float] = typer.Option(None, help="evaluate base + A x each LoRA adapter's delta "
                                                   "(0 = the base, 1 = as trained); runs are named NAME@A"),
-    suites: str = typer.Option("translation,ifeval,advbench,gsm8k,retention",
-                               help="comma list of translation, ifeval, advbench, gsm8k, retention, kl, mtbench, "
-                                    "alpacaeval, paragraphs"),
+    suites: str = typer.Option(",".join(_default(EvalConfig, "suites")),
+                               help=f"comma list of {', '.join(registry.names())}"),
     split: Optional[str] = typer.Option(None, help="dev | test: a fixed seeded part of each general suite's "
                                         "items, dev never overlapping test (default: all items)"),
     test_data: Optional[List[str]] = typer.Option(None, "--test-data", help="SUITE=PATH (repeatable), or a data "
@@ -283,13 +283,10 @@ def eval_(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (one folder per model)"),
 ):
     """Stage 3: translation quality and general-ability retention."""
-    from .evals import harness, suites as registry
+    from .evals import harness
     from .evals.flags import model_specs, parse_per_suite, parse_test_data, unescape
 
-    suite_list = [s.strip() for s in suites.split(",") if s.strip()]
-    bad = [s for s in suite_list if s not in registry.SUITES]
-    if bad or not suite_list:
-        raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (choose from {', '.join(registry.SUITES)})")
+    suite_list = registry.check([s.strip() for s in suites.split(",") if s.strip()], "--suites: ")
     data = parse_test_data(test_data, suite_list)
     if ifeval_conformance or responses:
         return _ifeval_only(data, suite_list, ifeval_conformance, responses, out)
@@ -301,7 +298,7 @@ def eval_(
     lim, limits = parse_per_suite(limit, "limit")
     default_mt, mts = parse_per_suite(max_tokens, "max-tokens")
     if default_mt is not None:
-        mts = {**{s: default_mt for s in registry.SUITES}, **mts}
+        mts = {**{s: default_mt for s in registry.names()}, **mts}
     specs = model_specs(model, adapter, name)
     if adapter_scale is not None and not any(s.adapter for s in specs):
         raise UserError(f"--adapter-scale {adapter_scale:g} needs an adapter (--adapter DIR) to scale")
@@ -321,7 +318,7 @@ def eval_(
 
 def _ifeval_only(data: dict, suite_list: list, conformance: bool, responses, out) -> None:
     """eval --ifeval-conformance / --responses: IFEval's checker without a model."""
-    from .evals import harness, suites as registry
+    from .evals import harness
 
     if conformance:
         src = data.get("root") or (str(Path(data["ifeval"]).parent) if "ifeval" in data else None)
