@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .data import Pair, pair_id
 from .fileio import DataError, UserError, atomic_write_text, iter_jsonl, json_line
+from .methods import MODES
 
 VERSION = 1
 _SOURCE = ("src", "ref", "src_lang", "tgt_lang", "instruction")  # the input row's fields, as read
@@ -46,7 +47,6 @@ class Record:
 
     @classmethod
     def from_row(cls, row: dict, path, line) -> "Record":
-        from .methods import MODES
         v = row.get("version", 1)  # rows before versioning are version 1
         if not isinstance(v, int) or isinstance(v, bool) or v > VERSION or v < 1:
             raise DataError(path, line, "version", f"format {v!r:.20} is not one this radis-mlx reads "

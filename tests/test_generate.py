@@ -16,7 +16,8 @@ import pytest
 
 from radis_mlx.fileio import UserError
 from radis_mlx.generate import GenerateConfig, format_summary, generate
-from radis_mlx.generate.filters import in_ratio, rationale_filter, repeat_share, trim_to_sentence
+from radis_mlx.generate.filters import in_ratio, rationale_filter, trim_to_sentence
+from radis_mlx.repetition import repeat_share
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,8 @@ from ..models.interpolate import check_scalable
 from . import general, ifeval, judge, retention, suites, translation
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
 from ..outdir import check_out, claim
-from ..tcot import TCoT, TCoTDecoder, target_tag
+from ..tcot import TCoT, target_tag
+from .tcot_decoder import TCoTDecoder
 from .ifeval_conformance import conformance as ifeval_conformance_check
 from .suites import DEFAULT_SUITES, SUITES
 

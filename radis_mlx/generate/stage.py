@@ -22,7 +22,7 @@ from ..fileio import (JsonlAppender, UserError, atomic_write_json, atomic_write_
 from ..outdir import check_out, claim_if_main
 from ..progress import Progress
 from ..records import Record
-from . import auto, workers
+from . import auto, tcot_rows, workers
 from ..runtime.decode import DecodeConfig, check_context, decode
 from .files import (check_meta, done_rows, done_rows_all, forget_if_empty, leftovers, meta_path, output_status,
                     part_file, summary_path)
@@ -129,6 +129,11 @@ def build_items(cfg: GenerateConfig, tokenizer) -> list[Item]:
     return items
 
 
+# The composite modes' runners (methods.Mode.composite), by mode name: each is given this stage's
+# ``generate`` to make the runs it is made of.
+COMPOSITE = {"tcot": tcot_rows.generate_tcot}
+
+
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     """Run the generate stage; returns the summary (also saved as ``<out>.summary.json``)."""
     cfg.validate()
@@ -140,7 +145,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict:
     with claim_if_main(out, is_file=True):  # one writer per output
         mode = methods.get_mode(cfg.mode)
         if mode.composite:  # a mode made of other stages (tcot: answers, then translations)
-            return mode.run(cfg, progress)
+            return COMPOSITE[mode.name](cfg, generate, progress)
         return _generate(cfg, out, progress)
 
 
