@@ -280,3 +280,10 @@ def test_generate_names_its_files_for_a_run(tmp_path):
     assert output_for(tmp_path, own, common).name == "rationale-explain-982e2a54.jsonl"
     with pytest.raises(UserError, match="refusing path"):
         output_for(tmp_path, {"mode": "../../x"}, {})
+
+
+def test_every_composite_mode_has_a_runner():
+    """The registry declares a composite mode by name only; the stage holds the code that runs it."""
+    from radis_mlx import methods
+    from radis_mlx.generate import stage
+    assert {n for n, m in methods.MODES.items() if m.composite} == set(stage.COMPOSITE)

@@ -21,9 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from .. import records
+from .. import models, records
 from ..fileio import atomic_write_json, atomic_write_text, json_line
-from ..models import resolve
 from ..records import Record
 from ..tcot import TCoT
 from ..translate import Translator, check_translation
@@ -92,7 +91,7 @@ def generate_tcot(cfg, generate: Callable, progress: bool = True) -> dict:
 
 def _check_tags(cfg, fmt: TCoT) -> None:
     """Refuse tags that are special tokens of the model trained on these rows, before any work."""
-    path = Path(resolve(cfg.model, cfg.dtype))
+    path = Path(models.resolve(cfg.model, cfg.dtype))
     if (path / "tokenizer_config.json").is_file():
         from mlx_lm.utils import load_tokenizer
         fmt.check_tokenizer(load_tokenizer(path))
