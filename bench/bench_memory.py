@@ -54,7 +54,7 @@ a = json.loads(sys.argv[1])
 from pathlib import Path
 from mlx_lm.utils import load_tokenizer
 from radis_mlx import prompts
-from radis_mlx.generate.stage import build_items
+from radis_mlx.generate.rows import build_items
 from radis_mlx.models import resolve
 cfg = GenerateConfig(data=a["data"], out=a["out"], mode="rationale-explain", model=a["model"], pairs="de-en",
                      limit=2 * a["batch"], batch_size=a["batch"], max_tokens=a["new_tokens"], workers=1)

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import models
 from .fileio import UserError
 
 GB = 1e9
@@ -103,10 +104,9 @@ class Dims:
 
 def _config_dir(model: str | None, dtype: str) -> Path | None:
     """A local model directory for ``model`` (offline names are converted once, as loading would), or None."""
-    from .models import offline, resolve
     local = str(model).endswith(".gguf") or Path(str(model)).expanduser().exists()
-    if offline.offline_model(model) is not None or local:
-        return Path(resolve(model, dtype))
+    if models.offline.offline_model(model) is not None or local:
+        return Path(models.resolve(model, dtype))
     return None
 
 
@@ -123,8 +123,7 @@ def _hub_cached(repo: str) -> Path | None:
 def model_dims(model: str | None, dtype: str = "auto") -> Dims | None:
     """The dimensions of ``model``: a local dir, an offline name, the HF cache, else the recipes'
     table (KNOWN); None when none of these has it (a hub id not downloaded yet)."""
-    from .models import resolve
-    resolve(model, dtype)  # a malformed id fails here, with resolve's message
+    models.resolve(model, dtype)  # a malformed id fails here, with resolve's message
     folder = _config_dir(model, dtype)
     if folder is None:
         folder = _hub_cached(str(model))

@@ -7,7 +7,12 @@ one small class per mode, as mlx-lm's ``tuner/datasets.py`` has one class per da
 A method (``Method``) says which mode(s) make its data, which files finetune accepts as its
 data, and what extra data it mixes in at what share of each epoch. ``generate``, ``finetune``,
 ``run`` and the CLI help all read these tables, so adding a method is one ``register`` call
-(plus a ``register_mode`` when it needs a new kind of generated text). A mode registered at
+(plus a ``register_mode`` when it needs a new kind of generated text).
+
+The registry only declares: it stands on the ground floor (prompts, data, targets, cuts, fileio)
+and names no stage's code. The stages read it: generate its prompts and filters (and runs a
+composite mode by its name), finetune its rules (tuner/datasets.py reads rows and files into
+targets by them). A mode registered at
 run time (in a notebook or a test) is known to this process only: generate's worker processes
 (on the CPU, 64+ rows) import this module afresh, so there pass ``workers=1``, or register it in
 a module they import.
@@ -19,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import prompts
-from .data import Pair, load_pairs
-from .tuner.datasets import EOT, PROMPT, REF, RAT, BuildStats, Target
-from .fileio import DataError, UserError, iter_jsonl
+from .cuts import make_cut
+from .data import Pair
+from .fileio import UserError, read_json
+from .targets import EOT, PROMPT, RAT, REF
 
 
 # ---------------------------------------------------------------- generate modes
@@ -32,7 +38,9 @@ class Mode:
     help = ""
     reads = "pairs"  # the input rows: "pairs" (translation) or "instructions"
     rationale = False  # the text explains the reference (kept after it), not a new answer
-    composite = False  # made by its own ``run(cfg, progress)`` from other generate runs, not one decode
+    # Made from other generate runs, not one decode: by the generate stage's runner of the mode's name
+    # (generate/stage.py COMPOSITE), which the stage looks up, so this table names no stage's code.
+    composite = False
     trims_unfinished = True  # apply --unfinished to outputs that hit max_tokens
     # A mode that picks another per model: it tries ``tries`` on the first rows and falls back to
     # ``fallback`` where that yields too little (generate/auto.py); its rows carry the mode it chose.
@@ -113,10 +121,6 @@ class TCoTRows(Mode):
     name, reads, composite = "tcot", "instructions", True
     own_settings = ("tcot_lang", "translator")
     help = "TransLLM's TCoT rows (target-language query -> <EN> .. <RESPONSE> .. <DE> ..) and recovery-KD rows"
-
-    def run(self, cfg, progress: bool):
-        from .generate.tcot_rows import generate_tcot
-        return generate_tcot(cfg, progress)
 
 
 MODES: dict[str, Mode] = {}
@@ -279,7 +283,6 @@ DEFAULT_MODE = get(DEFAULT_METHOD).generate[0]
 def trained_method(adapter) -> str | None:
     """The method an adapter was trained with, from its own run files (adapter_config.json, which
     finetune writes with the run's settings); None for adapters from elsewhere."""
-    from .fileio import read_json
     f = Path(adapter) / "adapter_config.json"
     try:
         method = (read_json(f).get("radis") or {}).get("method") if f.is_file() else None
@@ -291,75 +294,8 @@ def trained_method(adapter) -> str | None:
 def runtime_stops(tokenizer, method: str | None) -> list[str]:
     """What a runtime (Ollama, llama.cpp, LM Studio, transformers) must stop at to answer as eval
     scores: the end of turn, and for a method whose answers carry a rationale, eval's default cut."""
-    from .cuts import make_cut
     stops = [prompts.end_of_turn(tokenizer)]
     if method and get(method).explains:
         stops += [s for s in make_cut().stop_strings if s not in stops]
     return stops
 
-
-# ---------------------------------------------------------------- rows and files -> targets
-
-def row_target(rec, tokenizer, templates: prompts.Templates, ref_only: bool = False,
-               separator: str = "\n\n", stats: BuildStats | None = None, layout=None) -> Target | None:
-    """The training target of one generated record (None: nothing to train on)."""
-    mode = get_mode(rec.mode)
-    if mode.reads == "instructions":
-        if not rec.kept or not rec.text.strip():
-            if stats:
-                stats.dropped_rejected += 1  # no reference to fall back on
-            return None
-        return Target(rec.id, prompts.chat(tokenizer, rec.instruction, templates.system), [(rec.text.strip(), REF)])
-    pair = rec.pair
-    prompt = prompts.translation_prompt(tokenizer, pair, templates)
-    if ref_only or not rec.kept or (mode.rationale and not rec.text.strip()):
-        if stats and not ref_only and mode.rationale:
-            stats.reference_only += 1
-        return Target(pair.id, prompt, [(pair.ref, REF)])
-    pieces = mode.pieces(rec.text, pair.ref, separator)
-    return Target(pair.id, prompt, layout(tokenizer, pair, templates, pieces) if layout else pieces)
-
-
-def load_targets(source, tokenizer, templates: prompts.Templates, rule: Rule, *, directions=None,
-                 separator="\n\n", stats: BuildStats | None = None, what="--data") -> list[Target]:
-    """Read ``source`` as ``rule`` allows: generate JSONL, or a plain file of an allowed kind
-    ("pairs": anything ``data.load_pairs`` reads; "instructions": rows with instruction + output)."""
-    from . import records
-    if not Path(source).exists() and "pairs" not in rule.plain:
-        raise UserError(f"{source}: file not found")
-    if records.is_record_file(source):
-        recs = records.read(source)
-        for line, r in recs:
-            if rule.modes is not None and r.mode not in rule.modes:
-                raise DataError(source, line, "mode", f"{what} expects {', '.join(rule.modes)} rows, got {r.mode!r}")
-        out = [row_target(r, tokenizer, templates, rule.ref_only, separator, stats, rule.layout) for _, r in recs]
-        if stats:
-            stats.rows += len(recs)
-        return [t for t in out if t is not None]
-    if "instructions" in rule.plain and records.first_row_has(source, "instruction"):
-        return _instruction_targets(source, tokenizer, templates, stats)
-    if "pairs" not in rule.plain:
-        raise UserError(f"{source}: {what} needs `radis-mlx generate` output with "
-                        f"{', '.join(rule.modes or MODES)} rows (rows with 'mode' and 'text')")
-    pairs = load_pairs(source, directions)
-    if stats:
-        stats.rows += len(pairs)
-    return [Target(p.id, prompts.translation_prompt(tokenizer, p, templates), [(p.ref, REF)]) for p in pairs]
-
-
-def _instruction_targets(source, tokenizer, templates, stats) -> list[Target]:
-    """Alpaca-style {"instruction", "output"} rows as replay data."""
-    from .records import str_field
-    out = []
-    for line, row in iter_jsonl(source):
-        instr = str_field(row, "instruction", source, line)
-        answer = row.get("output", row.get("answer"))
-        if not isinstance(answer, str) or not answer.strip():
-            raise DataError(source, line, "output", "missing or empty (replay rows need an answer)")
-        out.append(Target(str(row.get("id") or line), prompts.chat(tokenizer, instr, templates.system),
-                          [(answer.strip(), REF)]))
-    if stats:
-        stats.rows += len(out)
-    if not out:
-        raise UserError(f"{source}: no data rows")
-    return out

@@ -15,9 +15,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import methods, preflight, settings
+from . import methods, preflight, report, settings, tracking, tuner
+from .data import load_instructions, load_pairs, sample
+from .evals import harness, suites, translate_suite
+from .evals.context import ModelSpec
+from .fileio import UserError, atomic_write_text, atomic_write_json, check_writable_dir, json_line, safe_join
+from .generate import GenerateConfig, generate
+from .generate import files as generate_files
+from .generate.stage import format_summary as generate_summary
+from .generate.tcot_rows import share_answers
 from .outdir import check_out, claim
-from .fileio import UserError, atomic_write_text, atomic_write_json, check_writable_dir, safe_join
 from .recipe import (DEMO_DATA, GENERAL_KEYS, RECIPES, _from_set, _mapping, _where, find_recipe,  # noqa: F401
                      load_recipe, only_methods, resolve_data, section_layers)
 
@@ -57,16 +64,13 @@ def _pick_mode(recipe: dict, name: str, spec: dict, method: methods.Method) -> s
 
 
 def _generate_stage(recipe: dict, name: str, spec: dict, method: methods.Method, out: Path) -> Stage:
-    from .generate import GenerateConfig
-    from .generate.files import output_for
-
     mode = _pick_mode(recipe, name, spec, method)
     top, own = recipe.get("generate") or {}, spec.get("generate") or {}
     g = {**top, **own, "mode": mode}
     data = recipe.get(method.generate_from)
     if not data:
         raise UserError(f"{recipe['_path']}: {method.generate_from} is needed for method {name}")
-    gen_file = output_for(out / "generate", g, {**top, "mode": mode})  # generate names its own files
+    gen_file = generate_files.output_for(out / "generate", g, {**top, "mode": mode})  # generate names its own files
     from_train = method.generate_from == "train_data"
     fixed = dict(data=data, out=str(gen_file), model=recipe.get("model"), seed=int(recipe.get("seed", 0)),
                  mode=mode, pairs=recipe.get("pairs") if from_train else None)
@@ -83,8 +87,6 @@ def _generate_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
 
 def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method, out: Path,
                     gen_file: Path | None, progress: bool) -> Stage:
-    from .tuner import FinetuneConfig, settings_changed
-
     train_dir = safe_join(out, f"{name}/train")
     sources = {**recipe, methods.GENERATED: str(gen_file) if gen_file else None}
     inputs = {arg: sources.get(src) for arg, src in method.inputs.items()}
@@ -96,9 +98,9 @@ def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
               *_layers(recipe, f"methods.{name}.finetune", spec.get("finetune") or {}),
               ("--yes", {"yes": True} if recipe.get("_yes") else {})]
     fixed = dict(out=str(train_dir), method=method.name, **inputs)
-    cfg = settings.build(FinetuneConfig, layers, fixed, skip=("out", "method", "data", "replay_data", "mix_data",
+    cfg = settings.build(tuner.FinetuneConfig, layers, fixed, skip=("out", "method", "data", "replay_data", "mix_data",
                                                               "resume", "overwrite"))
-    changed = settings_changed(train_dir, cfg)
+    changed = tuner.settings_changed(train_dir, cfg)
     if changed:
         # A finished run is never retrained in place: its adapters, evals and report would
         # silently mix two settings.
@@ -110,8 +112,6 @@ def _finetune_stage(recipe: dict, name: str, spec: dict, method: methods.Method,
 def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool, method: str | None = None) -> Stage:
     """The eval of ``specs``; ``method``: a method whose own ``eval`` settings (e.g. TCoT decoding)
     apply on top of the recipe's, for the group of methods that share them."""
-    from .evals import harness
-
     e = recipe.get("eval") or {}
     own = (recipe["methods"].get(method) or {}).get("eval") or {} if method else {}
     layers = [*_layers(recipe, "eval", e), *(_layers(recipe, f"methods.{method}.eval", own) if own else [])]
@@ -131,10 +131,6 @@ def _eval_stage(recipe: dict, specs: list, out: Path, progress: bool, method: st
 
 def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
     """Every stage of a recipe, in order, with its settings built and checked; runs nothing."""
-    from .evals.context import ModelSpec
-    from .evals.harness import run_dirs
-    from .generate.tcot_rows import share_answers
-
     out = Path(out)
     model, stages, specs, seen = recipe.get("model"), [], [], set()
     picked = {name: methods.get(spec.get("method", name)) for name, spec in recipe["methods"].items()}
@@ -170,8 +166,8 @@ def plan(recipe: dict, out, progress: bool = True) -> list[Stage]:
         groups.setdefault(json.dumps(own, sort_keys=True), []).append(s)
     evals = [_eval_stage(recipe, g, out, progress, _recipe_method(g[0])) for g in groups.values()]
     stages += evals
-    stages.append(Stage("report", "report", out / "report", {"runs": [d for e in evals for d in run_dirs(e.config)],
-                                                             **recipe["report"]}, "report"))
+    runs = [d for e in evals for d in harness.run_dirs(e.config)]
+    stages.append(Stage("report", "report", out / "report", {"runs": runs, **recipe["report"]}, "report"))
     preflight.check_models(recipe, stages)
     return stages
 
@@ -184,16 +180,15 @@ def _recipe_method(spec) -> str:
 def _translated_suites(recipe: dict, out: Path, progress: bool, stages: list) -> dict:
     """``translate_suites: {lang: de, translator: MODEL, suites: [advbench, gsm8k]}``: each suite's
     sampled items translated once (a stage of its own), and the eval reads the translation."""
-    from .evals.translate_suite import TranslateSuiteConfig
     t = _mapping(recipe["translate_suites"], _where(recipe, "translate_suites"))
     base = _eval_stage(recipe, [], out, progress).config
     lang = t.get("lang", "de")
     test_data = dict(recipe["eval"].get("test_data") or {})
     for suite in t.get("suites") or []:
-        cfg = TranslateSuiteConfig(suite=suite, lang=lang, translator=t.get("translator", recipe.get("model")),
-                                   test_data=dict(base.test_data),  # resolved (and fetched) when it runs
-                                   limit=base.limits.get(suite, base.limit), seed=base.seed,
-                                   out=str(out / "data"), progress=progress)
+        cfg = translate_suite.TranslateSuiteConfig(
+            suite=suite, lang=lang, translator=t.get("translator", recipe.get("model")),
+            test_data=dict(base.test_data),  # resolved (and fetched) when it runs
+            limit=base.limits.get(suite, base.limit), seed=base.seed, out=str(out / "data"), progress=progress)
         path = out / "data" / f"{suite}.{lang}.jsonl"
         stages.append(Stage("translate", suite, path, cfg, f"translate {suite} into {lang}"))
         test_data[suite] = str(path)
@@ -208,7 +203,6 @@ def _eval_instruction_ids(recipe: dict, out: Path, progress: bool) -> dict[str, 
     """Every eval item a model could be trained on (id -> text), as the eval stage will sample them:
     the retention test's instructions and the other instruction suites' (a translated suite keeps
     its items' ids, so it is covered by its English source)."""
-    from .evals import suites
     cfg = _eval_stage(recipe, [], out, progress).config
     ids = {}
     for suite in (s for s in cfg.suites if s != "translation"):
@@ -221,7 +215,6 @@ def _eval_instruction_ids(recipe: dict, out: Path, progress: bool) -> dict[str, 
 def check_disjoint(path, held_out: dict[str, str], where: str) -> None:
     """Instructions a method trains on must not be eval items: the retention NLL would measure
     memory of the training data, not forgetting, and a suite would test what was trained on."""
-    from .data import load_instructions
     both = [r for r in load_instructions(path) if r["id"] in held_out]
     if both:
         raise UserError(f"{where}: {path} holds {len(both)} instruction(s) of the eval suites (first: id "
@@ -255,23 +248,19 @@ def _general_subsets(recipe: dict, picked: dict, out: Path, progress: bool, stag
 
 
 def _report_status(stage: Stage) -> str:
-    from .report import output_status
-    return output_status(stage.out)
+    return report.output_status(stage.out)
 
 
 def _eval_status(stage: Stage) -> str:
-    from .evals.harness import output_status
-    return output_status(stage.config)
+    return harness.output_status(stage.config)
 
 
 def _generate_status(stage: Stage) -> str:
-    from .generate import output_status
-    return output_status(stage.config)
+    return generate_files.output_status(stage.config)
 
 
 def _finetune_status(stage: Stage) -> str:
-    from .tuner import output_status
-    return output_status(stage.out)
+    return tuner.output_status(stage.out)
 
 
 # Each stage answers for its own files: the pipeline asks, and never looks inside them.
@@ -306,9 +295,6 @@ def format_plan(recipe: dict, out, stages: list[Stage], target=None) -> str:
 # ---------------------------------------------------------------- plan -> stage calls
 
 def _run_sample(st: Stage, progress: bool):
-    from .data import load_pairs
-    from .fileio import json_line
-
     r = st.config
     if not st.out.exists():
         pairs = load_pairs(r["train_data"], r.get("pairs"), limit=int(r["limit"]), seed=int(r.get("seed", 0)))
@@ -318,9 +304,6 @@ def _run_sample(st: Stage, progress: bool):
 
 
 def _run_subset(st: Stage, progress: bool):
-    from .data import load_instructions, sample
-    from .fileio import json_line
-
     c = st.config
     if not st.out.exists():
         rows = [r for r in load_instructions(c["source"]) if r["id"] not in c["held_out"]]
@@ -333,24 +316,21 @@ def _run_subset(st: Stage, progress: bool):
 
 
 def _run_generate(st: Stage, progress: bool):
-    from .generate import format_summary, generate
-    _log(format_summary(generate(st.config, progress=progress)))
+    _log(generate_summary(generate(st.config, progress=progress)))
 
 
 def _run_finetune(st: Stage, progress: bool):
-    from .tuner import finetune, restart_settings
-    restart = restart_settings(st.out)
+    restart = tuner.restart_settings(st.out)
     if restart is None:
         _log(f"{st.name}: finetune already complete in {st.out}")
         return
     cfg = dataclasses.replace(st.config, **restart).validate()
     _log(f"{st.name}: finetune {cfg.method} -> {st.out}" + (" (resuming)" if cfg.resume else ""))
-    finetune(cfg)
+    tuner.finetune(cfg)
 
 
 def _run_eval(st: Stage, progress: bool):
-    from .evals.harness import evaluate
-    results = evaluate(st.config)
+    results = harness.evaluate(st.config)
     _track_scores(st.config.models, results)
     return results
 
@@ -358,28 +338,23 @@ def _run_eval(st: Stage, progress: bool):
 def _track_scores(specs, results: dict) -> None:
     """Each trained method's headline scores (the report's columns, not its cost columns) into the
     tracker runs its finetune reported to (finetune.report_to)."""
-    from . import tracking
-    from .report import columns, summarize
-
-    keys = [c.key for c in columns() if not c.key.startswith(("train_", "gen_"))]
+    keys = [c.key for c in report.columns() if not c.key.startswith(("train_", "gen_"))]
     for spec in specs:
         if spec.adapter and spec.scale is None and spec.name in results:  # a scaled run is no training run
-            row = summarize(results[spec.name])
+            row = report.summarize(results[spec.name])
             done = tracking.log_scores(spec.adapter, {k: row[k] for k in keys if k in row})
             if done:
                 _log(f"{spec.name}: eval scores -> {', '.join(done)}")
 
 
 def _run_report(st: Stage, progress: bool):
-    from .report import report
-    return report(st.config["runs"], st.out, baselines=st.config["baselines"])
+    return report.report(st.config["runs"], st.out, baselines=st.config["baselines"])
 
 
 def _run_translate(st: Stage, progress: bool):
-    from .evals.translate_suite import format_summary, translate_suite
     if not st.out.exists():
-        s = translate_suite(st.config)
-        _log(f"{st.name}: {format_summary(s)}")
+        s = translate_suite.translate_suite(st.config)
+        _log(f"{st.name}: {translate_suite.format_summary(s)}")
 
 
 RUN = {"sample": _run_sample, "subset": _run_subset, "translate": _run_translate, "generate": _run_generate,

@@ -15,7 +15,9 @@ from .data.pairs import hub_sources as pairs_hub_sources
 from .evals import suites
 from .evals.suites import DEFAULT_MAX_TOKENS
 from .fileio import UserError
-from .models import offline
+from .evals.context import parse_model_spec
+from .models import offline, resolve
+from .models.loader import check_model
 from .recipe import _where
 
 
@@ -46,7 +48,6 @@ def model_status(model: str | None) -> str:
     """The model as a run will load it: an offline model (installed?), a local folder or GGUF, or a
     hub id of the form owner/name, its config read where the hub cache has it."""
     from huggingface_hub import constants, try_to_load_from_cache
-    from .models import resolve
 
     if model is None or offline.offline_model(model) is not None:
         return f"offline model {offline.gguf_file(model)}"  # raises, saying how to install, when missing
@@ -101,9 +102,6 @@ def format_sources(model_line: str, sources: list[tuple[str, str]]) -> str:
 def check_models(recipe: dict, stages: list) -> None:
     """Every model the stages name exists (a directory, a .gguf, an installed offline model, or a hub
     id's form), checked without loading or converting: a typo fails --check, not a stage hours in."""
-    from .evals.context import parse_model_spec
-    from .models.loader import check_model
-
     named = [("model", recipe.get("model"))]
     for st in stages:
         c = st.config

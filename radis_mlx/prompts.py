@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from . import cuts
 from .data import Pair, lang_name
+from .fileio import UserError
 
 # ALMA's instruction (Xu et al., 2024), the RaDis paper's default.
 TRANSLATE = "Translate this from {src_name} to {tgt_name}:\n{src_name}: {src}\n{tgt_name}:"
@@ -51,7 +52,6 @@ def instruction(pair: Pair, template: str = TRANSLATE) -> str:
     try:
         return template.format(**_fields(pair))
     except (KeyError, IndexError, ValueError) as e:
-        from .fileio import UserError
         raise UserError(f"bad prompt template {template!r}: {e} (fields: src, ref, src_name, tgt_name, "
                         "src_lang, tgt_lang)") from None
 
@@ -114,7 +114,6 @@ def follow_up_turn(tokenizer, pair: Pair, t: Templates = Templates()) -> str:
     after = full[full.index(_PROBE) + len(_PROBE):]
     eot = end_of_turn(tokenizer)
     if not after.startswith(eot):
-        from .fileio import UserError
         raise UserError(f"radis-turn: the chat template does not end an assistant turn with {eot!r}")
     return after[len(eot):]
 

@@ -16,6 +16,7 @@ from .data.pairs import looks_like_hub_id
 from .evals.harness import EvalConfig
 from .generate.stage import GenerateConfig
 from .fileio import UserError, load_yaml_text, read_yaml, safe_join
+from .report import DEFAULT_BASELINES, method_of
 from .tuner.config import FinetuneConfig
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
@@ -264,7 +265,6 @@ def _where(recipe: dict, dotted: str) -> str:
 def _report_settings(r: dict, where: str) -> dict:
     """``report: {baselines: [METHOD, ...]}``: the methods the paired tests compare every other method
     with (default sft and radis); each is a method of the recipe (runs METHOD or METHOD-sN)."""
-    from .report import DEFAULT_BASELINES, method_of
     rep = dict(_mapping(r.get("report"), where))
     extra = sorted(set(rep) - {"baselines"})
     if extra:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import methods
 from .data import Pair, pair_id
 from .fileio import DataError, UserError, atomic_write_text, iter_jsonl, json_line
 
@@ -46,18 +47,18 @@ class Record:
 
     @classmethod
     def from_row(cls, row: dict, path, line) -> "Record":
-        from .methods import MODES
+        modes = methods.MODES  # read at each call: a test may swap the table for its own copy
         v = row.get("version", 1)  # rows before versioning are version 1
         if not isinstance(v, int) or isinstance(v, bool) or v > VERSION or v < 1:
             raise DataError(path, line, "version", f"format {v!r:.20} is not one this radis-mlx reads "
                             f"(1..{VERSION}); regenerate the file with `radis-mlx generate`")
         mode = row.get("mode")
-        if not isinstance(mode, str) or mode not in MODES:
-            raise DataError(path, line, "mode", f"expected one of {', '.join(MODES)}, got {mode!r:.40}")
+        if not isinstance(mode, str) or mode not in modes:
+            raise DataError(path, line, "mode", f"expected one of {', '.join(modes)}, got {mode!r:.40}")
         if not isinstance(row.get("kept"), bool):
             raise DataError(path, line, "kept", "expected true or false")
         text = str_field(row, "text", path, line, allow_empty=True)
-        if MODES[mode].reads == "instructions":
+        if modes[mode].reads == "instructions":
             fields = {"instruction": str_field(row, "instruction", path, line)}
             rid = str(row.get("id") or line)
         else:

@@ -20,10 +20,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bounds, cuts, prompts
+from . import bounds, cuts, models, prompts
 from .data import Pair, lang_name
 from .fileio import (MAX_ROW_BYTES, DataError, UserError, atomic_write_text, check_adapter_dir, iter_jsonl, json_line,
                  read_yaml)
+from .evals.context import Generator, model_key
 from .outdir import check_out, claim
 
 
@@ -111,8 +112,6 @@ def check_config(cfg: TranslateConfig) -> None:
 
 def translate_segments(loaded, texts: list[str], cfg: TranslateConfig, cache_dir: Path, key: str) -> list[str]:
     """Each non-blank text's translation ("" for a blank one), through the cache in ``cache_dir``."""
-    from .evals.context import Generator
-
     t = adapter_templates(cfg.adapter, cfg)
     todo = sorted({s for s in texts if s.strip()})
     asks = [prompts.translation_prompt(loaded.tokenizer, Pair(s, "", cfg.src, cfg.tgt, ""), t) for s in todo]
@@ -145,10 +144,7 @@ def translate_file(cfg: TranslateConfig) -> dict:
 
 
 def _translate_to(cfg: TranslateConfig, seg: Segments, out: Path | None) -> dict:
-    from .evals.context import model_key
-    from .models import load
-
-    loaded = load(cfg.model, cfg.adapter, dtype=cfg.dtype)
+    loaded = models.load(cfg.model, cfg.adapter, dtype=cfg.dtype)
     key = model_key(loaded.path, cfg.adapter, loaded.dtype)
     cache = out.with_name(out.name + ".cache") if out else Path(tempfile.mkdtemp(prefix="radis-translate-"))
     try:
@@ -169,11 +165,8 @@ def _translate_to(cfg: TranslateConfig, seg: Segments, out: Path | None) -> dict
 def translate(texts: list[str], model: str | None = None, adapter: str | None = None, src: str = "de",
               tgt: str = "en", **kw) -> list[str]:
     """The Python API: translations of ``texts`` (aligned; "" for a blank text). ``kw``: TranslateConfig's."""
-    from .evals.context import model_key
-    from .models import load
-
     cfg = TranslateConfig(model=model, adapter=adapter, src=src, tgt=tgt, **{"progress": False, **kw})
     check_config(cfg)
-    loaded = load(cfg.model, cfg.adapter, dtype=cfg.dtype)
+    loaded = models.load(cfg.model, cfg.adapter, dtype=cfg.dtype)
     with tempfile.TemporaryDirectory(prefix="radis-translate-") as d:
         return translate_segments(loaded, list(texts), cfg, Path(d), model_key(loaded.path, adapter, loaded.dtype))

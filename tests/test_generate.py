@@ -16,7 +16,8 @@ import pytest
 
 from radis_mlx.fileio import UserError
 from radis_mlx.generate import GenerateConfig, format_summary, generate
-from radis_mlx.generate.filters import in_ratio, rationale_filter, repeat_share, trim_to_sentence
+from radis_mlx.generate.filters import in_ratio, rationale_filter, trim_to_sentence
+from radis_mlx.repetition import repeat_share
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -279,3 +280,10 @@ def test_generate_names_its_files_for_a_run(tmp_path):
     assert output_for(tmp_path, own, common).name == "rationale-explain-982e2a54.jsonl"
     with pytest.raises(UserError, match="refusing path"):
         output_for(tmp_path, {"mode": "../../x"}, {})
+
+
+def test_every_composite_mode_has_a_runner():
+    """The registry declares a composite mode by name only; the stage holds the code that runs it."""
+    from radis_mlx import methods
+    from radis_mlx.generate import stage
+    assert {n for n, m in methods.MODES.items() if m.composite} == set(stage.COMPOSITE)

@@ -51,7 +51,7 @@ def _wmt22(shared_data: Path, n: int = 6) -> list[str]:
 
 def _fused(model_dir, adapter):
     """The MLX model the export starts from: float32 with the adapters fused."""
-    from radis_mlx.tuner.trainable import fuse_adapters
+    from radis_mlx.models.fuse import fuse_adapters
 
     loaded = models.load(str(model_dir), str(adapter) if adapter else None, dtype="float32")
     fuse_adapters(loaded.model, dequantize=True)

@@ -190,7 +190,8 @@ def test_fuse_after_qlora_keeps_the_delta(quant, rows_file, tmp_path):
     import mlx.nn as nn
 
     from radis_mlx import models
-    from radis_mlx.tuner import finetune, trainable
+    from radis_mlx.models.fuse import fuse_into
+    from radis_mlx.tuner import finetune
 
     model, out = quant["g32-tied"], tmp_path / "run"
     # lr 1e-4: a delta the size a real run's is next to the 4-bit rounding step (the SmolLM2 case).
@@ -219,7 +220,7 @@ def test_fuse_after_qlora_keeps_the_delta(quant, rows_file, tmp_path):
     errs = {}
     for bits in (8, 4):
         loaded = models.load(str(model), str(out), dtype="keep")
-        trainable.fuse_into(tmp_path / f"fused{bits}", loaded, loaded.model, bits)
+        fuse_into(tmp_path / f"fused{bits}", loaded, loaded.model, bits)
         q = models.load(str(tmp_path / f"fused{bits}"), dtype="keep").model.layers[0].self_attn.q_proj
         assert isinstance(q, nn.QuantizedLinear) and q.bits == bits and q.group_size == 32
         got = models.load(str(tmp_path / f"fused{bits}"), dtype="float32").model(x)
@@ -239,7 +240,7 @@ def test_export_gguf_from_qlora_round_trips(quant, rows_file, tmp_path, monkeypa
     from radis_mlx import models
     from radis_mlx.models import gguf_export
     from radis_mlx.tuner import finetune
-    from radis_mlx.tuner.trainable import fuse_adapters
+    from radis_mlx.models.fuse import fuse_adapters
 
     model, run = quant["g64-untied"], tmp_path / "run"
     finetune(_cfg(model, rows_file, run, compile=False, iters=3))

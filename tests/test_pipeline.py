@@ -180,7 +180,7 @@ def test_check_prints_the_plan_and_runs_nothing(tmp_path, capsys):
 
 def test_a_method_registered_in_a_test_runs_through_run(tmp_path, tiny_model_dir, monkeypatch):
     from radis_mlx import methods, prompts
-    from radis_mlx.tuner.datasets import RAT, REF
+    from radis_mlx.targets import RAT, REF
 
     monkeypatch.setattr(methods, "MODES", dict(methods.MODES))  # registered for this test only
     monkeypatch.setattr(methods, "METHODS", dict(methods.METHODS))

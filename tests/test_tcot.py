@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from radis_mlx.fileio import UserError
-from radis_mlx.tcot import EN, RESPONSE, TCoT, TCoTDecoder, continuation, target_tag
+from radis_mlx.evals.tcot_decoder import TCoTDecoder
+from radis_mlx.tcot import EN, RESPONSE, TCoT, continuation, target_tag
 
 DE = TCoT("de")
 

@@ -15,7 +15,7 @@ import yaml
 
 from radis_mlx.tuner import batching, datasets
 from radis_mlx import prompts
-from radis_mlx.methods import row_target
+from radis_mlx.tuner.datasets import row_target
 from radis_mlx.records import Record
 from radis_mlx.data import Pair
 from radis_mlx.fileio import UserError

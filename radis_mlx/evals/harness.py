@@ -29,7 +29,8 @@ from ..results import columns, markdown_table, summarize
 from . import general, ifeval, judge, retention, suites
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
 from ..outdir import check_out, claim
-from ..tcot import TCoT, TCoTDecoder, target_tag
+from ..tcot import TCoT, target_tag
+from .tcot_decoder import TCoTDecoder
 from .ifeval_conformance import conformance as ifeval_conformance_check
 from .suites import DEFAULT_SUITES
 

@@ -1,8 +1,10 @@
 """Stage 1, generate: the model's own rationales (or a baseline's self-generated targets) as records.
 
-``stage`` runs it (``generate(GenerateConfig(...))``), ``files`` owns its resumable output,
-``filters`` decides what is kept, ``workers`` shares rows out to processes, ``auto`` picks a
-rationale mode per model. The decoder and the CPU kernels every stage runs on are in ``runtime``.
+``stage`` runs it (``generate(GenerateConfig(...))``), ``rows`` decodes one process's rows into
+records, ``files`` owns its resumable output, ``filters`` decides what is kept, ``workers`` shares rows
+out to processes (each one ``python -m radis_mlx.generate``: ``__main__``), ``auto`` picks a rationale
+mode per model, ``tcot_rows`` makes the composite tcot mode's rows. The decoder and the CPU kernels
+every stage runs on are in ``runtime``.
 """
 
 from .files import output_status

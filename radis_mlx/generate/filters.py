@@ -10,16 +10,10 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from .. import methods
+from ..repetition import repeat_share
 
 if TYPE_CHECKING:
     from .stage import GenerateConfig
-
-
-def repeat_share(tokens: list[int], n: int = 4) -> float:
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
-    if not grams:
-        return 0.0
-    return 1.0 - len(set(grams)) / len(grams)
 
 
 def trim_to_sentence(text: str) -> str:

@@ -19,8 +19,9 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
-from .. import records
+from .. import models, records
 from ..fileio import atomic_write_json, atomic_write_text, json_line
 from ..records import Record
 from ..tcot import TCoT
@@ -48,8 +49,9 @@ def share_answers(stages) -> None:
             st.config = replace(st.config, answers=str(twin.out))
 
 
-def generate_tcot(cfg, progress: bool = True) -> dict:
-    from .stage import generate
+def generate_tcot(cfg, generate: Callable, progress: bool = True) -> dict:
+    """The tcot rows of ``cfg``; ``generate`` is the stage's own entry (stage.generate, which runs this
+    composite mode), here making the English answers as a replay run."""
     t0 = time.perf_counter()
     out = Path(cfg.out)
     fmt = TCoT(cfg.tcot_lang)
@@ -89,8 +91,7 @@ def generate_tcot(cfg, progress: bool = True) -> dict:
 
 def _check_tags(cfg, fmt: TCoT) -> None:
     """Refuse tags that are special tokens of the model trained on these rows, before any work."""
-    from ..models import resolve
-    path = Path(resolve(cfg.model, cfg.dtype))
+    path = Path(models.resolve(cfg.model, cfg.dtype))
     if (path / "tokenizer_config.json").is_file():
         from mlx_lm.utils import load_tokenizer
         fmt.check_tokenizer(load_tokenizer(path))

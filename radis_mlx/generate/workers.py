@@ -1,7 +1,8 @@
 """Generate's parallelism: local worker processes on the CPU, and mlx.launch ranks.
 
-A worker is ``python -m radis_mlx.generate.workers``: it reads its job (settings, row ids, its part
-file) from stdin and appends its rows to its own part file, which ``files`` merges at the end.
+A worker is ``python -m radis_mlx.generate`` (``__main__``): it reads its job (settings, row ids, its
+part file) from stdin (``read_job``) and appends its rows to its own part file, which ``files`` merges
+at the end.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .. import models
+from ..backend import maybe_reexec_with_openblas
 from ..fileio import UserError
 from ..outdir import adopt_tempdir
 from ..progress import Progress
 from .files import part_file, worker_log
 from .filters import in_ratio
-
-if TYPE_CHECKING:
-    from .stage import Run
+from .rows import Run
 
 
 def n_workers(cfg, n_rows: int) -> int:
@@ -32,8 +32,7 @@ def n_workers(cfg, n_rows: int) -> int:
     so by default each core gets a process of its own, with one BLAS thread, when there are rows
     enough to pay for starting it (loading the model again: a few seconds) and memory for a model
     per process. On a GPU, one process."""
-    from ..models import model_bytes, resolve
-    path = resolve(cfg.teacher or cfg.model, cfg.dtype)  # a bad --model fails here, not in every worker
+    path = models.resolve(cfg.teacher or cfg.model, cfg.dtype)  # a bad --model fails here, not in every worker
     if cfg.workers:
         return max(1, min(cfg.workers, n_rows))
     import mlx.core as mx
@@ -42,7 +41,7 @@ def n_workers(cfg, n_rows: int) -> int:
     n = min(_cores(), n_rows // 32)
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        per_worker = model_bytes(path) * 2  # weights + caches, activations
+        per_worker = models.model_bytes(path) * 2  # weights + caches, activations
     except (OSError, ValueError, UserError):
         return 1
     if not per_worker:  # a hub id not downloaded yet: one process, as before
@@ -54,8 +53,8 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def run_workers(cfg, ids: list[str], n: int, progress: bool) -> "Run":
-    """Generate `ids` in n local processes (`python -m radis_mlx.generate.workers`), each appending to its
+def run_workers(cfg, ids: list[str], n: int, progress: bool) -> Run:
+    """Generate `ids` in n local processes (`python -m radis_mlx.generate`), each appending to its
     own part file; this process shows their progress from the part files and waits."""
     out = Path(cfg.out)
     # Not an mlx.launch rank: without its MLX_* variables; the cores shared out among the BLAS pools.
@@ -71,7 +70,7 @@ def run_workers(cfg, ids: list[str], n: int, progress: bool) -> "Run":
             tails.append(_Tail(part))
             logs.append(log)
             with open(log, "wb") as f:
-                p = subprocess.Popen([sys.executable, "-m", "radis_mlx.generate.workers"], stdin=subprocess.PIPE,
+                p = subprocess.Popen([sys.executable, "-m", "radis_mlx.generate"], stdin=subprocess.PIPE,
                                      stdout=f, stderr=subprocess.STDOUT, env=env)
             procs.append(p)
             try:
@@ -101,7 +100,6 @@ def run_workers(cfg, ids: list[str], n: int, progress: bool) -> "Run":
                 p.kill()
                 p.wait()
         bar.close()
-    from .stage import Run
     return Run(bar.done, bar.tokens, time.perf_counter() - t, n)
 
 
@@ -125,9 +123,9 @@ class _Tail:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-def _worker_main() -> None:
-    """A worker of _run_workers: reads its job (JSON) from stdin, writes its part file, exits."""
-    from ..backend import maybe_reexec_with_openblas
+def read_job() -> dict:
+    """In a worker process (``__main__``): its job from stdin, once this process runs as the parent's
+    does (OpenBLAS preloaded), inside the parent's claim on --out, and bound to end with the parent."""
     maybe_reexec_with_openblas()
     job = json.loads(sys.stdin.read())
     adopt_tempdir()  # the parent's claim on --out: temporary files go inside it
@@ -137,9 +135,7 @@ def _worker_main() -> None:
             time.sleep(0.5)
         os._exit(1)
     threading.Thread(target=exit_with_parent, daemon=True).start()
-    from .stage import GenerateConfig, generate_rows
-    cfg = GenerateConfig(**job["config"])
-    generate_rows(cfg, job["ids"], Path(job["part"]), progress=False)
+    return job
 
 
 def distributed() -> tuple[int, int]:
@@ -154,6 +150,3 @@ def distributed() -> tuple[int, int]:
 def all_sum(values: list[int]) -> list[int]:
     import mlx.core as mx
     return mx.distributed.all_sum(mx.array(values, dtype=mx.int32)).tolist()
-
-if __name__ == "__main__":
-    _worker_main()

@@ -1,4 +1,5 @@
-"""Models: one loader for every stage (``loader``), the offline registry (``offline``), GGUF import (``gguf``)."""
+"""Models: one loader for every stage (``loader``), the offline registry (``offline``), GGUF import (``gguf``)
+and export (``gguf_export``), and adapters fused into the weights (``fuse``)."""
 
 from .loader import Loaded, load, model_bytes, resolve, stored_config, to_float32
 from .offline import (DEFAULT_MODEL, REGISTRY, OfflineModel, Part, conversion_for, converted_dir, default_gguf,

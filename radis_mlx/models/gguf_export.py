@@ -18,6 +18,8 @@ from pathlib import Path
 
 from ..fileio import UserError
 from ..prompts import end_of_turn
+from . import loader
+from .fuse import fuse_adapters
 from .modelfile import write_modelfile
 from .gguf import ARCHS as GGUF_ARCHS
 from .tokenizer import LLAMA3_RE, QWEN2_RE
@@ -63,9 +65,7 @@ def gguf_arch(config: dict) -> tuple[str, bool]:
 def check_exportable(model: str | None) -> None:
     """Refuse an architecture or tokenizer llama.cpp cannot take here, from the model's config.json
     and tokenizer.json alone, before its weights are loaded."""
-    from .loader import resolve
-
-    path = resolve(model, "float32")
+    path = loader.resolve(model, "float32")
     gguf_arch(json.loads(_model_file(path, "config.json").read_text()))
     tok = _model_file(path, "tokenizer.json")
     tok_json = json.loads(tok.read_text(encoding="utf-8")) if tok.is_file() else {}
@@ -270,15 +270,12 @@ def export_gguf(model: str | None = None, adapter: str | None = None, out="model
     stops at ``stops(tokenizer)`` (default: the end of turn); returns the GGUF's path."""
     from mlx.utils import tree_flatten
 
-    from ..tuner.trainable import fuse_adapters
-    from .loader import load
-
     if type not in TYPES:
         raise UserError(f"--type {type}: choose {' or '.join(TYPES)}")
     out = check_output(out, overwrite)
     check_exportable(model)  # from two small files: a 7B is ~28 GB in float32 before a refusal
     # float32: the fused weights are exact before the one rounding to F16/Q8_0.
-    loaded = load(model, adapter, dtype="float32")
+    loaded = loader.load(model, adapter, dtype="float32")
     config = dict(loaded.config)
     gguf_arch(config)
     fuse_adapters(loaded.model, dequantize=True)

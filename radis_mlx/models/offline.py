@@ -202,7 +202,7 @@ def conversion_for(dtype: str = "auto") -> str:
 
 def converted_dir(gguf_path, dtype: str = "keep") -> Path:
     """Convert a GGUF once into the cache; safe when several processes race for it."""
-    from .gguf import convert_gguf
+    from .gguf import convert_gguf  # gguf.py imports mlx.core: a conversion pays for it, not the CLI's startup
 
     gguf_path = Path(gguf_path).resolve()
     out = _converted_path(gguf_path, dtype)

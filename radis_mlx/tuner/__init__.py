@@ -1,22 +1,18 @@
 """Stage 2, finetune: LoRA / DoRA / full fine-tuning with the RaDis loss.
 
-``config`` (settings) -> ``datasets`` (targets -> token examples with segments) -> ``batching``
-(resumable length-bucketed batches) -> ``losses`` (the per-segment loss) -> ``loop`` (the training
-loop; ``trainable`` sets up what trains, ``checkpoint`` owns the run directory).
+``config`` (settings) -> ``datasets`` (rows and files -> targets -> token examples with segments) ->
+``batching`` (resumable length-bucketed batches) -> ``losses`` (the per-segment loss) -> ``loop`` (the
+training loop; ``trainable`` sets up what trains, ``checkpoint`` owns the run directory, ``metrics``
+its logs). What a target is lives below the stages (``radis_mlx.targets``), and folding the adapters
+into the weights is the models' (``models.fuse``).
 
-The names below load on first use: methods.py imports ``tuner.datasets``, and the loop imports
-methods, so an eager import here would be circular.
+The face loads the whole stage, mlx-lm with it: nothing below the stages imports the tuner.
 """
 
-_EXPORTS = {"FinetuneConfig": "config", "load_config": "config", "finetune": "loop", "format_summary": "metrics",
-            "output_status": "checkpoint", "restart_settings": "checkpoint",
-            "settings_changed": "checkpoint",
-            "training_cost": "checkpoint"}
-__all__ = sorted(_EXPORTS)
+from .checkpoint import output_status, restart_settings, settings_changed, training_cost
+from .config import FinetuneConfig, load_config
+from .loop import finetune
+from .metrics import format_summary
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["FinetuneConfig", "finetune", "format_summary", "load_config", "output_status", "restart_settings",
+           "settings_changed", "training_cost"]

@@ -7,11 +7,12 @@ temporary name, fsynced and renamed: a kill leaves the old file or the new one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
-from ..fileio import UserError, atomic_write_json, read_json
+from ..fileio import UserError, atomic_write_json, read_json, read_yaml
 from ..outdir import OWN, is_empty
 
 
@@ -109,9 +110,6 @@ def settings_changed(out, cfg) -> str | None:
     """For a finished run in ``out``: how ``cfg`` differs from the settings it was trained with
     (None when it does not, or there is no finished run). Keys an older version did not save are
     not compared."""
-    import json
-
-    from ..fileio import read_yaml
     f = Path(out) / "config.yaml"
     if restart_settings(out) is not None or not f.is_file():
         return None

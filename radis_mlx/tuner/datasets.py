@@ -1,10 +1,10 @@
-"""Training targets as token examples: a target (prompt + segmented answer) -> (tokens, segment ids).
+"""Finetune's data: generated rows and plain files -> training targets -> token examples with segments.
 
-(How a generated row or a file becomes a ``Target`` is each method's business: methods.py.)
-
-Every example is one string, prompt + target + end-of-turn, tokenised ONCE (so the tokens
-are exactly what the model sees at inference), and each token gets a segment id from its
-character offsets:
+How a file's rows become ``Target``s is read off the method registry (methods.py): the rule of the
+method's input says which rows it accepts, and each generate mode says how its row's answer splits
+into segments (``Mode.pieces``). Every example is then one string, prompt + target + end-of-turn,
+tokenised ONCE (so the tokens are exactly what the model sees at inference), and each token gets a
+segment id from its character offsets:
 
     0 prompt (no loss)   1 reference   2 rationale   3 end-of-turn
 
@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .. import prompts
-from ..fileio import UserError, read_json
-
-PROMPT, REF, RAT, EOT = 0, 1, 2, 3
+from .. import methods, prompts, records
+from ..data import load_pairs
+from ..fileio import DataError, UserError, iter_jsonl, read_json
+from ..targets import EOT, PROMPT, RAT, REF, BuildStats, Target
 
 
 @dataclass
@@ -38,27 +38,72 @@ class Example:
         return len(self.tokens)
 
 
-@dataclass
-class Target:
-    """One row as text pieces: the prompt and the (text, segment) pieces of the answer."""
-    id: str
-    prompt: str
-    pieces: list[tuple[str, int]]
+# ---------------------------------------------------------------- rows and files -> targets
+
+def row_target(rec, tokenizer, templates: prompts.Templates, ref_only: bool = False,
+               separator: str = "\n\n", stats: BuildStats | None = None, layout=None) -> Target | None:
+    """The training target of one generated record (None: nothing to train on)."""
+    mode = methods.get_mode(rec.mode)
+    if mode.reads == "instructions":
+        if not rec.kept or not rec.text.strip():
+            if stats:
+                stats.dropped_rejected += 1  # no reference to fall back on
+            return None
+        return Target(rec.id, prompts.chat(tokenizer, rec.instruction, templates.system), [(rec.text.strip(), REF)])
+    pair = rec.pair
+    prompt = prompts.translation_prompt(tokenizer, pair, templates)
+    if ref_only or not rec.kept or (mode.rationale and not rec.text.strip()):
+        if stats and not ref_only and mode.rationale:
+            stats.reference_only += 1
+        return Target(pair.id, prompt, [(pair.ref, REF)])
+    pieces = mode.pieces(rec.text, pair.ref, separator)
+    return Target(pair.id, prompt, layout(tokenizer, pair, templates, pieces) if layout else pieces)
 
 
-@dataclass
-class BuildStats:
-    rows: int = 0
-    examples: int = 0
-    truncated: int = 0  # rationale shortened to fit max_len
-    dropped_too_long: int = 0  # even without the rationale it didn't fit
-    dropped_rejected: int = 0  # replay rows the generate filters rejected (no reference to fall back on)
-    reference_only: int = 0  # rationale rows with kept=false: reference-only target
-    tokens: dict = field(default_factory=lambda: {"prompt": 0, "ref": 0, "rationale": 0, "eot": 0})
+def load_targets(source, tokenizer, templates: prompts.Templates, rule: methods.Rule, *, directions=None,
+                 separator="\n\n", stats: BuildStats | None = None, what="--data") -> list[Target]:
+    """Read ``source`` as ``rule`` allows: generate JSONL, or a plain file of an allowed kind
+    ("pairs": anything ``data.load_pairs`` reads; "instructions": rows with instruction + output)."""
+    if not Path(source).exists() and "pairs" not in rule.plain:
+        raise UserError(f"{source}: file not found")
+    if records.is_record_file(source):
+        recs = records.read(source)
+        for line, r in recs:
+            if rule.modes is not None and r.mode not in rule.modes:
+                raise DataError(source, line, "mode", f"{what} expects {', '.join(rule.modes)} rows, got {r.mode!r}")
+        out = [row_target(r, tokenizer, templates, rule.ref_only, separator, stats, rule.layout) for _, r in recs]
+        if stats:
+            stats.rows += len(recs)
+        return [t for t in out if t is not None]
+    if "instructions" in rule.plain and records.first_row_has(source, "instruction"):
+        return _instruction_targets(source, tokenizer, templates, stats)
+    if "pairs" not in rule.plain:
+        raise UserError(f"{source}: {what} needs `radis-mlx generate` output with "
+                        f"{', '.join(rule.modes or methods.MODES)} rows (rows with 'mode' and 'text')")
+    pairs = load_pairs(source, directions)
+    if stats:
+        stats.rows += len(pairs)
+    return [Target(p.id, prompts.translation_prompt(tokenizer, p, templates), [(p.ref, REF)]) for p in pairs]
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
+def _instruction_targets(source, tokenizer, templates, stats) -> list[Target]:
+    """Alpaca-style {"instruction", "output"} rows as replay data."""
+    out = []
+    for line, row in iter_jsonl(source):
+        instr = records.str_field(row, "instruction", source, line)
+        answer = row.get("output", row.get("answer"))
+        if not isinstance(answer, str) or not answer.strip():
+            raise DataError(source, line, "output", "missing or empty (replay rows need an answer)")
+        out.append(Target(str(row.get("id") or line), prompts.chat(tokenizer, instr, templates.system),
+                          [(answer.strip(), REF)]))
+    if stats:
+        stats.rows += len(out)
+    if not out:
+        raise UserError(f"{source}: no data rows")
+    return out
+
+
+# ---------------------------------------------------------------- targets -> token examples
 
 def _hf(tokenizer):
     return getattr(tokenizer, "_tokenizer", tokenizer)
@@ -151,17 +196,16 @@ def examples_hash(*groups: list[Example]) -> str:
 def load_data(cfg, tokenizer, rank_print=print) -> dict:
     """The run's main, extra (replay/mix) and validation examples, their build statistics, the hashes of
     the generate files' settings, and one hash of every token (a resumed run must see the same)."""
-    from .. import methods  # methods builds its targets from this module's Target: imported here, not above
     t = prompts.Templates(translate=cfg.template, system=cfg.system)
     method = methods.get(cfg.method)
     kw = dict(directions=cfg.pairs, separator=cfg.separator)
     st_main, st_extra, st_val = BuildStats(), BuildStats(), BuildStats()
-    targets = methods.load_targets(cfg.data, tokenizer, t, method.data, stats=st_main,
+    targets = load_targets(cfg.data, tokenizer, t, method.data, stats=st_main,
                                    what=f"--method {cfg.method}", **kw)
     val_targets = []
     if cfg.val_data:
         val_rule = dataclasses.replace(method.data, plain=("pairs", "instructions"))
-        val_targets = methods.load_targets(cfg.val_data, tokenizer, t, val_rule, stats=st_val, what="--val-data", **kw)
+        val_targets = load_targets(cfg.val_data, tokenizer, t, val_rule, stats=st_val, what="--val-data", **kw)
     elif cfg.val_fraction > 0:
         k = max(1, int(round(len(targets) * cfg.val_fraction)))
         pick = set(np.random.default_rng([cfg.seed, 11]).permutation(len(targets))[:k].tolist())
@@ -170,7 +214,7 @@ def load_data(cfg, tokenizer, rank_print=print) -> dict:
     extra_src = getattr(cfg, method.extra.setting)
     extra_targets = []
     if extra_src:
-        extra_targets = methods.load_targets(extra_src, tokenizer, t, method.extra.rule, stats=st_extra,
+        extra_targets = load_targets(extra_src, tokenizer, t, method.extra.rule, stats=st_extra,
                                              what=f"--{method.extra.setting.replace('_', '-')}", **kw)
     main = build_examples(tokenizer, targets, cfg.max_seq_len, 0, st_main)
     extra = build_examples(tokenizer, extra_targets, cfg.max_seq_len, 1, st_extra)

@@ -22,10 +22,12 @@ from pathlib import Path
 
 from mlx_lm.tuner.trainer import TrainingCallback
 
-from .. import __version__, memory
+from .. import __version__, memory, methods
 from ..tracking import tracked
 from ..runtime.kernels import patch_cpu_kernels
 from ..fileio import UserError, atomic_write_json, atomic_write_text, read_json
+from ..models.fuse import fuse_into
+from ..models.modelfile import write_generation_stops
 from ..outdir import claim_if_main
 from ..progress import Progress
 from .batching import BatchPlan, batch_arrays, padding_share, shape_policy
@@ -36,8 +38,8 @@ from .datasets import load_data
 from .losses import make_loss, segment_counts, segment_weights, validation_losses
 from .metrics import MetricsLog, plot_losses
 from ..runtime.memory import check_fits, memory_gb, wire_for_training
-from .trainable import (adapter_config, build_optimizer, checkpoint_blocks, fuse_into, preflight_quantized_base,
-                        save_adapters, setup_model, write_adapter_config)
+from .trainable import (adapter_config, build_optimizer, checkpoint_blocks, preflight_quantized_base, save_adapters,
+                        setup_model, write_adapter_config)
 
 
 def finetune(cfg: FinetuneConfig, on_step=None, training_callback: TrainingCallback | None = None) -> dict:
@@ -330,8 +332,6 @@ def _finish(run: _Run, log: MetricsLog, t_start: float) -> dict:
     if cfg.fuse and run.main:
         fused = out / "fused"
         fuse_into(fused, run.loaded, run.model, cfg.fuse_bits)
-        from .. import methods  # as load_data: the registry builds on this package's datasets module
-        from ..models.modelfile import write_generation_stops
         write_generation_stops(fused, run.loaded.tokenizer, methods.runtime_stops(run.loaded.tokenizer, cfg.method))
     t = log.totals
     run.summary.update({

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..runtime.kernels import fast_cross_entropy
 from .batching import batch_arrays
-from .datasets import EOT, RAT, REF
+from ..targets import EOT, RAT, REF
 
 
 def segment_counts(exs: list) -> np.ndarray:

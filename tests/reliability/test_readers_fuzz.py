@@ -258,9 +258,10 @@ def tokenizer(tiny_model_dir):
 def test_fuzz_generate_jsonl_for_finetune(tdir, tokenizer, ent, method):
     """What finetune reads from generate's output: targets, or one clean error naming file:line."""
     from radis_mlx import methods, prompts
+    from radis_mlx.tuner.datasets import load_targets
 
     f = _write(tdir, "rationales.jsonl", jsonl_file(Entropy(ent), GEN_LINES))
-    targets = _call(methods.load_targets, f, tokenizer, prompts.Templates(), methods.get(method).data)
+    targets = _call(load_targets, f, tokenizer, prompts.Templates(), methods.get(method).data)
     if targets is not None:
         for t in targets:
             assert isinstance(t.prompt, str) and t.prompt and t.pieces
