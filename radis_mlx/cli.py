@@ -120,7 +120,7 @@ def finetune(given: Given,
 
 
 @app.command(name="eval")
-@from_config(EvalConfig, aliases={"out": "-o"}, skip=("models", "limits"))
+@from_config(EvalConfig, aliases={"out": "-o"}, skip=("models", "limits"), required=("out",))
 def eval_(given: Given,
           model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="model to evaluate (repeatable): hub "
                                                     "id, mlx-lm dir, .gguf, offline short name, or "
@@ -141,13 +141,13 @@ def eval_(given: Given,
     from .evals.context import parse_model_spec
     from .evals.flags import model_specs, parse_test_data
     _eval_flags(given.flags, limit, max_tokens)
-    cfg = given.build(fixed=dict(models=model_specs(model, adapter, name)) if model or adapter or name else None)
+    scoring_only = ifeval_conformance or responses  # IFEval's checker alone: --out is optional
+    cfg = given.build(dict(models=model_specs(model, adapter, name)) if model or adapter or name else None,
+                      required=not scoring_only)
     if test_data:
         cfg.test_data = parse_test_data(test_data, cfg.suites)  # a file check: after the settings'
-    if ifeval_conformance or responses:
+    if scoring_only:
         return _ifeval_only(cfg, ifeval_conformance, responses, cfg.out if given.has("out") else None)
-    if not given.has("out"):
-        raise UserError("pass --out DIR for the results")
     if cfg.adapter_scale is not None and not any(parse_model_spec(m).adapter for m in cfg.models):
         raise UserError(f"--adapter-scale {cfg.adapter_scale:g} needs an adapter (--adapter DIR) to scale")
     results = harness.evaluate(cfg)

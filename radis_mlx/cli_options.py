@@ -24,7 +24,7 @@ import dataclasses
 import inspect
 import typing
 from copy import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -75,38 +75,37 @@ def _kind(f: dataclasses.Field) -> tuple[str, bool]:
     return t.split(" ")[0].split("[")[0], "None" in t
 
 
-def _option(cls, f: dataclasses.Field, decls: tuple, required: bool, help: str | None, hidden=False):
-    """(annotation, typer.Option) of the field's flag."""
+def _spelling(name: str, base: str) -> str:
+    """A setting's flag by default: ``--max-tokens``; a bool setting ``--x/--no-x``."""
+    return f"{flag_name(name)}/--no-{name.replace('_', '-')}" if base == "bool" else flag_name(name)
+
+
+def _option(cls, f: dataclasses.Field, names: tuple, required: bool, help: str | None, hidden: bool = False):
+    """(annotation, typer.Option) of the field's flag, spelled ``names``."""
     base, optional = _kind(f)
     if base not in _TYPES:
         raise TypeError(f"{cls.__name__}.{f.name}: no flag for a {base} setting; give the command a parameter of "
                         "that name, or skip it")
     text = help if help is not None else f.metadata.get("help", "")
-    choices = f.metadata.get("choices")
     if base == "list":
         text += " (comma-separated)"
     if required:
-        text += " [required]"
+        text += " (required)"
     show = None if required else shown_default(f)
     kw = dict(help=text, hidden=hidden, show_default=show is not None)
-    if base == "bool":
-        spelled = f.metadata.get("flag") or f"{flag_name(f.name)}/--no-{f.name.replace('_', '-')}"
-        names = (spelled if not hidden else f"--{decls[0]}/--no-{decls[0]}",) + (decls if not hidden else ())
-        return (Optional[bool] if show is None else bool), typer.Option(show, *names, **kw)
-    if choices:
-        kw["metavar"] = "|".join(map(str, choices))
-    names = (flag_name(decls[0]),) if hidden else (f.metadata.get("flag") or flag_name(f.name), *decls)
-    return Optional[_TYPES[base]], typer.Option(show, *names, **kw)
+    if f.metadata.get("choices"):
+        kw["metavar"] = "|".join(map(str, f.metadata["choices"]))
+    typ = _TYPES[base] if base == "bool" and show is not None else Optional[_TYPES[base]]
+    return typ, typer.Option(show, *names, **kw)
 
 
 @dataclass
 class Given:
-    """What the command line said: the settings typed as flags, ``--config``, and every typed parameter."""
+    """What the command line said: the settings typed as flags, and the --config file."""
     cls: type
     flags: dict  # setting (or its old name) -> value, only those typed
     config: Path | None = None
-    typed: set = field(default_factory=set)  # parameter names typed on the command line, own ones included
-    required: tuple = ()
+    required: tuple = ()  # settings a flag or the --config file must give
     _file: tuple | None = None
 
     def layers(self) -> list[tuple[str, dict]]:
@@ -118,12 +117,48 @@ class Given:
         """Whether the flags or the --config file give ``key``."""
         return any(key in m or key.replace("_", "-") in m for _, m in self.layers())
 
-    def build(self, fixed: dict | None = None):
-        """The settings: defaults < --config < the typed flags (settings.build: its checks and messages)."""
-        for key in self.required:
+    def build(self, fixed: dict | None = None, required: bool = True):
+        """The settings: defaults < --config < the typed flags (settings.build: its checks and messages);
+        ``required``: refuse a missing required setting (False: the command checks what it needs)."""
+        for key in self.required if required else ():
             if not self.has(key):
                 raise UserError(f"{flag_name(key)}: required")
         return settings.build(self.cls, self.layers(), fixed)
+
+
+def _parameters(cls, fn, fields, aliases, required, old_flags, help) -> tuple[list, list]:
+    """The command's parameters, in the fields' order (the command's own ones in their field's place,
+    then its others, --config and the hidden old names), and those that are settings' flags."""
+    hints = typing.get_type_hints(fn)
+    own = {p.name: p for p in inspect.signature(fn).parameters.values() if p.name != "given"}
+    by_field = {n.rstrip("_"): n for n in own}
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    flags = []
+
+    def add(name, annotation, default):
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
+
+    for f in fields:
+        if f.name in by_field:  # the command's own parameter: the field's help unless it states one
+            p = own.pop(by_field[f.name])
+            info = copy(p.default)
+            if info.help is None:
+                info.help = help.get(f.name, f.metadata.get("help"))
+            add(p.name, hints[p.name], info)
+        elif f.metadata.get("cli", True):
+            more = aliases.get(f.name, ())
+            names = (f.metadata.get("flag") or _spelling(f.name, _kind(f)[0]),
+                     *((more,) if isinstance(more, str) else more))
+            add(f.name, *_option(cls, f, names, f.name in required, help.get(f.name)))
+            flags.append(f.name)
+    for p in own.values():
+        add(p.name, hints[p.name], p.default)
+    add("config", Optional[Path], typer.Option(None, "--config", "-c", help=CONFIG_HELP))
+    for old in old_flags:
+        f = next(f for f in fields if f.name == cls.OLD_NAMES[old])
+        add(old, *_option(cls, f, (_spelling(old, _kind(f)[0]),), False, "", hidden=True))
+        flags.append(old)
+    return params, flags
 
 
 def from_config(cls, *, aliases: dict | None = None, skip: tuple = (), required: tuple = (), old_flags: tuple = (),
@@ -134,59 +169,25 @@ def from_config(cls, *, aliases: dict | None = None, skip: tuple = (), required:
     of this command; ``required``: settings the command needs from a flag or --config (fields without
     a default always are); ``old_flags``: old names (``cls.OLD_NAMES``) that keep a hidden flag; ``help``:
     a field's help where the config does not state it."""
-    aliases, help = aliases or {}, help or {}
     fields = [f for f in dataclasses.fields(cls) if f.name not in skip]
-    by_name = {f.name: f for f in fields}
-    old_names = getattr(cls, "OLD_NAMES", {})
     required = tuple(required) + tuple(f.name for f in fields if default_of(f) is dataclasses.MISSING)
+    old_names = getattr(cls, "OLD_NAMES", {})
+    text = {f.name for f in fields if f.metadata.get("text")}
 
     def decorate(fn):
-        hints = typing.get_type_hints(fn)
-        own = {p.name: p for p in inspect.signature(fn).parameters.values() if p.name != "given"}
-        by_field = {n.rstrip("_"): n for n in own}
-        params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-        derived = {}  # parameter -> field (or old name)
-
-        def add(name, annotation, default):
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                            default=default))
-
-        for f in fields:
-            if f.name in by_field:  # the command's own parameter: the field's help unless it has one
-                p = own.pop(by_field[f.name])
-                info = copy(p.default)
-                if getattr(info, "help", "") is None:
-                    info.help = help.get(f.name, f.metadata.get("help"))
-                add(p.name, hints[p.name], info)
-            elif f.metadata.get("cli", True):
-                a = aliases.get(f.name, ())
-                add(f.name, *_option(cls, f, (a,) if isinstance(a, str) else tuple(a), f.name in required,
-                                     help.get(f.name)))
-                derived[f.name] = f.name
-        for p in own.values():
-            add(p.name, hints[p.name], p.default)
-        if "config" not in by_field:
-            add("config", Optional[Path], typer.Option(None, "--config", "-c", help=CONFIG_HELP))
-        for old in old_flags:
-            add(old, *_option(cls, by_name[old_names[old]], (old.replace("_", "-"),), False, "", hidden=True))
-            derived[old] = old
-        text = {n for n in derived if by_name[old_names.get(n, n)].metadata.get("text")}
+        params, flags = _parameters(cls, fn, fields, aliases or {}, required, old_flags, help or {})
 
         def command(ctx: typer.Context, **kw):
-            typed = {n for n in kw if getattr(ctx.get_parameter_source(n), "name", None) in _TYPED}
-            flags = {}
-            for name, key in derived.items():
-                v = kw.pop(name)
-                if name in typed:
-                    flags[key] = unescape(v) if name in text and isinstance(v, str) else v
-            config = kw.pop("config") if "config" not in by_field else kw.get("config")
-            return fn(Given(cls, flags, config, typed, required), **kw)
+            typed = {n for n in flags if getattr(ctx.get_parameter_source(n), "name", None) in _TYPED}
+            given = {n: kw.pop(n) for n in flags}
+            given = {n: unescape(v) if old_names.get(n, n) in text and isinstance(v, str) else v
+                     for n, v in given.items() if n in typed}
+            return fn(Given(cls, given, kw.pop("config"), required), **kw)
 
         command.__signature__ = inspect.Signature(params)
         command.__annotations__ = {p.name: p.annotation for p in params}
-        command.__name__, command.__qualname__, command.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
-        command.__module__ = fn.__module__
-        command.fields = [f.name for f in fields]  # for the tests: what the options were made from
+        for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+            setattr(command, attr, getattr(fn, attr))
         return command
 
     return decorate

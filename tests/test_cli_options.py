@@ -33,7 +33,8 @@ COMMANDS = {
 }
 # Fields whose option the command declares itself (a repeatable SUITE=PATH or N|SUITE=N list).
 OWN = {("eval", "test_data"), ("eval", "limit"), ("eval", "max_tokens"), ("translate-suite", "test_data")}
-REQUIRED = {("generate", "data"), ("generate", "out"), ("translate-suite", "suite"), ("translate-suite", "out")}
+REQUIRED = {("generate", "data"), ("generate", "out"), ("eval", "out"), ("translate-suite", "suite"),
+            ("translate-suite", "out")}  # no default shown: a flag or the --config file gives them
 
 
 @pytest.fixture(autouse=True)

@@ -38,7 +38,7 @@ class EvalConfig:
     models: list = setting(help="model specs: hub id, mlx-lm dir, .gguf, offline short name, or "
                            "name=MODEL[,adapter=DIR] (default: smollm2-135m)", factory=lambda: [None])
     out: str = setting("eval", "output directory (one folder per model)")
-    suites: list = setting(help=f"comma list of {', '.join(SUITES)}", factory=lambda: list(DEFAULT_SUITES))
+    suites: list = setting(help=f"the suites to run, of {', '.join(SUITES)}", factory=lambda: list(DEFAULT_SUITES))
     test_data: dict = setting(help="SUITE=PATH (repeatable), or a data root laid out like ../shared/data",
                               factory=dict)  # suite -> path; "root" -> a folder laid out as DATA_LAYOUT
     pairs: str | None = setting(None, "translation directions, e.g. de-en,en-de")
@@ -70,8 +70,8 @@ class EvalConfig:
                                       "{tgt_name}, {src}); match training", text=True)
     system: str | None = setting(None, "translation prompts' system prompt (match training)", text=True)
     gsm8k_template: str = setting(general.GSM8K_TEMPLATE, "GSM8K's prompt ({question})", text=True)
-    refusal_keywords: list | None = setting(None, "comma list of phrases that make an AdvBench answer a refusal "
-                                            "(default: the language's own list)")
+    refusal_keywords: list | None = setting(None, "phrases that make an AdvBench answer a refusal; default: the "
+                                            "language's own list")
     n_bootstrap: int = setting(1000, "bootstrap resamples of the translation scores (0: none)")
     comet: bool = setting(True, "also score translations with COMET when it is installed")
     judge_url: str | None = setting(None, "OpenAI-compatible server to judge MT-Bench/AlpacaEval (key from "
