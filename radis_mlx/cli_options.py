@@ -37,8 +37,6 @@ from .fileio import UserError
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": str}
 # How a value reached a parameter (click's ParameterSource, by name: typer vendors its own click).
 _TYPED = ("COMMANDLINE", "ENVIRONMENT")
-
-
 CONFIG_HELP = "YAML file of settings (its keys: the flags' names; flags override it)"
 
 
@@ -69,10 +67,9 @@ def shown_default(f: dataclasses.Field):
     return escape(v) if f.metadata.get("text") and isinstance(v, str) else v
 
 
-def _kind(f: dataclasses.Field) -> tuple[str, bool]:
-    """('int', optional?) from the annotation's text (the configs use ``from __future__ import annotations``)."""
-    t = str(f.type)
-    return t.split(" ")[0].split("[")[0], "None" in t
+def _base(f: dataclasses.Field) -> str:
+    """'int' for ``int | None``: the annotation's text (the configs use ``from __future__ import annotations``)."""
+    return str(f.type).split(" ")[0].split("[")[0]
 
 
 def _spelling(name: str, base: str) -> str:
@@ -82,7 +79,7 @@ def _spelling(name: str, base: str) -> str:
 
 def _option(cls, f: dataclasses.Field, names: tuple, required: bool, help: str | None, hidden: bool = False):
     """(annotation, typer.Option) of the field's flag, spelled ``names``."""
-    base, optional = _kind(f)
+    base = _base(f)
     if base not in _TYPES:
         raise TypeError(f"{cls.__name__}.{f.name}: no flag for a {base} setting; give the command a parameter of "
                         "that name, or skip it")
@@ -147,7 +144,7 @@ def _parameters(cls, fn, fields, aliases, required, old_flags, help) -> tuple[li
             add(p.name, hints[p.name], info)
         elif f.metadata.get("cli", True):
             more = aliases.get(f.name, ())
-            names = (f.metadata.get("flag") or _spelling(f.name, _kind(f)[0]),
+            names = (f.metadata.get("flag") or _spelling(f.name, _base(f)),
                      *((more,) if isinstance(more, str) else more))
             add(f.name, *_option(cls, f, names, f.name in required, help.get(f.name)))
             flags.append(f.name)
@@ -156,7 +153,7 @@ def _parameters(cls, fn, fields, aliases, required, old_flags, help) -> tuple[li
     add("config", Optional[Path], typer.Option(None, "--config", "-c", help=CONFIG_HELP))
     for old in old_flags:
         f = next(f for f in fields if f.name == cls.OLD_NAMES[old])
-        add(old, *_option(cls, f, (_spelling(old, _kind(f)[0]),), False, "", hidden=True))
+        add(old, *_option(cls, f, (_spelling(old, _base(f)),), False, "", hidden=True))
         flags.append(old)
     return params, flags
 

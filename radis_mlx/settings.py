@@ -27,7 +27,7 @@ Names: one name per concept in every config, recipe section and flag.
   training row, prompt and target (mlx-lm's max_seq_length); ``max_len`` and ``min_tokens``:
   generate's filter of an output's length (kept: generate's output files record the name).
 - ``quiet`` (finetune, run) and ``progress`` (eval, translate, translate-suite) are one switch:
-  the flag is ``--quiet`` on every command.
+  the flag is ``--quiet`` (translate-suite has none).
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class GenerateConfig:
     top_p: float = setting(1.0, "nucleus sampling's probability mass (1: off)")
     batch_size: int = setting(64, "sequences decoded together")
     workers: int = setting(0, "local processes sharing the rows (CPU); 0: one per core when there are 64+ rows "
-                           "and memory for a model each (_n_workers)")
+                           "and memory for a model each")
     translate_template: str = setting(prompts.TRANSLATE, "translation instruction template ({src_name}, "
                                       "{tgt_name}, {src})", text=True)
     explain_template: str = setting(prompts.EXPLAIN, "explain-mode user prompt ({instruction}, {ref})", text=True)
