@@ -26,24 +26,33 @@ from .fileio import (MAX_ROW_BYTES, DataError, UserError, atomic_write_text, che
                  read_yaml)
 from .evals.context import Generator, model_key
 from .outdir import check_out, claim
+from .settings import MODEL_HELP, setting
 
 
 @dataclass
 class TranslateConfig:
-    input: str | None = None  # a text or JSONL file; None or "-": stdin
-    out: str | None = None  # None: stdout (no resume)
-    model: str | None = None
-    adapter: str | None = None
-    src: str = "de"
-    tgt: str = "en"
-    batch_size: int = 32
-    max_tokens: int = 512  # per segment: a paragraph fits
-    cut: str = "explanation"  # cuts.py; explanation keeps blank lines inside a paragraph's translation
-    stop: bool = True  # stop decoding at the cut (False: decode on, cut afterwards)
-    template: str | None = None  # None: the adapter's training template, else eval's default
-    system: str | None = None
-    dtype: str = "auto"
-    progress: bool = True
+    input: str | None = setting(None, "text file (one segment per line, blank lines kept), JSONL with 'src' "
+                                "(.jsonl), or - / nothing for stdin")
+    out: str | None = setting(None, "output file (default stdout); with --out a killed run resumes (OUT.cache/)")
+    model: str | None = setting(None, MODEL_HELP)
+    adapter: str | None = setting(None, "adapter dir (finetune's --out)")
+    src: str = setting("de", "source language code")
+    tgt: str = setting("en", "target language code")
+    batch_size: int = setting(32, "segments decoded together")
+    max_tokens: int = setting(512, "max new tokens per segment (a paragraph fits)")
+    cut: str = setting("explanation", "where a translation ends: explanation (where an appended explanation "
+                       "starts; blank lines inside a paragraph's translation stay) or blank-line",
+                       choices=tuple(cuts.CUTS))
+    stop_decoding: bool = setting(True, "stop decoding at the cut; --no-stop decodes to the end of turn and cuts "
+                                  "afterwards", flag="--stop-decoding/--no-stop")
+    translate_template: str | None = setting(None, "translation instruction template ({src_name}, {tgt_name}, "
+                                             "{src}) (default: the adapter's training template, else eval's)",
+                                             text=True)
+    system: str | None = setting(None, "system prompt (default: the adapter's training one)", text=True)
+    dtype: str = setting("auto", "weights' dtype (auto: float32 on CPU)", choices=bounds.LOAD_DTYPES)
+    progress: bool = setting(True, "progress lines on stderr (--quiet: none)", flag="--progress/--quiet")
+
+    OLD_NAMES = {"template": "translate_template", "stop": "stop_decoding"}  # old key -> setting (with a note)
 
 
 @dataclass
@@ -94,7 +103,8 @@ def adapter_templates(adapter: str | None, cfg: TranslateConfig) -> prompts.Temp
     f = Path(adapter) / "config.yaml" if adapter else None
     if f is not None and f.is_file():
         saved = read_yaml(f) or {}
-    return prompts.Templates(translate=cfg.template or saved.get("template") or prompts.TRANSLATE,
+    trained = saved.get("translate_template") or saved.get("template")  # the key's old name: older runs
+    return prompts.Templates(translate=cfg.translate_template or trained or prompts.TRANSLATE,
                              system=cfg.system if cfg.system is not None else saved.get("system"))
 
 
@@ -117,7 +127,7 @@ def translate_segments(loaded, texts: list[str], cfg: TranslateConfig, cache_dir
     asks = [prompts.translation_prompt(loaded.tokenizer, Pair(s, "", cfg.src, cfg.tgt, ""), t) for s in todo]
     rule = cuts.make_cut(cfg.cut)
     gen = Generator(loaded, key, cache_dir, cfg.batch_size, 0, f"translate {cfg.src}->{cfg.tgt}", cfg.progress,
-                    {"translate": rule} if cfg.stop else None)
+                    {"translate": rule} if cfg.stop_decoding else None)
     outs = gen("translate", asks, cfg.max_tokens)
     done = {s: cuts.cut(o["text"], rule)[0] if o["finish"] != "cut" else o["text"].strip()
             for s, o in zip(todo, outs)}
@@ -165,6 +175,7 @@ def _translate_to(cfg: TranslateConfig, seg: Segments, out: Path | None) -> dict
 def translate(texts: list[str], model: str | None = None, adapter: str | None = None, src: str = "de",
               tgt: str = "en", **kw) -> list[str]:
     """The Python API: translations of ``texts`` (aligned; "" for a blank text). ``kw``: TranslateConfig's."""
+    kw = {TranslateConfig.OLD_NAMES.get(k, k): v for k, v in kw.items()}  # the old names still work here
     cfg = TranslateConfig(model=model, adapter=adapter, src=src, tgt=tgt, **{"progress": False, **kw})
     check_config(cfg)
     loaded = models.load(cfg.model, cfg.adapter, dtype=cfg.dtype)

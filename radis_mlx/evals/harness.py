@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__, bounds, prompts
-from ..cuts import BLANK_LINE, DEFAULT_CUT, make_cut
+from ..cuts import BLANK_LINE, CUTS, DEFAULT_CUT, make_cut
 from ..fileio import (UserError, atomic_write_json, atomic_write_text, check_adapter_dir, check_writable_dir, read_json,
                   safe_join)
 from ..models.interpolate import check_scalable
@@ -29,50 +29,69 @@ from ..results import columns, markdown_table, summarize
 from . import general, ifeval, judge, retention, suites
 from .context import Ctx, Generator, ModelSpec, log, model_key, parse_model_spec, run_name
 from ..outdir import check_out, claim
+from ..settings import setting
 from ..tcot import TCoT, target_tag
 from .tcot_decoder import TCoTDecoder
 from .ifeval_conformance import conformance as ifeval_conformance_check
-from .suites import DEFAULT_SUITES
+from .suites import DEFAULT_SUITES, SPLITS
 
 @dataclass
 class EvalConfig:
-    models: list = field(default_factory=lambda: [None])  # model specs (str or ModelSpec)
-    out: str = "eval"
-    suites: list = field(default_factory=lambda: list(DEFAULT_SUITES))
-    test_data: dict = field(default_factory=dict)  # suite -> path; "root" -> a folder laid out as DATA_LAYOUT
-    pairs: str | None = None  # translation directions, e.g. de-en,en-de
-    limit: int | None = None  # per suite (per direction for translation), sampled with seed
-    limits: dict = field(default_factory=dict)  # per-suite overrides of limit
-    seed: int = 0
-    max_tokens: dict = field(default_factory=dict)  # per-suite overrides of DEFAULT_MAX_TOKENS
-    batch_size: int = 32
-    base_model: str | None = None  # retention base; None: each model without its adapter
-    adapter_scale: float | None = None  # every adapter at base + A x its delta (a model's own scale= wins)
-    split: str | None = None  # dev | test: a fixed disjoint part of each general suite's items (suites.split_items)
+    models: list = setting(help="model specs: hub id, mlx-lm dir, .gguf, offline short name, or "
+                           "name=MODEL[,adapter=DIR] (default: smollm2-135m)", factory=lambda: [None])
+    out: str = setting("eval", "output directory (one folder per model)")
+    suites: list = setting(help=f"the suites to run, of {', '.join(suites.names())}",
+                           factory=lambda: list(DEFAULT_SUITES))
+    test_data: dict = setting(help="SUITE=PATH (repeatable), or a data root laid out like ../shared/data",
+                              factory=dict)  # suite -> path; "root" -> a folder laid out as DATA_LAYOUT
+    pairs: str | None = setting(None, "translation directions, e.g. de-en,en-de")
+    limit: int | None = setting(None, "sample N items per suite (per direction for translation), seeded")
+    limits: dict = setting(help="per-suite overrides of limit (SUITE: N)", factory=dict)
+    seed: int = setting(0, "seed of the sampling and the bootstrap")
+    max_tokens: dict = setting(help="max new tokens per suite (SUITE: N; default: the suite's own)",
+                               factory=dict)  # per-suite overrides of DEFAULT_MAX_TOKENS
+    batch_size: int = setting(32, "sequences decoded together")
+    base_model: str | None = setting(None, "retention base model (default: each model without its adapter)")
+    adapter_scale: float | None = setting(None, "evaluate base + A x each LoRA adapter's delta (0 = the base, 1 = "
+                                          "as trained; a model's own scale= wins); runs are named NAME@A")
+    split: str | None = setting(None, "a fixed seeded part of each general suite's items, dev never overlapping "
+                                "test (default: all items)", choices=SPLITS)  # suites.split_items
     # WMT22's second references (B) are in the WMT repositories' files only; "first" scores against
     # reference A alone, so a run from the hub's copy (ALMA's) and one from a data root agree.
-    references: str = "all"  # all | first
-    stop: str = BLANK_LINE  # the string the blank-line cut cuts at ('' = no cut)
-    cut: str = DEFAULT_CUT  # cuts.py: blank-line (the published study's) | explanation (RaDis's own format)
-    paragraph_cut: str = "explanation"  # the paragraphs suite's cut (its translations hold blank lines)
-    stop_decoding: bool = True  # translation rows stop at the cut; False (--no-stop): decode on, cut afterwards
-    translate_template: str = prompts.TRANSLATE
-    system: str | None = None  # translation prompts' system prompt (match training)
-    gsm8k_template: str = general.GSM8K_TEMPLATE
-    refusal_keywords: list | None = None
-    n_bootstrap: int = 1000
-    comet: bool = True
-    judge_url: str | None = None
-    judge_model: str | None = None
-    judge_api_model: str = "gpt-4"
-    judge_api_key: str | None = None
-    judge_max_tokens: int = 1024
-    dtype: str = "auto"
-    tcot: str | None = None  # answer through English in TCoT format, this target language (e.g. de)
-    tcot_zero_shot: bool = False  # an untrained model: prefill <EN> and re-prompt every missing tag
-    nll_batch_tokens: int = 2048
-    kl_top_k: int = 64  # the base's distribution kept per answer token by the kl suite (evals/kl.py)
-    progress: bool = True
+    references: str = setting("all", "translation scored against all references or the first (reference A, "
+                              "as the hub's WMT22 copy holds it)", choices=("all", "first"))
+    stop: str = setting(BLANK_LINE, "the string the blank-line cut cuts translations at ('' = no cut)", text=True)
+    cut: str = setting(DEFAULT_CUT, "translation's cut: blank-line (at --stop, the published study's) or "
+                       "explanation (where RaDis's explanation starts: blank lines inside a translation stay)",
+                       choices=tuple(CUTS))
+    paragraph_cut: str = setting("explanation", "the paragraphs suite's cut (as --cut; its translations hold "
+                                 "blank lines)", choices=tuple(CUTS))
+    stop_decoding: bool = setting(True, "stop decoding each translation at the cut; --no-stop decodes to its end "
+                                  "and cuts afterwards (the study's published numbers)",
+                                  flag="--stop-decoding/--no-stop")
+    translate_template: str = setting(prompts.TRANSLATE, "translation instruction template ({src_name}, "
+                                      "{tgt_name}, {src}); match training", text=True)
+    system: str | None = setting(None, "translation prompts' system prompt (match training)", text=True)
+    gsm8k_template: str = setting(general.GSM8K_TEMPLATE, "GSM8K's prompt ({question})", text=True)
+    refusal_keywords: list | None = setting(None, "phrases that make an AdvBench answer a refusal; default: the "
+                                            "language's own list")
+    n_bootstrap: int = setting(1000, "bootstrap resamples of the translation scores (0: none)")
+    comet: bool = setting(True, "also score translations with COMET when it is installed")
+    judge_url: str | None = setting(None, "OpenAI-compatible server to judge MT-Bench/AlpacaEval (key from "
+                                    "RADIS_JUDGE_API_KEY or OPENAI_API_KEY)")
+    judge_model: str | None = setting(None, "local MLX model as the judge")
+    judge_api_model: str = setting("gpt-4", "model name sent to --judge-url")
+    judge_api_key: str | None = setting(None, "the judge server's key (default: RADIS_JUDGE_API_KEY or "
+                                        "OPENAI_API_KEY)", cli=False)  # a secret: not a flag
+    judge_max_tokens: int = setting(1024, "max new tokens of each judge reply")
+    dtype: str = setting("auto", "weights' dtype (auto: float32 on CPU)", choices=bounds.LOAD_DTYPES)
+    tcot: str | None = setting(None, "answer through English (TransLLM's TCoT: <EN> query <RESPONSE> answer <DE> "
+                               "answer) for this target language, e.g. de")
+    tcot_zero_shot: bool = setting(False, "with --tcot, for a model not trained on TCoT: start each answer at "
+                                   "<EN> and re-prompt every missing tag")
+    nll_batch_tokens: int = setting(2048, "tokens per forward pass when scoring answers' likelihood (retention, kl)")
+    kl_top_k: int = setting(64, "the base's most likely tokens kept per answer token by the kl suite (evals/kl.py)")
+    progress: bool = setting(True, "progress lines (--quiet: none)", flag="--progress/--quiet")
 
     def validate(self) -> "EvalConfig":
         """Check every setting but the models (their adapters may not exist yet when a recipe is

@@ -20,6 +20,7 @@ from ..data import load_instructions, load_pairs
 from ..fileio import UserError, atomic_write_json, atomic_write_text, check_writable_dir, json_line, read_json
 from ..models import DEFAULT_MODEL
 from ..outdir import check_out, claim_if_main
+from ..settings import MODEL_HELP, setting
 from ..tcot import target_tag
 from . import auto, tcot_rows, workers
 from .files import (check_meta, done_rows, done_rows_all, forget_if_empty, leftovers, meta_path, output_status,
@@ -31,40 +32,48 @@ __all__ = ["GenerateConfig", "format_summary", "generate", "output_status"]
 
 @dataclass
 class GenerateConfig:
-    data: str
-    out: str
-    mode: str = methods.DEFAULT_MODE
-    model: str | None = None
-    teacher: str | None = None  # generate with another model (the paper's teacher ablation)
-    pairs: str | None = None
-    ref: str | None = None  # reference file for a plain-text source file
-    split: str = "train"
-    limit: int | None = None
-    seed: int = 0
-    max_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    batch_size: int = 64
-    workers: int = 0  # local processes on the CPU; 0: one per core when it pays (_n_workers)
-    translate_template: str = prompts.TRANSLATE
-    explain_template: str = prompts.EXPLAIN
-    system: str | None = None
-    thinking: bool = False
+    data: str = setting(help="ALMA JSON/JSONL, WMT source file or dir, JSONL (src/ref/src_lang/tgt_lang), "
+                        "instruction file (replay), or a HF dataset id")
+    out: str = setting(help="output JSONL (resumes if it exists)")
+    mode: str = setting(methods.DEFAULT_MODE, "what to generate (radis-mlx methods)", choices=tuple(methods.MODES))
+    model: str | None = setting(None, MODEL_HELP)
+    teacher: str | None = setting(None, "generate with this model instead (the paper's teacher ablation)")
+    pairs: str | None = setting(None, "directions, e.g. de-en,en-de")
+    ref: str | None = setting(None, "reference file, when --data is a plain-text source file")
+    split: str = setting("train", "split for ALMA dirs / HF datasets")
+    limit: int | None = setting(None, "sample N rows (reproducible with --seed)")
+    seed: int = setting(0, "seed of the sampling (--limit, --temperature, --ratio)")
+    max_tokens: int = setting(256, "max new tokens per row")
+    temperature: float = setting(0.0, "0 = greedy (deterministic)")
+    top_p: float = setting(1.0, "nucleus sampling's probability mass (1: off)")
+    batch_size: int = setting(64, "sequences decoded together")
+    workers: int = setting(0, "local processes sharing the rows (CPU); 0: one per core when there are 64+ rows "
+                           "and memory for a model each")
+    translate_template: str = setting(prompts.TRANSLATE, "translation instruction template ({src_name}, "
+                                      "{tgt_name}, {src})", text=True)
+    explain_template: str = setting(prompts.EXPLAIN, "explain-mode user prompt ({instruction}, {ref})", text=True)
+    system: str | None = setting(None, "system prompt", text=True)
+    thinking: bool = setting(False, "leave thinking on for thinking-capable templates")
     # Quality controls: a rejected row keeps the reference-only target and records why.
-    min_tokens: int = 1
-    max_len: int | None = None
-    max_repeat: float = 0.5  # reject when this share of 4-grams are repeats (degenerate loops)
-    unfinished: str = "trim"  # keep | trim (to the last sentence end) | drop
-    ratio: float = 1.0  # keep rationales for a seeded fraction of rows only
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    tcot_lang: str = "de"  # tcot mode: the target language
-    translator: str | None = None  # tcot mode: MODEL[,adapter=DIR] that translates; None: the model itself
-    answers: str | None = None  # tcot mode: the replay file its English answers go to; None: OUT.answers.jsonl
-    auto_probe_rows: int = 16  # rationale-auto: continuation is tried on this many first rows
-    # rationale-auto: continuation is kept when at least this share of the probe rows get a rationale
-    # (kept, AUTO_MIN_TOKENS tokens or more); Qwen2.5 gave 11 of 200 rows, none an explanation.
-    auto_min_yield: float = 0.5
+    min_tokens: int = setting(1, "reject shorter outputs (tokens)")
+    max_len: int | None = setting(None, "reject outputs longer than this many tokens")
+    max_repeat: float = setting(0.5, "reject when this share of 4-grams repeat (degenerate loops)")
+    unfinished: str = setting("trim", "outputs that hit --max-tokens: keep, trim (to the last sentence end) or "
+                              "drop", choices=("keep", "trim", "drop"))
+    ratio: float = setting(1.0, "keep rationales for this seeded fraction of rows")
+    dtype: str = setting("auto", "weights' dtype (auto: float32 on CPU)", choices=bounds.LOAD_DTYPES)
+    trust_remote_code: bool = setting(False, "run the model repository's own code (off unless given)")
+    tcot_lang: str = setting("de", "--mode tcot: the target language")
+    translator: str | None = setting(None, "--mode tcot: MODEL[,adapter=DIR] that translates (default: the "
+                                     "model itself)")
+    answers: str | None = setting(None, "--mode tcot: the replay file its English answers go to (default: "
+                                  "OUT.answers.jsonl)")
+    auto_probe_rows: int = setting(16, "--mode rationale-auto: try continuation on this many first rows")
+    # Qwen2.5 gave 11 of 200 rows a rationale by continuation, none an explanation.
+    auto_min_yield: float = setting(0.5, "--mode rationale-auto: keep continuation when this share of the probe "
+                                    "rows gets a rationale (kept, AUTO_MIN_TOKENS tokens or more)")
+
+    OLD_NAMES = {"template": "translate_template"}  # old key -> setting (accepted with a note)
 
     def fingerprint(self) -> dict:
         """Settings that change what a row contains; a rerun must match them to resume."""

@@ -10,10 +10,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 from .. import bounds, methods, prompts, settings, trackers
-from ..fileio import UserError, check_adapter_dir, read_yaml
+from ..fileio import UserError, check_adapter_dir
+from ..settings import setting
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 
@@ -29,72 +29,85 @@ _FREE_KEYS = {"out", "yes", "resume", "overwrite", "fuse", "fuse_bits", "steps_p
 
 @dataclass
 class FinetuneConfig:
-    model: str | None = None
-    data: str | None = None
-    out: str = "runs/finetune"
-    adapter_path: str | None = None  # start from these adapters (same fine-tune type and rank)
-    method: str = methods.DEFAULT_METHOD
-    pairs: str | None = None  # directions for plain parallel data (e.g. de-en)
-    replay_data: str | None = None
-    replay_ratio: float | None = None  # share of the epoch from replay_data / mix_data; None: the method's
-    mix_data: str | None = None
-    separator: str = "\n\n"  # reference/rationale separator for rationale-explain rows
-    template: str = prompts.TRANSLATE
-    system: str | None = None
-    fine_tune_type: str = "lora"
-    lora_rank: int = 8
-    lora_scale: float = 20.0
-    lora_dropout: float = 0.0
-    num_layers: int = -1  # last N blocks; -1: all
-    lora_keys: list | None = None  # e.g. [self_attn.q_proj, self_attn.v_proj]; None: every linear layer
-    train_embeddings: bool = False  # also train embed_tokens and lm_head in full (TransLLM's setting)
-    w_ref: float = 1.0
-    w_rat: float = 1.0
-    normalize: str = "tokens"
-    optimizer: str = "adamw"
+    model: str | None = setting(None, settings.MODEL_HELP)
+    data: str | None = setting(None, "generate's JSONL (radis/seqkd/sdft/replay rows), or parallel data for "
+                               "--method sft")
+    out: str = setting("runs/finetune", "run directory")
+    adapter_path: str | None = setting(None, "start from these adapters (same fine-tune type and rank)")
+    method: str = setting(methods.DEFAULT_METHOD, "what to train on (radis-mlx methods)",
+                          choices=tuple(methods.trained()))
+    pairs: str | None = setting(None, "directions of plain parallel data, e.g. de-en")
+    replay_data: str | None = setting(None, "generate's replay JSONL (or instruction+output rows)")
+    replay_ratio: float | None = setting(None, "share of each epoch from --replay-data/--mix-data (default: the "
+                                         "method's)")
+    mix_data: str | None = setting(None, "second dataset for --method mix")
+    separator: str = setting("\n\n", "between reference and explain-mode rationale", text=True)
+    translate_template: str = setting(prompts.TRANSLATE, "translation instruction template ({src_name}, {tgt_name}, "
+                                 "{src}); as generate's", text=True)
+    system: str | None = setting(None, "system prompt (as in generate)", text=True)
+    fine_tune_type: str = setting("lora", "what trains (or --lora, --dora, --full)", choices=FINE_TUNE_TYPES)
+    lora_rank: int = setting(8, "LoRA/DoRA rank")
+    lora_scale: float = setting(20.0, "LoRA/DoRA scale (mlx-lm's; a step grows with lr x scale)")
+    lora_dropout: float = setting(0.0, "dropout on the adapters' input")
+    num_layers: int = setting(-1, "train the last N blocks (-1: all)")
+    lora_keys: list | None = setting(None, "comma-separated module keys, e.g. self_attn.q_proj,self_attn.v_proj "
+                                "(default: every linear layer)")
+    train_embeddings: bool = setting(False, "also train embed_tokens/lm_head in full (TransLLM); saved as "
+                                "OUT/embeddings.safetensors (mlx-lm: use --fuse)")
+    w_ref: float = setting(1.0, "loss weight of reference (and end-of-turn) tokens")
+    w_rat: float = setting(1.0, "loss weight of rationale tokens")
+    normalize: str = setting("tokens", "average the loss over tokens or over segments", choices=("tokens", "segments"))
+    optimizer: str = setting("adamw", "optimizer (mlx-lm's)", choices=OPTIMIZERS)
     # mlx-lm's default, at its LoRA scale 20: a LoRA step grows with lr x scale, and 1e-4 at scale 20
     # (PEFT's 1e-3 at alpha 16) sent Qwen2.5-0.5B's loss from 2.2 to 6 in 25 steps (RESULTS.md).
-    lr: float = 1e-5
-    lr_min: float = 0.0
-    schedule: str = "cosine"  # cosine | constant (after warmup)
-    warmup: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # 0: no clipping
-    grad_accum: int = 1
-    grad_checkpoint: bool = False
+    lr: float = setting(1e-5, "learning rate (mlx-lm's default at its LoRA scale 20)")
+    lr_min: float = setting(0.0, "cosine decay floor")
+    schedule: str = setting("cosine", "learning-rate schedule after the warm-up", choices=("cosine", "constant"))
+    warmup: int = setting(0, "linear warm-up steps")
+    weight_decay: float = setting(0.0, "decoupled weight decay (adamw)")
+    max_grad_norm: float = setting(1.0, "clip the gradient norm (0: off)")
+    grad_accum: int = setting(1, "batches per optimizer step")
+    grad_checkpoint: bool = setting(False, "recompute activations in the backward pass (less memory, slower)")
     # Stop at the first step whose peak memory is over this (GB); None: on Metal, the GPU's working set
     # (past it a step swaps instead of failing), elsewhere no limit.
-    memory_limit_gb: float | None = None
-    batch_size: int = 8
-    epochs: float = 1.0
-    iters: int | None = None  # optimizer steps; overrides epochs
-    max_seq_len: int = 512
-    pad_multiple: int | None = None  # None: 32 when compiled (few shapes), else 1 (no rounding)
-    bucket: int = 16  # batches per length-sorting bucket (bigger: less padding, less shuffling)
-    seed: int = 0
-    val_data: str | None = None
-    val_fraction: float = 0.0
-    val_batch_size: int | None = None
-    steps_per_eval: int = 100
-    steps_per_report: int = 10
-    save_every: int = 100
-    keep_checkpoints: int = 2
-    best_metric: str = "val_loss"  # val_loss | val_ref_loss
-    dtype: str = "auto"
-    compile: bool | None = None  # None: on GPU only (on CPU it saves nothing and JIT-compiles per shape)
-    slice_head: bool = True  # logits only at loss positions (checked exact at start)
-    fast_exp: bool | None = None  # None: on CPU (see runtime/kernels.py)
-    fuse: bool = False
-    # Quantize the fused layers to this many bits (4 or 8, at the base's group size); None: they stay in
-    # float. At the base's 4 bits the rounding can erase what training changed (mlx-lm PR #1564).
-    fuse_bits: int | None = None
-    resume: bool = False
-    overwrite: bool = False
-    quiet: bool = False
-    trust_remote_code: bool = False
-    report_to: list | None = None  # experiment trackers: wandb, tensorboard (the extra radis-mlx[tracking])
-    project_name: str | None = None  # the W&B project (default radis-mlx)
-    yes: bool = False  # allow a run longer than bounds.MAX_ITERS steps (estimated at days)
+    memory_limit_gb: float | None = setting(None, "stop at the first step whose peak memory is over this (default: on "
+                                       "Metal, the GPU's working set)")
+    batch_size: int = setting(8, "rows per batch")
+    epochs: float = setting(1.0, "passes over --data (a fraction is allowed)")
+    iters: int | None = setting(None, "optimizer steps (overrides --epochs)")
+    max_seq_len: int = setting(512, "tokens of a training row; longer rows lose rationale tokens, then are dropped")
+    pad_multiple: int | None = setting(None, "pad batches to a multiple of this (default: 32 when compiled, else 1)")
+    bucket: int = setting(16, "batches per length-sorted bucket (bigger: less padding, less shuffling)")
+    seed: int = setting(0, "seed of the shuffling, the validation split and the adapters' initialisation")
+    val_data: str | None = setting(None, "validation rows (as --data)")
+    val_fraction: float = setting(0.0, "hold out this share of --data for validation")
+    val_batch_size: int | None = setting(None, "validation batch size (default: --batch-size)")
+    steps_per_eval: int = setting(100, "validate every N steps (0: never during training)")
+    steps_per_report: int = setting(10, "report the training loss every N steps")
+    save_every: int = setting(100, "checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = setting(2, "checkpoints kept (the newest ones)")
+    best_metric: str = setting("val_loss", "validation loss that picks the best checkpoint",
+                          choices=("val_loss", "val_ref_loss"))
+    dtype: str = setting("auto", "weights' dtype (auto: float32 on CPU)", choices=bounds.LOAD_DTYPES)
+    compile: bool | None = setting(None, "compile the step (default: on GPU only; on CPU it saves nothing and "
+                              "JIT-compiles per shape)")
+    slice_head: bool = setting(True, "logits only at loss positions (checked exact at start)")
+    fast_exp: bool | None = setting(None, "the CPU kernels of runtime/kernels.py (default: on CPU)")
+    fuse: bool = setting(False, "also write OUT/fused (a full model)")
+    # At the base's 4 bits the rounding can erase what training changed (mlx-lm PR #1564).
+    fuse_bits: int | None = setting(None, "quantize the fused layers to 4 or 8 bits (default: keep them in float; 4 "
+                               "bits can erase the adapters)")
+    resume: bool = setting(False, "continue a stopped run in --out")
+    overwrite: bool = setting(False, "replace --out")
+    quiet: bool = setting(False, "no progress lines")
+    trust_remote_code: bool = setting(False, "run the model repository's own code (off unless given)")
+    report_to: list | None = setting(None, "experiment trackers, e.g. wandb,tensorboard (offline, logs in --out; pip "
+                                "install 'radis-mlx[tracking]')")
+    project_name: str | None = setting(None, "W&B project (default radis-mlx)")
+    yes: bool = setting(False, "allow a run of more optimizer steps than a day's worth (see bounds.MAX_ITERS)",
+                   flag="--yes")
+
+    OLD_NAMES = {"template": "translate_template"}  # old key -> setting (accepted with a note)
 
     def validate(self) -> "FinetuneConfig":
         """Check every setting; messages start with the setting's name (settings.build puts its
@@ -186,18 +199,17 @@ def fine_tune_type_flag(given: str | None, **switches: bool) -> str | None:
 def load_config(config_file=None, _where: str = "", **overrides) -> FinetuneConfig:
     """defaults < YAML file < overrides (CLI flags; None means 'not given'); ``_where``: the overrides'
     source name (settings.FLAGS for the command line)."""
-    layers = []
-    if config_file:
-        p = Path(config_file)
-        if not p.is_file():
-            raise UserError(f"{p}: config file not found")
-        y = read_yaml(p) or {}
-        if not isinstance(y, dict):
-            raise UserError(f"{p}: expected a mapping of settings")
-        layers.append((f"{p}:", y))
+    layers = [settings.file_layer(config_file)] if config_file else []
     layers.append((_where, {k: v for k, v in overrides.items() if v is not None}))
     return settings.build(FinetuneConfig, layers)
 
 
+# A run's files hash its settings under the names they had when hashes were first written, so a run
+# stopped before a rename still resumes after it.
+_HASHED_AS = {new: old for old, new in FinetuneConfig.OLD_NAMES.items()}
+
+
 def config_hash(obj) -> str:
+    if isinstance(obj, dict):
+        obj = {_HASHED_AS.get(k, k): v for k, v in obj.items()}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -196,7 +196,7 @@ def examples_hash(*groups: list[Example]) -> str:
 def load_data(cfg, tokenizer, rank_print=print) -> dict:
     """The run's main, extra (replay/mix) and validation examples, their build statistics, the hashes of
     the generate files' settings, and one hash of every token (a resumed run must see the same)."""
-    t = prompts.Templates(translate=cfg.template, system=cfg.system)
+    t = prompts.Templates(translate=cfg.translate_template, system=cfg.system)
     method = methods.get(cfg.method)
     kw = dict(directions=cfg.pairs, separator=cfg.separator)
     st_main, st_extra, st_val = BuildStats(), BuildStats(), BuildStats()
@@ -232,7 +232,7 @@ def load_data(cfg, tokenizer, rank_print=print) -> dict:
         if mp and mp.is_file():
             meta[str(src)] = hashlib.sha256(mp.read_bytes()).hexdigest()[:16]
             used = read_json(mp).get("settings", {}).get("translate_template")
-            if used and used != cfg.template:
+            if used and used != cfg.translate_template:
                 rank_print(f"warning: {src} was generated with another translation template than --template; "
                            "training prompts will differ from generation prompts")
     return {"main": main, "extra": extra, "val": val, "meta_hashes": meta,
