@@ -16,16 +16,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Arrows another branch removes (issue 29's suites branch: evals/harness -> report, report/html ->
-# evals.general, and report/html reading its own package's face back); drop them once it is merged.
-KNOWN = {
-    ("radis_mlx.evals.harness", "radis_mlx.report"),
-    ("radis_mlx.report.html", "radis_mlx.evals"),
-    ("radis_mlx.report.html", "radis_mlx.evals.general"),
-    ("radis_mlx.report.html", "radis_mlx.report"),
-}
-
-
 def modules(package: Path) -> dict[str, tuple[Path, bool]]:
     """Module name -> (file, is a package's __init__) for every .py file under ``package``."""
     out = {}
@@ -115,16 +105,9 @@ def describe(cycle: list[str], graph: dict, mods: dict) -> str:
 
 def test_no_import_cycle():
     graph, mods = import_graph(ROOT / "radis_mlx"), modules(ROOT / "radis_mlx")
-    cycle = find_cycle(graph, skip=KNOWN)
+    cycle = find_cycle(graph)
     assert cycle is None, "an import cycle (every arrow of it below; a deferred import counts):\n" + \
         describe(cycle, graph, mods)
-
-
-def test_the_known_exceptions_are_still_there():
-    """An arrow listed in KNOWN that is gone must leave the list, or a new cycle could hide behind it."""
-    graph = import_graph(ROOT / "radis_mlx")
-    gone = sorted(f"{a} -> {b}" for a, b in KNOWN if b not in graph.get(a, {}))
-    assert not gone, f"no longer imported, remove from KNOWN: {', '.join(gone)}"
 
 
 def _package(root: Path, files: dict[str, str]) -> Path:

@@ -281,7 +281,3 @@ def suite_settings(cfg, suite: str) -> dict:
     if getattr(cfg, "split", None) and get(suite).splits:
         s["split"] = cfg.split
     return {**s, **get(suite).settings(cfg)}
-
-
-# Each family module registers its suites as it is imported, in this order (the registry's).
-from . import translation, ifeval, general, retention, kl, chat, paragraphs  # noqa: E402, F401

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from ..evals import suites as registry
 from ..fileio import DataError, atomic_write_text
-from ..results import esc, fmt, item_rows, shown
+from ..results import columns, esc, fmt, item_rows, shown
 
 
 def run_items(suite, res: dict) -> dict:
@@ -56,9 +56,7 @@ def _suite_section(suite, names: Sequence[str], per_run: list[dict]) -> str:
 
 
 def _table(rows: Sequence[dict]) -> str:
-    from . import columns
-
-    cols = shown(rows, columns())
+    cols = shown(rows, columns(registry.registered()))
     head = "<tr><th>run</th>" + "".join(f"<th>{esc(c.label)}</th>" for c in cols) + "</tr>"
     body = "".join("<tr><th>" + esc(r["name"]) + "</th>" + "".join(
         f'<td class="num">{esc(fmt(r, c))}</td>' for c in cols) + "</tr>" for r in rows)
