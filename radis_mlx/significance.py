@@ -69,9 +69,10 @@ def general_test(a_dirs: list, b_dirs: list, suite: str, n_resamples: int = 1000
     return {"delta": float(np.mean(x - y)), "p": paired_permutation(x, y, n_resamples), "n": len(xs)}
 
 
-def _metric(name: str):
+def _metric(column: str):
+    """sacrebleu's metric a corpus column scores: its key's last part (bleu, para_bleu -> BLEU)."""
     from sacrebleu.metrics import BLEU, CHRF
-    return {"bleu": BLEU, "chrf": CHRF}[name]()
+    return {"bleu": BLEU, "chrf": CHRF}[column.rsplit("_", 1)[-1]]()
 
 
 def corpus_test(a_dirs: list, b_dirs: list, suite: str, n_trials: int = 10000) -> dict | None:

@@ -16,8 +16,8 @@ from ..data import Pair, load_pairs, sample
 from ..fileio import UserError, atomic_write_jsonl
 from ..results import Column, pick
 from .context import Ctx
-from .suites import items_path, register
-from .translation import add_stopping, score, translation_prompts
+from .suites import Html, Outcome, items_path, register
+from .translation import add_stopping, item_cell, item_head, score, translation_prompts
 
 SENTENCE_END = re.compile(r"[.!?][\"'\u201c\u201d\u00bb)]*(?=\s|$)")
 SHORT = 0.6  # an output under this share of its reference's characters has lost sentences
@@ -56,14 +56,27 @@ def headline(s: dict) -> str:
             f"truncated {100 * s.get('truncated_share', 0):.0f}%")
 
 
+def with_tail(row: dict, summary: dict) -> dict:
+    """The row and what its cut left off: the raw text after the scored part (at an explanation's
+    start, not necessarily at a stop string)."""
+    body, hyp = str(row.get("raw") or "").strip(), str(row.get("hyp") or "").strip()
+    return {**row, "tail": body[len(hyp):] if row.get("cut") and body.startswith(hyp) else ""}
+
+
+def cell(r: dict) -> str:
+    return item_cell(r) + ('<div class="meta">short: under 60 % of the reference</div>' if r.get("short") else "")
+
+
 register(
     name="paragraphs", data="wmt23_general_test", max_tokens=448,  # WMT23's paragraph set: no hub copy checked
     load=load_paragraphs, prompts=translation_prompts, run=run_paragraphs, cut=paragraph_cut, headline=headline,
     settings=lambda cfg: {"pairs": cfg.pairs, "cut": cfg.paragraph_cut, "stop_decoding": cfg.stop_decoding},
-    items="paragraphs.jsonl",
+    items="paragraphs.jsonl", outcome=Outcome("id", corpus=("para_bleu", "para_chrf")),
     columns=(Column("para_bleu", "paragraph BLEU", "f2", True), Column("para_chrf", "paragraph chrF", "f2", True),
              Column("para_short_share", "paragraphs short", "pct", False),
              Column("para_truncated_share", "paragraphs truncated", "pct", False)),
     summary=lambda s: pick(s, {"para_bleu": "bleu", "para_chrf": "chrf", "para_short_share": "short_share",
                                "para_truncated_share": "truncated_share"}),
+    html=Html("Paragraphs", ("source", "reference"), key=lambda r: (r["src_lang"], r["tgt_lang"], str(r["id"])),
+              head=item_head, cell=cell, prepare=with_tail),
 )

@@ -39,8 +39,8 @@ class Outcome:
     key: str  # the item field naming the same item in every run
     value: Callable[[dict], float] | None = None  # one number per item: a paired permutation test of its mean
     column: str = ""  # the report column that number is (its label, format and higher_is_better)
-    # instead of a number: these corpus metrics of the items' hyp and refs (sacrebleu's names, and the
-    # keys of the suite's columns), by paired approximate randomisation
+    # instead of a number: these corpus metrics of the items' hyp and refs, by paired approximate
+    # randomisation; each is one of the suite's column keys, ending in sacrebleu's name (bleu, para_chrf)
     corpus: tuple[str, ...] = ()
     note: str = ""  # what the outcome is, in the report's words (said under its paired tests)
 
