@@ -13,7 +13,7 @@ from .cli_options import Given, from_config
 from .evals.harness import EvalConfig
 from .evals.translate_suite import TranslateSuiteConfig
 from .fileio import UserError
-from .generate.stage import GenerateConfig
+from .generate.config import GenerateConfig
 from .translating import TranslateConfig
 from .tuner.config import FinetuneConfig
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import methods, settings
 from .data.pairs import looks_like_hub_id
 from .evals.harness import EvalConfig
-from .generate.stage import GenerateConfig
+from .generate.config import GenerateConfig
 from .fileio import UserError, load_yaml_text, read_yaml, safe_join
 from .report import DEFAULT_BASELINES, method_of
 from .tuner.config import FinetuneConfig

@@ -14,7 +14,7 @@ from radis_mlx import settings
 from radis_mlx.cli import app, main
 from radis_mlx.evals.harness import EvalConfig
 from radis_mlx.evals.translate_suite import TranslateSuiteConfig
-from radis_mlx.generate.stage import GenerateConfig
+from radis_mlx.generate.config import GenerateConfig
 from radis_mlx.translating import TranslateConfig
 from radis_mlx.tuner.config import FinetuneConfig, config_hash
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import bounds
 from ..fileio import atomic_write_json, atomic_write_jsonl, check_writable_dir
 from ..outdir import check_out, claim
-from ..translate import Translator, check_translation
+from .translator import Translator, check_translation
 from . import suites
 
 TRANSLATABLE = ("advbench", "alpacaeval", "mtbench", "gsm8k")

@@ -8,7 +8,7 @@ import the stage back.
 from pathlib import Path
 
 from .rows import generate_rows
-from .stage import GenerateConfig
+from .config import GenerateConfig
 from .workers import read_job
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from .. import methods
 from ..repetition import repeat_share
 
 if TYPE_CHECKING:
-    from .stage import GenerateConfig
+    from .config import GenerateConfig
 
 
 def trim_to_sentence(text: str) -> str:

@@ -19,7 +19,7 @@ from ..runtime.decode import DecodeConfig, check_context, decode
 from .filters import in_ratio, rationale_filter
 
 if TYPE_CHECKING:
-    from .stage import GenerateConfig
+    from .config import GenerateConfig
 
 
 @dataclass

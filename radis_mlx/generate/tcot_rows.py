@@ -25,7 +25,7 @@ from .. import models, records
 from ..fileio import atomic_write_json, atomic_write_text, json_line
 from ..records import Record
 from ..tcot import TCoT
-from ..translate import Translator, check_translation
+from ..evals.translator import Translator, check_translation
 from .files import check_meta, summary_path
 
 

@@ -9,22 +9,18 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from mlx_lm.tuner.trainer import TrainingCallback
 
 from ..fileio import JsonlAppender, atomic_write_text, iter_jsonl, json_line, repair_jsonl_tail
 from ..progress import Progress
-
-if TYPE_CHECKING:
-    from .loop import _Run
 
 
 class MetricsLog(TrainingCallback):
     """Reports as mlx-lm's callbacks get them, written to OUT/metrics.jsonl (each step once, also after a
     resume), to the progress line and the console, and drawn now and then into OUT/loss.png."""
 
-    def __init__(self, run: _Run, forward: TrainingCallback | None = None):
+    def __init__(self, run, forward: TrainingCallback | None = None):
+        """``run``: the loop's run state (loop._Run; not imported, so the log sits below the loop)."""
         self.run, self.forward = run, forward
         out, start = run.out, run.start
         if run.main and start and (out / "metrics.jsonl").exists():

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from radis_mlx import models
 from radis_mlx.cli import main
 from radis_mlx.evals.suites import SUITES
-from radis_mlx.generate.stage import GenerateConfig
+from radis_mlx.generate.config import GenerateConfig
 from radis_mlx.methods import MODES
 from radis_mlx.outdir import PACKAGE
 from radis_mlx.tuner.config import FinetuneConfig

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import models, prompts
-from .data import Pair, lang_name
-from .evals.context import Generator, model_key, parse_model_spec
-from .evals.ifeval_text import detect_language
-from .fileio import UserError
-from .repetition import repeat_share
+from .. import models, prompts
+from ..data import Pair, lang_name
+from .context import Generator, model_key, parse_model_spec
+from .ifeval_text import detect_language
+from ..fileio import UserError
+from ..repetition import repeat_share
 
 MIN_LENGTH_RATIO = 0.5  # a translation under half the source's characters has dropped content
 
