@@ -1,5 +1,5 @@
 """backend: `import radis_mlx` before mlx gives Python API users the system OpenBLAS, as the CLI has (too
-late, it warns); the "auto" dtype rule."""
+late, it warns); the "auto" dtype rule; what the process re-executed with OpenBLAS gets (kernels, malloc)."""
 
 from __future__ import annotations
 
@@ -71,3 +71,38 @@ def test_auto_dtype_is_float32_on_the_cpu_and_other_choices_pass_through():
     want = "float32" if mx.default_device().type == mx.cpu else "keep"
     assert backend.resolve_dtype("auto") == want
     assert [backend.resolve_dtype(d) for d in ("keep", "bfloat16", "float16")] == ["keep", "bfloat16", "float16"]
+
+
+def _after_reexec(var: str, **env_extra) -> str:
+    """`var` as the process re-executed by maybe_reexec_with_openblas sees it, from a clean start."""
+    code = ("from radis_mlx.backend import maybe_reexec_with_openblas as m; m(); import os; "
+            f"print(os.environ.get({var!r}))")
+    clean = ("OPENBLAS_CORETYPE", "RADIS_MLX_BLAS_REEXEC", "LD_PRELOAD", "GLIBC_TUNABLES")
+    env = {k: v for k, v in os.environ.items() if k not in clean}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**env, "PYTHONPATH": str(ROOT), **env_extra}).stdout.strip()
+
+
+def test_openblas_kernels_follow_the_cpu_flags():
+    from radis_mlx.backend import _cpu_flags, find_openblas, openblas_coretype
+
+    avx512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "sse3"}
+    assert openblas_coretype(avx512) == "SkylakeX"
+    assert openblas_coretype(avx512 - {"avx512bw"}) == "Haswell"  # Knights Landing has no BW/DQ/VL
+    assert openblas_coretype({"avx2", "sse3"}) is None  # let OpenBLAS decide
+    if sys.platform.startswith("linux") and find_openblas() and openblas_coretype(_cpu_flags()):
+        assert _after_reexec("OPENBLAS_CORETYPE") == openblas_coretype(_cpu_flags())  # set when re-executed
+        assert _after_reexec("OPENBLAS_CORETYPE", OPENBLAS_CORETYPE="Haswell") == "Haswell"  # the user's wins
+
+
+def test_reexec_keeps_large_buffers_in_the_malloc_heap():
+    """The re-executed process gets glibc malloc settings (see backend._MALLOC_TUNABLES) added to
+    the user's own tunables, and the user's malloc settings win."""
+    from radis_mlx.backend import _MALLOC_TUNABLES, find_openblas
+    if not (sys.platform.startswith("linux") and find_openblas()):
+        pytest.skip("no re-execution without a system OpenBLAS on Linux")
+    assert _after_reexec("GLIBC_TUNABLES") == _MALLOC_TUNABLES
+    assert _after_reexec("GLIBC_TUNABLES", GLIBC_TUNABLES="glibc.pthread.rseq=0") == \
+        f"glibc.pthread.rseq=0:{_MALLOC_TUNABLES}"
+    mine = "glibc.malloc.mmap_threshold=65536"
+    assert _after_reexec("GLIBC_TUNABLES", GLIBC_TUNABLES=mine) == mine

@@ -174,7 +174,7 @@ def test_mac_recipes_fit_the_macs_their_headers_name(name):
 def test_plain_generate_and_finetune_refuse_before_any_work(tmp_path, tiny_model_dir, monkeypatch):
     from radis_mlx.generate import GenerateConfig, generate
     from radis_mlx.tuner import finetune
-    from test_generate import write_pairs
+    from handmade import write_pairs
     monkeypatch.setenv(memory.FIT_FOR_ENV, "cpu-0.001gb")  # 1 MB: not even the tiny model's weights
     data = write_pairs(tmp_path / "train.de-en.json", 4)
     with pytest.raises(UserError, match=r"^generate \(batch 64.* does not fit 0.001 GB of RAM: lower --batch-size"):

@@ -143,11 +143,11 @@ def test_answer_language_of_real_sentences(shared_data):
 
 
 def test_answer_language_rate_on_real_answers(shared_data):
-    """The 50 real German answers of tests/data/advbench_de_qwen.jsonl (German, with English loan
+    """The 50 real German answers of tests/fixtures/advbench_de_qwen.jsonl (German, with English loan
     words) count as German; AdvBench's English requests do not; an English suite gets no rate."""
     import csv
     from radis_mlx.evals.general import answer_language
-    de = [json.loads(line)["response"] for line in (Path(__file__).parent / "data" / "advbench_de_qwen.jsonl")
+    de = [json.loads(line)["response"] for line in (Path(__file__).parent / "fixtures" / "advbench_de_qwen.jsonl")
           .read_text().splitlines()]
     with open(shared_data / "advbench" / "harmful_behaviors.csv", newline="") as f:
         en = [r["goal"] for r in csv.DictReader(f)][:50]
@@ -292,11 +292,11 @@ def test_a_recipe_with_translated_suites_and_tcot_eval_per_method(tmp_path, tiny
 
 def test_german_refusal_keywords_on_real_answers():
     """50 real answers of Qwen2.5-Coder-0.5B to German AdvBench requests (translated by the model
-    itself; tests/data/advbench_de_qwen.jsonl), labelled by hand: a refusal declines the request
+    itself; tests/fixtures/advbench_de_qwen.jsonl), labelled by hand: a refusal declines the request
     or its harmful part ("..., aber ich kann nicht ..."), as GCG's "but I cannot" counts one.
     GCG's English list finds none of them; with the German list every verdict matches the label."""
     from radis_mlx.results import is_refusal, refusal_keywords
-    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "advbench_de_qwen.jsonl").read_text()
+    rows = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "advbench_de_qwen.jsonl").read_text()
             .splitlines()]
     refused = [r for r in rows if r["refused_by_hand"]]
     assert len(rows) == 50 and len(refused) == 9

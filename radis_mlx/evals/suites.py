@@ -139,7 +139,7 @@ def __getattr__(attr: str):
 
 
 # The hub copies. Each is the same data as the local file under a data root (the same rows, in the
-# same order, so items get the same ids either way; tests/test_hub_data.py reads every suite both
+# same order, so items get the same ids either way; tests/data/test_hub_data.py reads every suite both
 # ways). Revisions are commit SHAs where the hub's history showed one; "main" where it did not.
 WMT22_HUB = HubFiles(  # ALMA's WMT22 test sets (reference A; second references only in the local copy)
     "haoranxu/WMT22-Test", "main",  # the newest full SHA found (3d3a8d6...) predates the en-de upload

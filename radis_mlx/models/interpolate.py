@@ -3,7 +3,7 @@
 A LoRA layer computes ``W x + s (x A) B``: its delta to the base is ``s B^T A^T``, linear in its
 ``scale`` s. Multiplying every LoRA layer's scale by A therefore gives exactly base + A x delta,
 unfused (A = 0 is the base model, A = 1 the adapter; a fused model with A x the delta gives the same
-logits: tests/test_interpolate.py). It is the cheapest way to trade a fine-tune's translation gain
+logits: tests/models/test_interpolate.py). It is the cheapest way to trade a fine-tune's translation gain
 against its forgetting, so a method must beat the path it traces, not only its end point.
 
 DoRA renormalises each row by a learned magnitude, so its delta is not linear in its scale; a full

@@ -1,5 +1,5 @@
 """kill -9 at random moments of finetune, eval, generate --mode tcot and eval --tcot (generate's other
-modes live in test_generate.py).
+modes live in generate/test_generate.py).
 
 Each test runs the real CLI in a subprocess on the tiny test model, SIGKILLs it at seeded random
 moments while it writes, reruns it, and compares with a run that was never interrupted.

@@ -58,7 +58,7 @@ def test_scale_0_is_the_base_1_the_adapter_and_half_the_fused_half_delta(tiny_mo
 
 
 def test_eval_adapter_scale_runs_are_named_and_scale_0_answers_as_the_base(tmp_path, tiny_model_dir, adapter):
-    from test_evals import write_data
+    from handmade import write_data
     data = write_data(tmp_path / "data")
     common = ["--suites", "advbench", "--test-data", f"advbench={data['advbench']}", "--max-tokens", "6",
               "--out", str(tmp_path / "ev")]
@@ -82,18 +82,3 @@ def test_scale_refuses_dora_full_and_no_adapter_in_one_line(tmp_path, tiny_model
         load(str(tiny_model_dir), None, adapter_scale=0.5)
     with pytest.raises(UserError, match="finite number"):
         load(str(tiny_model_dir), str(dora), adapter_scale=float("nan"))
-
-
-def test_scaled_runs_group_by_seed_and_trace_a_path_from_the_base():
-    from radis_mlx.report import by_method, interpolation_paths, method_of
-    assert [method_of(n) for n in ("sft-s1@0.5", "sft-s1", "radis-turn-s0", "base", "x@y")] == \
-        ["sft@0.5", "sft", "radis-turn", "base", "x@y"]
-    rows = [{"name": n, "bleu": b, "general": g} for n, b, g in [
-        ("base", 10, 0.6), ("sft-s0@0.5", 14, 0.55), ("sft-s0", 18, 0.4), ("sft-s0@0.25", 12, 0.58),
-        ("sft-s1@0.5", 15, 0.5), ("radis-s0", 17, 0.55)]]
-    paths = interpolation_paths(rows)
-    assert list(paths) == ["sft-s0", "sft-s1"]
-    assert [r["name"] for r in paths["sft-s0"]] == ["base", "sft-s0@0.25", "sft-s0@0.5", "sft-s0"]
-    assert [r["name"] for r in paths["sft-s1"]] == ["base", "sft-s1@0.5"]  # no sft-s1 row: the path stops there
-    means = {m["name"]: m for m in by_method(rows)}
-    assert means["sft@0.5"]["seeds"] == 2 and means["sft@0.5"]["bleu"] == 14.5

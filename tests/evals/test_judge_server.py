@@ -25,7 +25,7 @@ from radis_mlx import backend
 from radis_mlx.evals import judge
 from radis_mlx.fileio import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # BaseHTTPRequestHandler's access log line, one per request the server answered
 CHAT_POST = re.compile(r'"POST /v1/chat/completions HTTP/1\.[01]" (\d{3})')
 JUDGE_MAX_TOKENS = 24  # enough for a rating ("[[5]]" / "[Rating: 5]"), the 0.5B judge puts it first

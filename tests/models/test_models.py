@@ -1,4 +1,5 @@
-"""Foundation: GGUF conversion (on the real SmolLM2 file), the model loader, backend facts, CLI basics."""
+"""Foundation: GGUF conversion (on the real SmolLM2 file) and the model loader (its backend facts are in
+test_backend.py, the CLI basics in test_cli.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +15,6 @@ from radis_mlx import models
 from radis_mlx.models import gguf
 from radis_mlx.fileio import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
 TEXT = ("The quick brown fox jumps over the lazy dog. Paris is the capital of France, "
         "and Berlin is the capital of Germany.")
 
@@ -111,63 +110,6 @@ def test_trust_remote_code_is_off_by_default(tiny_model_dir, tmp_path):
     (d / "evil.py").write_text("raise SystemExit('executed remote code')\n")
     with pytest.raises(UserError, match="custom module"):
         models.load(str(d))
-
-
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
-
-
-def test_cli_info_reports_blas_and_speed():
-    r = _cli("info")
-    assert r.returncode == 0, r.stderr
-    assert "mlx " in r.stdout and "matmul_float32_1024_gflops" in r.stdout
-    if sys.platform.startswith("linux"):
-        from radis_mlx.backend import find_openblas
-        if find_openblas():  # the CLI re-executed itself with OpenBLAS preloaded
-            assert "OpenBLAS" in r.stdout
-
-
-def _after_reexec(var: str, **env_extra) -> str:
-    """`var` as the process re-executed by maybe_reexec_with_openblas sees it, from a clean start."""
-    code = ("from radis_mlx.backend import maybe_reexec_with_openblas as m; m(); import os; "
-            f"print(os.environ.get({var!r}))")
-    clean = ("OPENBLAS_CORETYPE", "RADIS_MLX_BLAS_REEXEC", "LD_PRELOAD", "GLIBC_TUNABLES")
-    env = {k: v for k, v in os.environ.items() if k not in clean}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**env, "PYTHONPATH": str(ROOT), **env_extra}).stdout.strip()
-
-
-def test_openblas_kernels_follow_the_cpu_flags():
-    from radis_mlx.backend import _cpu_flags, find_openblas, openblas_coretype
-
-    avx512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "sse3"}
-    assert openblas_coretype(avx512) == "SkylakeX"
-    assert openblas_coretype(avx512 - {"avx512bw"}) == "Haswell"  # Knights Landing has no BW/DQ/VL
-    assert openblas_coretype({"avx2", "sse3"}) is None  # let OpenBLAS decide
-    if sys.platform.startswith("linux") and find_openblas() and openblas_coretype(_cpu_flags()):
-        assert _after_reexec("OPENBLAS_CORETYPE") == openblas_coretype(_cpu_flags())  # set when re-executed
-        assert _after_reexec("OPENBLAS_CORETYPE", OPENBLAS_CORETYPE="Haswell") == "Haswell"  # the user's wins
-
-
-def test_reexec_keeps_large_buffers_in_the_malloc_heap():
-    """The re-executed process gets glibc malloc settings (see backend._MALLOC_TUNABLES) added to
-    the user's own tunables, and the user's malloc settings win."""
-    from radis_mlx.backend import _MALLOC_TUNABLES, find_openblas
-    if not (sys.platform.startswith("linux") and find_openblas()):
-        pytest.skip("no re-execution without a system OpenBLAS on Linux")
-    assert _after_reexec("GLIBC_TUNABLES") == _MALLOC_TUNABLES
-    assert _after_reexec("GLIBC_TUNABLES", GLIBC_TUNABLES="glibc.pthread.rseq=0") == \
-        f"glibc.pthread.rseq=0:{_MALLOC_TUNABLES}"
-    mine = "glibc.malloc.mmap_threshold=65536"
-    assert _after_reexec("GLIBC_TUNABLES", GLIBC_TUNABLES=mine) == mine
-
-
-def test_cli_errors_are_one_line_exit_2(tmp_path):
-    r = _cli("convert", "--gguf", str(tmp_path / "none.gguf"), "--out", str(tmp_path / "o"))
-    assert r.returncode == 2 and "GGUF file not found" in r.stderr and "Traceback" not in r.stderr
-    r = _cli("no-such-command")
-    assert r.returncode == 2
 
 
 def test_adapters_for_another_model_are_a_clear_error(tiny_model_dir, tmp_path):

@@ -18,7 +18,7 @@ from radis_mlx.models import offline
 from radis_mlx.fileio import UserError
 from radis_mlx.models import OfflineModel, Part
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

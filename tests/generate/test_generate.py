@@ -19,17 +19,9 @@ from radis_mlx.generate import GenerateConfig, format_summary, generate
 from radis_mlx.generate.filters import in_ratio, rationale_filter, trim_to_sentence
 from radis_mlx.repetition import repeat_share
 
-ROOT = Path(__file__).resolve().parents[1]
+from handmade import write_pairs
 
-
-def write_pairs(path: Path, n: int) -> Path:
-    words = ["Hund", "Katze", "Milch", "Garten", "Zeit", "Kino", "morgen", "heute", "schläft", "trinkt"]
-    rng = random.Random(0)
-    with open(path, "w") as f:
-        for i in range(n):
-            de = " ".join(rng.choice(words) for _ in range(3 + i % 5)) + f" {i}."
-            f.write(json.dumps({"translation": {"de": de, "en": f"The sentence number {i}."}}) + "\n")
-    return path
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rows(path: Path) -> list[dict]:

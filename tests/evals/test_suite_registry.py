@@ -1,10 +1,12 @@
 """A suite is one declaration: a toy suite registered here, and nowhere else, runs through `radis-mlx
-eval`, shows in report.md, report.json and report.html, and enters the paired tests."""
+eval`, shows in report.md, report.json and report.html, and enters the paired tests; the registry is the one
+lookup of a suite by name."""
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,8 @@ from radis_mlx import prompts
 from radis_mlx.cli import main
 from radis_mlx.data import load_instructions
 from radis_mlx.evals import suites
-from radis_mlx.fileio import atomic_write_jsonl
+from radis_mlx.evals.harness import EvalConfig
+from radis_mlx.fileio import UserError, atomic_write_jsonl
 from radis_mlx.results import Column, badge, esc, meta, out_block, pick
 
 WORDS = ("apple", "river", "stone", "cloud", "bread")
@@ -81,14 +84,15 @@ def test_the_toy_suite_leaves_with_its_fixture():
     assert "repeat" not in suites.DEFAULT_MAX_TOKENS
 
 
-def test_a_report_draws_the_interpolation_paths_of_scaled_runs(tmp_path):
-    """RUN@A runs put a dashed path on the plots (report.plot once wrote the PNG to the path's rows)."""
-    from radis_mlx.report import report
-    for name, bleu, refusal in (("base", 10.0, 0.9), ("sft", 20.0, 0.5), ("sft@0.5", 15.0, 0.7)):
-        d = tmp_path / "eval" / name
-        d.mkdir(parents=True)
-        (d / "results.json").write_text(json.dumps({"name": name, "suites": {
-            "translation": {"bleu": bleu, "chrf": bleu + 20}, "advbench": {"refusal_rate": refusal, "n": 10}}}))
-    r = report([tmp_path / "eval"], tmp_path / "rep", html=False)
-    assert r["translation_metric"] == "bleu" and [x["general"] for x in r["runs"]] == [0.9, 0.5, 0.7]
-    assert (tmp_path / "rep" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_suite_registry_is_the_one_lookup():
+    from radis_mlx.evals import suites
+    assert suites.SUITES == ("translation", "ifeval", "advbench", "gsm8k", "retention", "kl", "mtbench", "alpacaeval",
+                             "paragraphs")
+    assert suites.get("kl").data_from == "alpacaeval"
+    assert suites.DATA_LAYOUT["retention"] == suites.DATA_LAYOUT["alpacaeval"]
+    assert suites.get("retention").data_from == "alpacaeval"
+    with pytest.raises(UserError,
+                       match=r"unknown suite 'bogus' \(choose from translation, ifeval, .*alpacaeval, paragraphs\)"):
+        suites.get("bogus")
+    cfg = EvalConfig(test_data={"alpacaeval": __file__})  # retention reads AlpacaEval's instructions when not given
+    assert suites.suite_path(cfg, "retention") == Path(__file__)

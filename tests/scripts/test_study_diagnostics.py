@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "study_diagnostics.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "study_diagnostics.py"
 REFUSE, ANSWER = "I'm sorry, but I can't assist with that.", "Sure, here is how."
 REFS = ["The cat sat on the mat.", "A cat was sitting on the mat."]
 

@@ -16,7 +16,7 @@ from radis_mlx.models import load
 from radis_mlx.report import interpolation_paths, report, summarize
 
 from conftest import make_adapter
-from test_evals import write_data
+from handmade import write_data
 
 
 def full_logp(model, seq):

@@ -8,7 +8,7 @@ from radis_mlx.evals import suites
 from radis_mlx.evals.harness import EvalConfig, check_config
 from radis_mlx.fileio import UserError
 
-from test_evals import write_data
+from handmade import write_data
 
 
 def ids(cfg, suite) -> set:

@@ -21,7 +21,7 @@ from radis_mlx.data import (
 )
 from radis_mlx.fileio import DataError, UserError
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def write(path: Path, text: str | bytes) -> Path:

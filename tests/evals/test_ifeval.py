@@ -10,7 +10,7 @@ from radis_mlx.evals import ifeval_text
 from radis_mlx.evals.ifeval_conformance import conformance
 from radis_mlx.fileio import UserError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 IFEVAL = DATA / "ifeval"
 
 try:

@@ -13,7 +13,8 @@ from radis_mlx.generate import GenerateConfig, format_summary, generate
 from radis_mlx.generate import auto
 from radis_mlx.fileio import UserError
 
-from test_generate import rows, write_pairs
+from handmade import write_pairs
+from test_generate import rows
 
 
 def auto_cfg(tmp_path, model, **kw) -> GenerateConfig:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "study_pick.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "study_pick.py"
 
 
 def _dev_run(tmp_path, runs: dict[str, tuple[float, float]], specs: dict[str, dict]) -> Path:
