@@ -17,7 +17,7 @@ from ..fileio import UserError, atomic_write_jsonl
 from ..results import Column, pick
 from .context import Ctx
 from .suites import Html, Outcome, items_path, register
-from .translation import add_stopping, item_cell, item_head, score, translation_prompts
+from .translation import add_stopping, item_cell, item_head, score, translation_prompts, with_tail
 
 SENTENCE_END = re.compile(r"[.!?][\"'\u201c\u201d\u00bb)]*(?=\s|$)")
 SHORT = 0.6  # an output under this share of its reference's characters has lost sentences
@@ -54,13 +54,6 @@ def paragraph_cut(cfg):
 def headline(s: dict) -> str:
     return (f"BLEU {s.get('bleu', 0):.2f}, chrF {s.get('chrf', 0):.2f}, short {100 * s.get('short_share', 0):.0f}%, "
             f"truncated {100 * s.get('truncated_share', 0):.0f}%")
-
-
-def with_tail(row: dict, summary: dict) -> dict:
-    """The row and what its cut left off: the raw text after the scored part (at an explanation's
-    start, not necessarily at a stop string)."""
-    body, hyp = str(row.get("raw") or "").strip(), str(row.get("hyp") or "").strip()
-    return {**row, "tail": body[len(hyp):] if row.get("cut") and body.startswith(hyp) else ""}
 
 
 def cell(r: dict) -> str:

@@ -284,10 +284,10 @@ def item_cell(r: dict) -> str:
 
 
 def with_tail(row: dict, summary: dict) -> dict:
-    """The row and what eval cut off it (it scores only the text before its summary's stop)."""
-    stop = summary.get("stop") or "\n\n"
-    body = str(row.get("raw") or "").strip()
-    return {**row, "tail": body[body.index(stop):] if row.get("cut") and stop and stop in body else ""}
+    """The row and what its cut left off: the raw text after the scored part (at a stop string or
+    where an explanation starts, whichever cut the suite used)."""
+    body, hyp = str(row.get("raw") or "").strip(), str(row.get("hyp") or "").strip()
+    return {**row, "tail": body[len(hyp):] if row.get("cut") and body.startswith(hyp) else ""}
 
 
 def summary_row(s: dict) -> dict:
