@@ -276,9 +276,11 @@ def check_sources(recipe: dict, out, progress: bool = False) -> str:
     picked = [methods.get(spec.get("method", name)) for name, spec in recipe["methods"].items()]
     used = {k: _where(recipe, k) for k in GENERAL_KEYS if recipe.get(k) and any(m.trains and _uses(m, k)
                                                                                  for m in picked)}
-    cfg = _eval_stage(recipe, [], Path(out), progress).config
+    # a method's own eval settings may add suites (issue 28's paragraphs): their data is checked too
+    cfgs = [_eval_stage(recipe, [], Path(out), progress, m).config
+            for m in (None, *(m for m, spec in recipe["methods"].items() if (spec or {}).get("eval")))]
     return preflight.format_sources(preflight.model_status(recipe.get("model")),
-                                    preflight.data_sources(recipe, cfg, used))
+                                    preflight.data_sources(recipe, cfgs, used))
 
 
 def format_plan(recipe: dict, out, stages: list[Stage], target=None) -> str:

@@ -73,9 +73,10 @@ def model_status(model: str | None) -> str:
     return f"cached {model} ({config['model_type']})"
 
 
-def data_sources(recipe: dict, eval_cfg, used: dict[str, str]) -> list[tuple[str, str]]:
+def data_sources(recipe: dict, eval_cfgs: list, used: dict[str, str]) -> list[tuple[str, str]]:
     """(what, where it comes from) for the training pairs, the replay/mix data in ``used`` (key ->
-    where the recipe sets it) and every eval suite's test set; one that cannot resolve raises."""
+    where the recipe sets it) and the test set of every suite of the eval configs (the recipe's,
+    then each method's own); one that cannot resolve raises."""
     out = []
     train = recipe.get("train_data")
     if train:
@@ -85,7 +86,11 @@ def data_sources(recipe: dict, eval_cfg, used: dict[str, str]) -> list[tuple[str
         out.append(("train_data", "; ".join(hub.status(s) for s in srcs) or f"local {train}"))
     for key, where in used.items():
         out.append((key, _status(general_source(recipe[key], where))))
-    for suite in eval_cfg.suites:
+    seen = set()
+    for eval_cfg, suite in ((c, s) for c in eval_cfgs for s in c.suites):
+        if suite in seen:
+            continue
+        seen.add(suite)
         try:
             out.append((f"eval {suite}", suites.data_status(eval_cfg, suite)))
         except UserError as e:

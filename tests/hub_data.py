@@ -4,7 +4,7 @@ the hub path is tested offline.
 Each dataset gets ``datasets--ORG--NAME/`` with ``blobs/`` (content-addressed: sha256 for the
 files the hub stores in LFS, git's blob SHA-1 for the others), ``snapshots/<commit>/<path>``
 symlinks to them, and ``refs/<branch>`` holding the commit where the revision is a branch. Files
-are converted to the format each dataset ships on the hub: parquet (WMT22-Test, ALMA's parallel
+are converted to the format each dataset ships on the hub: parquet (WMT22-Test, WMT23-Test, ALMA's parallel
 data, AdvBench, GSM8K), JSON Lines (IFEval, MT-Bench) or a JSON array (AlpacaEval).
 """
 
@@ -67,6 +67,16 @@ def _wmt22(data: Path, name: str) -> bytes:
     return _parquet([{pair: r["translation"]} for r in rows])
 
 
+def _wmt23(data: Path, name: str) -> bytes:
+    """ALMA's WMT23-Test rows: the WMT files' source and reference A, line by line."""
+    pair = name.split("/")[0]
+    s, t = pair.split("-")
+    root = data / "wmt23_general_test"
+    src = (root / "sources" / f"generaltest2023.{pair}.src.{s}").read_text().splitlines()
+    ref = (root / "references" / f"generaltest2023.{pair}.ref.refA.{t}").read_text().splitlines()
+    return _parquet([{pair: {s: a, t: b}} for a, b in zip(src, ref, strict=True)])
+
+
 def _advbench(data: Path) -> bytes:
     rows = list(csv.DictReader(io.StringIO((data / "advbench" / "harmful_behaviors.csv").read_text(), newline="")))
     return _parquet([{"prompt": r["goal"], "target": r["target"]} for r in rows])
@@ -80,6 +90,8 @@ def _gsm8k(data: Path) -> bytes:
 def _suite_file(data: Path, src: HubFiles, name: str) -> bytes:
     if src.repo == suites.WMT22_HUB.repo:
         return _wmt22(data, name)
+    if src.repo == suites.WMT23_HUB.repo:
+        return _wmt23(data, name)
     if src.repo == suites.ADVBENCH_HUB.repo:
         return _advbench(data)
     if src.repo == suites.GSM8K_HUB.repo:

@@ -64,6 +64,8 @@ class EvalConfig:
     cut: str = setting(DEFAULT_CUT, "translation's cut: blank-line (at --stop, the published study's) or "
                        "explanation (where RaDis's explanation starts: blank lines inside a translation stay)",
                        choices=tuple(CUTS))
+    paragraph_pairs: str = setting("de-en", "the paragraphs suite's directions (WMT23's de-en and en-de "
+                                   "segments are whole paragraphs)")
     paragraph_cut: str = setting("explanation", "the paragraphs suite's cut (as --cut; its translations hold "
                                  "blank lines)", choices=tuple(CUTS))
     stop_decoding: bool = setting(True, "stop decoding each translation at the cut; --no-stop decodes to its end "
@@ -102,6 +104,7 @@ class EvalConfig:
         bounds.limit(self)
         bounds.dtype(self)
         bounds.directions(self)
+        bounds.directions(self, "paragraph_pairs")
         bounds.int_in(self, "judge_max_tokens", 1, bounds.MAX_NEW_TOKENS)
         bounds.int_in(self, "n_bootstrap", 0, 10**6)
         bounds.int_in(self, "nll_batch_tokens", 1, 1 << 20)

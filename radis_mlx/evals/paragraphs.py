@@ -16,7 +16,7 @@ from ..data import Pair, load_pairs, sample
 from ..fileio import UserError, atomic_write_jsonl
 from ..results import Column, pick
 from .context import Ctx
-from .suites import Html, Outcome, items_path, register
+from .suites import WMT23_HUB, Html, Outcome, items_path, register
 from .translation import add_stopping, item_cell, item_head, score, translation_prompts, with_tail
 
 SENTENCE_END = re.compile(r"[.!?][\"'\u201c\u201d\u00bb)]*(?=\s|$)")
@@ -24,13 +24,14 @@ SHORT = 0.6  # an output under this share of its reference's characters has lost
 
 
 def load_paragraphs(cfg, path, limit) -> list[Pair]:
-    """Multi-sentence test segments (WMT23 de-en's are whole paragraphs), ``limit`` sampled per direction."""
+    """Multi-sentence test segments of ``paragraph_pairs`` (not ``pairs``: a study translating both ways
+    reads WMT23's de-en paragraphs alone), ``limit`` sampled per direction."""
     by_dir: dict = {}
-    for p in load_pairs(path, cfg.pairs, split="test"):
+    for p in load_pairs(path, cfg.paragraph_pairs, split="test"):
         if len(SENTENCE_END.findall(p.src.strip())) >= 2:
             by_dir.setdefault((p.src_lang, p.tgt_lang), []).append(p)
     if not by_dir:
-        raise UserError(f"{path}: no multi-sentence segments for {cfg.pairs or 'any direction'}")
+        raise UserError(f"{path}: no multi-sentence segments for {cfg.paragraph_pairs}")
     return [p for d in by_dir.values() for p in sample(d, limit, cfg.seed)]
 
 
@@ -61,9 +62,9 @@ def cell(r: dict) -> str:
 
 
 register(
-    name="paragraphs", data="wmt23_general_test", max_tokens=448,  # WMT23's paragraph set: no hub copy checked
+    name="paragraphs", data="wmt23_general_test", hub=WMT23_HUB, max_tokens=448,
     load=load_paragraphs, prompts=translation_prompts, run=run_paragraphs, cut=paragraph_cut, headline=headline,
-    settings=lambda cfg: {"pairs": cfg.pairs, "cut": cfg.paragraph_cut, "stop_decoding": cfg.stop_decoding},
+    settings=lambda cfg: {"pairs": cfg.paragraph_pairs, "cut": cfg.paragraph_cut, "stop_decoding": cfg.stop_decoding},
     items="paragraphs.jsonl", outcome=Outcome("id", corpus=("para_bleu", "para_chrf")),
     columns=(Column("para_bleu", "paragraph BLEU", "f2", True), Column("para_chrf", "paragraph chrF", "f2", True),
              Column("para_short_share", "paragraphs short", "pct", False),

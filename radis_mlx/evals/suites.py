@@ -147,6 +147,10 @@ WMT22_HUB = HubFiles(  # ALMA's WMT22 test sets (reference A; second references 
         ("cs-en", "1a83a591805d9178"), ("de-en", "c03dcec47c23d6ca"), ("en-cs", "b92f389a2a10e4b5"),
         ("en-de", "c470e1e53ed73302"), ("en-ru", "889b8af39e8c83c4"), ("en-zh", "6b3b7f42ead58b33"),
         ("ru-en", "4455a1b04d42177e"), ("zh-en", "a8c846c3e121c2f6"))))
+# ALMA's WMT23 de-en and en-de (549 and 557 rows, as the card says and the WMT files hold: whole
+# paragraphs), at the commit whose tree lists these two files.
+WMT23_HUB = HubFiles("haoranxu/WMT23-Test", "0110d303955a48e064c5cee9e4c510e7be0aefe5",
+                     files=("de-en/test-00000-of-00001-c57aa591fad1fafc.parquet", "en-de/test-00000-of-00001.parquet"))
 IFEVAL_HUB = HubFiles("google/IFEval", "966cd89545d6b6acfd7638bc708b98261ca58e84", ("ifeval_input_data.jsonl",))
 ADVBENCH_HUB = HubFiles("walledai/AdvBench", "main", ("data/train-00000-of-00001.parquet",))  # no SHA found
 GSM8K_HUB = HubFiles("openai/gsm8k", "main", ("main/test-00000-of-00001.parquet",))  # no SHA found

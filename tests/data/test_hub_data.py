@@ -4,6 +4,7 @@ from ../shared/data (tests/hub_data.py) must give every suite the very items the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -44,11 +45,22 @@ def _item(x) -> tuple:
 HUB_SUITES = tuple(s for s in suites.SUITES if suites.get(s).hub)
 
 
-def test_a_suite_without_a_hub_copy_is_one_line(hub_only):
-    # WMT23's paragraph-level de-en set has no hub copy we could check, so it reads local files only.
-    assert "paragraphs" not in HUB_SUITES
+def test_a_suite_without_a_hub_copy_is_one_line(hub_only, monkeypatch):
+    # every shipped suite has a hub copy now; a suite declared without one reads local files only
+    assert set(HUB_SUITES) == set(suites.SUITES)
+    monkeypatch.setitem(suites.REGISTRY, "paragraphs", dataclasses.replace(suites.get("paragraphs"), hub=None))
     with pytest.raises(UserError, match=r"suite paragraphs has no hub copy: pass --test-data paragraphs=PATH"):
         suites.load_inputs(EvalConfig(suites=["paragraphs"]), "paragraphs")
+
+
+def test_paragraphs_read_their_own_directions_whatever_the_translation_pairs(hub_only, shared_data):
+    # a study translating both ways still reads WMT23's de-en paragraphs alone, from either copy
+    for td in ({}, {"root": str(shared_data)}):
+        items = suites.load_inputs(EvalConfig(suites=["paragraphs"], pairs="de-en,en-de", test_data=td), "paragraphs")
+        assert {(p.src_lang, p.tgt_lang) for p in items} == {("de", "en")} and len(items) > 100
+        both = EvalConfig(suites=["paragraphs"], paragraph_pairs="de-en,en-de", limit=5, test_data=td)
+        assert [(p.src_lang, p.tgt_lang) for p in suites.load_inputs(both, "paragraphs")] == [("de", "en")] * 5 + [
+            ("en", "de")] * 5
 
 
 @pytest.mark.parametrize("suite", HUB_SUITES)
@@ -132,12 +144,23 @@ def _sources(out: str) -> dict[str, str]:
                 (" ".join(line.split()[:2]), " ".join(line.split()[2:])) for line in lines)
 
 
+def _named_suites(name: str) -> set[str]:
+    """Every suite a recipe names: in its eval section and in any method's own."""
+    import yaml
+
+    r = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+    ms = r["methods"].values() if isinstance(r["methods"], dict) else []  # a list names methods only
+    evals = [r.get("eval") or {}, *((m or {}).get("eval") or {} for m in ms)]
+    return {s for e in evals for s in e.get("suites", ())}
+
+
 @pytest.mark.parametrize("name", RECIPE_NAMES)
 def test_every_recipe_checks_offline_from_the_cache(name, hub_only, tmp_path, capsys):
     main(["run", name, "--check", "--quiet", "--out", str(tmp_path / "run")])
     src = _sources(capsys.readouterr().out)
     data = {k: v for k, v in src.items() if k != "model"}
     assert any(k.startswith("eval ") for k in data) and "train_data" in data
+    assert {f"eval {s}" for s in _named_suites(name)} <= set(data)  # a method's own suites too
     for what, where in data.items():  # no data root: the hub cache (or the demo's shipped files)
         assert where.startswith("cached (") or "/demo_data/" in where, (what, where)
     assert not (tmp_path / "run").exists()

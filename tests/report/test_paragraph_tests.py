@@ -25,7 +25,7 @@ def _run(d, pairs, hyp_of, name):
 
 
 def test_paragraph_bleu_and_chrf_are_paired_tested_and_shown(shared_data, tmp_path):
-    cfg = types.SimpleNamespace(pairs="de-en", seed=0)
+    cfg = types.SimpleNamespace(paragraph_pairs="de-en", seed=0)
     pairs = load_paragraphs(cfg, shared_data / "wmt23_general_test", 40)
     assert len(pairs) == 40
     assert {p.id for p in pairs} <= {p.id for p in load_pairs(shared_data / "wmt23_general_test", "de-en",
