@@ -1,0 +1,73 @@
+"""Apply the forgetting margin of study-forgetting-qwen2.5-coder-0.5b-dev: the cheapest SFT budget
+that forgets on dev data while it still translates.
+
+    python scripts/forgetting_pick.py DEV_RUN_DIR [--report REPORT_JSON] [--order sft-b1,sft-b1a,...]
+
+Reads DEV_RUN_DIR/report/report.json (dev scores per run; --report: one written by `radis-mlx report`
+over DEV_RUN_DIR/eval, when the runs were made with --only) and DEV_RUN_DIR/recipe.json (each
+budget's finetune settings). Prints the curve and each budget's verdict (lines starting with #),
+then the main study's `--set` values for the pick; nothing when no measured budget qualifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+GENERAL = ("ifeval", "advbench", "gsm8k")  # the report's 0-1 scores; the margin is in points
+MEAN_DROP = 5.0  # (a) the general mean falls by this many points
+ONE_DROP = 10.0  # (b) or any one of GENERAL falls by this many
+KL_AT = 0.10  # (c) or KL(base || sft) reaches this many nats per token
+BLEU_SLACK = 0.5  # ... while dev BLEU stays >= base's - this: a fine-tune that breaks translation is no trade-off
+ORDER = "sft-b1,sft-b1a,sft-b1b,sft-b2,sft-b3,sft-b4"  # the header's order, as amended after b2
+
+
+def verdict(base: dict, r: dict) -> tuple[bool, bool, list[str]]:
+    """(forgets, still translates, the reasons it forgets)."""
+    drops = {k: 100 * (base[k] - r[k]) for k in GENERAL}
+    mean = sum(drops.values()) / len(drops)
+    why = [f"general mean -{mean:.1f} pts"] if mean >= MEAN_DROP else []
+    why += [f"{k} -{d:.1f} pts" for k, d in drops.items() if d >= ONE_DROP]
+    why += [f"KL {r['kl']:.3f}"] if r.get("kl", 0.0) >= KL_AT else []
+    return bool(why), r["bleu"] >= base["bleu"] - BLEU_SLACK, why
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dev_run", type=Path)
+    ap.add_argument("--report", type=Path, help="default: DEV_RUN_DIR/report/report.json")
+    ap.add_argument("--order", default=ORDER, help="the budgets in order of cost")
+    a = ap.parse_args()
+    report = a.report or a.dev_run / "report" / "report.json"
+    rows = {r["name"]: r for r in json.loads(report.read_text())["runs"]}
+    specs = json.loads((a.dev_run / "recipe.json").read_text())["methods"]
+    base = rows["base"]
+    print("# run        BLEU   IFEval AdvBench GSM8K general  NLL+    KL      verdict")
+    pick, gap = None, None  # the first unmeasured budget: nothing after it can be the cheapest
+    for name in ["base", *a.order.split(",")]:
+        if name not in rows:
+            print(f"# {name:10s} not measured")
+            gap = gap or name
+            continue
+        r = rows[name]
+        forgets, translates, why = verdict(base, r)
+        said = ("" if name == "base" else "forgets: " + ", ".join(why) if forgets else "does not forget")
+        if forgets and not translates:
+            said += f"; but BLEU {r['bleu']:.2f} < base {base['bleu']:.2f} - {BLEU_SLACK}: no pick"
+        print(f"# {name:10s} {r['bleu']:6.2f} {100 * r['ifeval']:6.1f} {100 * r['advbench']:8.1f} "
+              f"{100 * r['gsm8k']:5.1f} {100 * r['general']:7.1f} {r.get('retention_increase', 0):+.3f} "
+              f"{r.get('kl', 0):.4f}  {said}")
+        if pick is None and name != "base" and forgets and translates:
+            pick = name
+    if pick is None or gap and a.order.split(",").index(gap) < a.order.split(",").index(pick):
+        print(f"# no pick yet: {gap} is not measured" if pick else "# no measured budget forgets while it translates")
+        return
+    ft = specs[pick]["finetune"]
+    print(f"# pick: {pick}")
+    for k in ("epochs", "lr", "lora_rank"):
+        print(f"finetune.{k}={ft[k]:g}" if isinstance(ft[k], float) else f"finetune.{k}={ft[k]}")
+
+
+if __name__ == "__main__":
+    main()
