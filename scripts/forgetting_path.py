@@ -1,0 +1,87 @@
+"""Is a method above SFT's interpolation path? The forgetting study's comparison, as its recipe's
+header fixes it (study-forgetting-qwen2.5-coder-0.5b).
+
+    python scripts/forgetting_path.py REPORT_JSON [--methods radis,radis-turn] [--run sft-s0]
+
+The path: the base (scale 0), RUN@A for each evaluated scale, and RUN (scale 1), ordered by BLEU.
+A method's BLEU (its seeds' mean) is bracketed by two adjacent path points; the method lies above
+the path on a measure only when it is better than BOTH points on it, each by the report's paired
+test (point vs method: the report needs the method among its baselines), significant at 0.05 after
+Holm. Better than both ends is better than any mix of them at that BLEU. A BLEU past either end is
+compared with that end alone and said to be not bracketed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+MEASURES = ("ifeval", "advbench", "gsm8k", "retention", "kl", "para_bleu")
+ALPHA = 0.05
+
+
+def path_points(runs: dict[str, dict], run: str) -> list[tuple[str, str, float]]:
+    """(run name, the method its paired tests name, BLEU), ordered by BLEU: base, RUN@A..., RUN."""
+    method = re.sub(r"-s\d+$", "", run)
+    pts = [("base", "base", runs["base"]["bleu"]), (run, method, runs[run]["bleu"])]
+    for name, r in runs.items():
+        m = re.fullmatch(re.escape(run) + r"@(.+)", name)
+        if m:
+            pts.append((name, f"{method}@{m[1]}", r["bleu"]))
+    return sorted(pts, key=lambda p: p[2])
+
+
+def bracket(points: list, bleu: float) -> tuple[list, bool]:
+    """The two adjacent points whose BLEU brackets ``bleu``, or the nearer end alone (not bracketed)."""
+    for lo, hi in zip(points, points[1:]):
+        if lo[2] <= bleu <= hi[2]:
+            return [lo, hi], True
+    return [points[0] if bleu < points[0][2] else points[-1]], False
+
+
+def verdict(tests: list[dict], method: str, against: list, measure: str) -> tuple[str, list[str]]:
+    """"above", "below" (worse than both, significantly) or "not above", and each comparison."""
+    said, better, worse = [], 0, 0
+    for _, point, _ in against:
+        t = next((t for t in tests if t["method"] == point and t["vs"] == method and t["measure"] == measure), None)
+        if t is None:
+            said.append(f"{point}: no test")
+            continue
+        sign = 1 if t["higher_is_better"] else -1
+        ok = t["p_holm"] < ALPHA
+        better += ok and sign * t["delta"] < 0  # the point is worse than the method
+        worse += ok and sign * t["delta"] > 0
+        said.append(f"{point} {t['delta']:+.3f} (Holm p {t['p_holm']:.3g})")
+    if better == len(against):
+        return "above", said
+    return ("below" if worse == len(against) else "not above"), said
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("report", type=Path)
+    ap.add_argument("--methods", default="radis,radis-turn")
+    ap.add_argument("--run", default="sft-s0", help="the run whose scales make the path")
+    a = ap.parse_args()
+    rep = json.loads(a.report.read_text())
+    runs = {r["name"]: r for r in rep["runs"]}
+    methods = {m["name"]: m for m in rep["methods"]}
+    points = path_points(runs, a.run)
+    print("path: " + ", ".join(f"{n} {b:.2f}" for n, _, b in points))
+    for name in a.methods.split(","):
+        m = methods[name]
+        against, inside = bracket(points, m["bleu"])
+        where = " and ".join(p[0] for p in against)
+        print(f"\n{name}: BLEU {m['bleu']:.2f} ({m['seeds']} seeds), "
+              + (f"bracketed by {where}" if inside else f"not bracketed: compared with {where} alone"))
+        for measure in MEASURES:
+            if not any(t["measure"] == measure for t in rep["tests"]):
+                continue
+            v, said = verdict(rep["tests"], name, against, measure)
+            print(f"  {measure:10s} {v:9s}  " + "; ".join(said))
+
+
+if __name__ == "__main__":
+    main()
