@@ -4,8 +4,8 @@ that forgets on dev data while it still translates.
     python scripts/forgetting_pick.py DEV_RUN_DIR [--report REPORT_JSON] [--order sft-b1,sft-b1a,...]
 
 Reads DEV_RUN_DIR/report/report.json (dev scores per run; --report: one written by `radis-mlx report`
-over DEV_RUN_DIR/eval, when the runs were made with --only) and DEV_RUN_DIR/recipe.json (each
-budget's finetune settings). Prints the curve and each budget's verdict (lines starting with #),
+over DEV_RUN_DIR/eval, when the runs were made with --only) and the pick's finetune settings as it
+was trained (DEV_RUN_DIR/NAME/train/config.yaml). Prints the curve and each budget's verdict (lines starting with #),
 then the main study's `--set` values for the pick; nothing when no measured budget qualifies.
 """
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import yaml
 
 GENERAL = ("ifeval", "advbench", "gsm8k")  # the report's 0-1 scores; the margin is in points
 MEAN_DROP = 5.0  # (a) the general mean falls by this many points
@@ -41,7 +43,6 @@ def main() -> None:
     a = ap.parse_args()
     report = a.report or a.dev_run / "report" / "report.json"
     rows = {r["name"]: r for r in json.loads(report.read_text())["runs"]}
-    specs = json.loads((a.dev_run / "recipe.json").read_text())["methods"]
     base = rows["base"]
     print("# run        BLEU   IFEval AdvBench GSM8K general  NLL+    KL      verdict")
     pick, gap = None, None  # the first unmeasured budget: nothing after it can be the cheapest
@@ -63,10 +64,10 @@ def main() -> None:
     if pick is None or gap and a.order.split(",").index(gap) < a.order.split(",").index(pick):
         print(f"# no pick yet: {gap} is not measured" if pick else "# no measured budget forgets while it translates")
         return
-    ft = specs[pick]["finetune"]
+    ft = yaml.safe_load((a.dev_run / pick / "train" / "config.yaml").read_text())
     print(f"# pick: {pick}")
     for k in ("epochs", "lr", "lora_rank"):
-        print(f"finetune.{k}={ft[k]:g}" if isinstance(ft[k], float) else f"finetune.{k}={ft[k]}")
+        print(f"finetune.{k}={ft[k]:g}")
 
 
 if __name__ == "__main__":

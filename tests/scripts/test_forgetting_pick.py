@@ -17,9 +17,9 @@ def _dev_run(tmp_path, runs: dict[str, tuple]) -> Path:
     rows = [{"name": n, "bleu": b, "ifeval": i, "advbench": a, "gsm8k": g, "general": (i + a + g) / 3, "kl": kl}
             for n, (b, i, a, g, kl) in runs.items()]
     (tmp_path / "report" / "report.json").write_text(json.dumps({"runs": rows}))
-    specs = {n: {"method": "sft", "finetune": {"epochs": e, "lr": lr, "lora_rank": r}}
-             for n, (e, lr, r) in BUDGETS.items()}
-    (tmp_path / "recipe.json").write_text(json.dumps({"methods": {"base": {}, **specs}}))
+    for n, (e, lr, r) in BUDGETS.items():  # each budget's settings as it was trained
+        (tmp_path / n / "train").mkdir(parents=True)
+        (tmp_path / n / "train" / "config.yaml").write_text(f"epochs: {float(e)}\nlr: {lr}\nlora_rank: {r}\n")
     return tmp_path
 
 
