@@ -1,7 +1,7 @@
 """Apply the forgetting margin of study-forgetting-qwen2.5-coder-0.5b-dev: the cheapest SFT budget
 that forgets on dev data while it still translates.
 
-    python scripts/forgetting_pick.py DEV_RUN_DIR [--report REPORT_JSON] [--order sft-b1,sft-b1a,...]
+    python scripts/forgetting_pick.py DEV_RUN_DIR [--report REPORT_JSON] [--order sft-b1,sft-b1a,...] [--plot PNG]
 
 Reads DEV_RUN_DIR/report/report.json (dev scores per run; --report: one written by `radis-mlx report`
 over DEV_RUN_DIR/eval, when the runs were made with --only) and the pick's finetune settings as it
@@ -35,11 +35,39 @@ def verdict(base: dict, r: dict) -> tuple[bool, bool, list[str]]:
     return bool(why), r["bleu"] >= base["bleu"] - BLEU_SLACK, why
 
 
+def plot(names: list[str], rows: dict, path: Path) -> None:
+    """The dev curve: translation, each general suite and the forgetting measures, budget by budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = range(len(names))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = [("dev BLEU (de-en, en-de mean)", [("bleu", "BLEU", 1)]),
+              ("dev general, % (margin: -10 pts one, -5 mean)",
+               [(k, k, 100) for k in (*GENERAL, "general")]),
+              ("forgetting on the base's answers, nats/token", [("kl", "KL(base||sft)", 1),
+                                                                ("retention_increase", "retention NLL increase", 1)])]
+    for ax, (title, lines) in zip(axes, panels):
+        for key, label, k in lines:
+            ax.plot(x, [k * rows[n].get(key, 0.0) for n in names], marker="o", label=label)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(list(x), names, rotation=30, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].axhline(rows["base"]["bleu"] - BLEU_SLACK, color="grey", ls=":", lw=1)
+    axes[2].axhline(KL_AT, color="grey", ls=":", lw=1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dev_run", type=Path)
     ap.add_argument("--report", type=Path, help="default: DEV_RUN_DIR/report/report.json")
     ap.add_argument("--order", default=ORDER, help="the budgets in order of cost")
+    ap.add_argument("--plot", type=Path, help="draw the curve (every measured budget, in order) to this PNG")
     a = ap.parse_args()
     report = a.report or a.dev_run / "report" / "report.json"
     rows = {r["name"]: r for r in json.loads(report.read_text())["runs"]}
@@ -61,6 +89,8 @@ def main() -> None:
               f"{r.get('kl', 0):.4f}  {said}")
         if pick is None and name != "base" and forgets and translates:
             pick = name
+    if a.plot:
+        plot([n for n in ["base", *a.order.split(",")] if n in rows], rows, a.plot)
     if pick is None or gap and a.order.split(",").index(gap) < a.order.split(",").index(pick):
         print(f"# no pick yet: {gap} is not measured" if pick else "# no measured budget forgets while it translates")
         return

@@ -17,7 +17,8 @@ pick="$OUT/forget-pick.txt"
 for budget in base sft-b1 sft-b1a sft-b1b sft-b2; do  # b3 and b4 were dropped (the dev recipe's header)
   rmlx run "${DEV[@]}" --only "$budget"
   rmlx report "$OUT/forget-dev/eval" --out "$OUT/forget-dev/curve" --baselines base
-  "$PY" scripts/forgetting_pick.py "$OUT/forget-dev" --report "$OUT/forget-dev/curve/report.json" > "$pick"
+  "$PY" scripts/forgetting_pick.py "$OUT/forget-dev" --report "$OUT/forget-dev/curve/report.json" \
+    --plot "$OUT/forget-dev/curve/curve.png" > "$pick"
   grep -q '^finetune\.' "$pick" && break
 done
 cat "$pick"

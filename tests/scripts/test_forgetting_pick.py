@@ -23,9 +23,9 @@ def _dev_run(tmp_path, runs: dict[str, tuple]) -> Path:
     return tmp_path
 
 
-def _pick(run: Path) -> tuple[list[str], str]:
-    out = subprocess.run([sys.executable, str(SCRIPT), str(run), "--order", ",".join(BUDGETS)], capture_output=True,
-                         text=True, check=True).stdout
+def _pick(run: Path, *args: str) -> tuple[list[str], str]:
+    out = subprocess.run([sys.executable, str(SCRIPT), str(run), "--order", ",".join(BUDGETS), *args],
+                         capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if not line.startswith("#")], out
 
 
@@ -37,8 +37,9 @@ def test_the_pick_is_the_first_budget_that_forgets_while_it_translates(tmp_path)
                               "sft-b1a": (12.0, 0.19, 0.45, 0.16, 0.06),  # AdvBench -15 points: forgets
                               "sft-b1b": (11.0, 0.10, 0.30, 0.10, 0.20),
                               "sft-b2": (5.0, 0.08, 0.02, 0.02, 0.90)})  # forgets, but translation broke too
-    sets, said = _pick(run)
+    sets, said = _pick(run, "--plot", str(tmp_path / "curve.png"))
     assert sets == ["finetune.epochs=1", "finetune.lr=0.0002", "finetune.lora_rank=8"]
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "sft-b1a" in said.split("# pick: ")[1] and "advbench -15.0 pts" in said
     assert "BLEU 5.00 < base 10.00 - 0.5: no pick" in said
 
