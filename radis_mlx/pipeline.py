@@ -26,7 +26,7 @@ from .generate.stage import format_summary as generate_summary
 from .generate.tcot_rows import share_answers
 from .outdir import check_out, claim
 from .recipe import (DEMO_DATA, GENERAL_KEYS, RECIPES, _from_set, _mapping, _where, find_recipe,  # noqa: F401
-                     load_recipe, only_methods, resolve_data, section_layers)
+                     load_recipe, only_methods, record, resolve_data, section_layers)
 
 # ---------------------------------------------------------------- recipe -> plan
 
@@ -384,7 +384,7 @@ def run(recipe: dict, out, *, progress: bool = True, check: bool = False, fit_fo
 
 def _run_stages(recipe: dict, out: Path, stages: list[Stage], progress: bool) -> dict:
     t0 = time.perf_counter()
-    atomic_write_json(out / "recipe.json", {k: v for k, v in recipe.items() if not k.startswith("_")})
+    atomic_write_json(out / "recipe.json", record(recipe))
     done, timings = {}, {}
     for st in stages:
         ts = time.perf_counter()

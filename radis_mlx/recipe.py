@@ -210,7 +210,16 @@ def only_methods(recipe: dict, patterns: str) -> dict:
         if not any(fnmatchcase(m, p) for m in recipe["methods"]):
             raise UserError(f"--only {p}: matches none of the recipe's methods ({', '.join(recipe['methods'])})")
     keep = {m: spec for m, spec in recipe["methods"].items() if any(fnmatchcase(m, p) for p in pats)}
-    return {**recipe, "methods": keep}
+    return {**recipe, "methods": keep, "_only": patterns, "_all_methods": recipe["methods"]}
+
+
+def record(recipe: dict) -> dict:
+    """What OUT/recipe.json keeps: the whole study, even when this call ran only some methods (a
+    dev rule reading it mid-study must find every method), and which ones this call ran."""
+    out = {k: v for k, v in recipe.items() if not k.startswith("_")}
+    if "_only" in recipe:
+        out.update(methods=recipe["_all_methods"], only=recipe["_only"])
+    return out
 
 
 def resolve_data(v, data_root: str | None, where: str) -> str:

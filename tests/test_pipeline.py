@@ -253,6 +253,16 @@ def test_replay_and_mix_never_train_on_retention_test_items(tmp_path):
                        if st.kind == "subset"][0], False)
 
 
+def test_recipe_json_keeps_every_method_when_only_some_run():
+    from radis_mlx.recipe import only_methods, record
+    r = load_recipe("demo")
+    part = only_methods(r, "base")
+    assert list(part["methods"]) == ["base"]
+    assert record(part)["methods"] == r["methods"] and record(part)["only"] == "base"
+    assert "only" not in record(r) and record(r)["methods"] == r["methods"]
+    json.dumps(record(part))  # what recipe.json holds
+
+
 def test_only_runs_the_matching_methods(tmp_path, capsys):
     from radis_mlx.cli import main
     out = tmp_path / "run"
