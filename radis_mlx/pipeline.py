@@ -271,12 +271,11 @@ STATUS = {"sample": lambda st: "done" if st.out.exists() else "to do", "generate
 
 
 def check_sources(recipe: dict, out, progress: bool = False) -> str:
-    """Where the model, the training pairs, the replay/mix data and every suite's test set come
-    from (local, cached, or on the hub); raises a UserError for one that cannot resolve."""
+    """Where the model, the training pairs, the replay/mix data and every suite's test set (a method's own
+    eval may add suites) come from (local, cached, or on the hub); raises a UserError for one that can't resolve."""
     picked = [methods.get(spec.get("method", name)) for name, spec in recipe["methods"].items()]
     used = {k: _where(recipe, k) for k in GENERAL_KEYS if recipe.get(k) and any(m.trains and _uses(m, k)
                                                                                  for m in picked)}
-    # a method's own eval settings may add suites (issue 28's paragraphs): their data is checked too
     cfgs = [_eval_stage(recipe, [], Path(out), progress, m).config
             for m in (None, *(m for m, spec in recipe["methods"].items() if (spec or {}).get("eval")))]
     return preflight.format_sources(preflight.model_status(recipe.get("model")),
