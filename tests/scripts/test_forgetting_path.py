@@ -54,3 +54,15 @@ def test_past_the_path_s_end_is_compared_with_the_end_alone(tmp_path):
     assert _line(out, "kl").split()[1] == "above" and "sft@0.75" not in _line(out, "kl")
     below = _run(tmp_path, 9.0, [_test("base", "radis", "kl", -0.1, 0.001, False)])
     assert "compared with base alone" in below and _line(below, "kl").split()[1] == "below"
+
+
+def test_post_hoc_lists_path_points_that_reach_its_bleu_and_beat_it(tmp_path):
+    # a path that peaks in its middle: sft@0.5 translates better than radis and forgets less (KL)
+    tests = [_test("sft@0.5", "radis", "kl", -0.02, 0.001, False), _test("sft@0.75", "radis", "kl", 0.01, 0.001, False),
+             _test("sft@0.25", "radis", "kl", -0.05, 0.001, False),  # lower BLEU than radis: not listed
+             _test("sft", "radis", "kl", -0.03, 0.30, False)]  # not significant: not listed
+    out = _run(tmp_path, 13.5, tests)
+    post = out.split("post hoc")[1]
+    kl = next(x for x in post.splitlines() if x.strip().startswith("kl "))
+    assert "sft-s0@0.5 (BLEU 14.00) -0.020" in kl
+    assert "sft-s0@0.75" not in kl and "sft-s0@0.25" not in kl and "sft-s0 (" not in kl
