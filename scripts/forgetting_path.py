@@ -94,7 +94,7 @@ def main() -> None:
         m = methods[name]
         against, inside = bracket(points, m["bleu"])
         where = " and ".join(p[0] for p in against)
-        print(f"\n{name}: BLEU {m['bleu']:.2f} ({m['seeds']} seeds), "
+        print(f"\n{name}: BLEU {m['bleu']:.2f} ({m['seeds']} seed{'s' * (m['seeds'] != 1)}), "
               + (f"bracketed by {where}" if inside else f"not bracketed: compared with {where} alone"))
         for measure in MEASURES:
             if not any(t["measure"] == measure for t in rep["tests"]):
