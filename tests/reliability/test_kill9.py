@@ -7,6 +7,7 @@ moments while it writes, reruns it, and compares with a run that was never inter
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -105,7 +106,7 @@ def test_eval_kill_9_then_rerun_resumes_from_its_cache(tmp_path, tiny_model_dir)
             "--max-tokens", "12", "--batch-size", "2"]
     _finish([*args, "--out", str(tmp_path / "straight")])
     out = tmp_path / "killed"
-    cached = lambda: sum(f.read_bytes().count(b"\n") for f in out.rglob("*.jsonl")) if out.exists() else 0  # noqa: E731
+    cached = lambda: _lines(_jsonl(out))  # noqa: E731
     rng = random.Random(11)
     kills = 0
     for want in (2, 12, 30):
@@ -130,7 +131,18 @@ def test_eval_kill_9_then_rerun_resumes_from_its_cache(tmp_path, tiny_model_dir)
 
 
 def _lines(paths) -> int:
-    return sum(f.read_bytes().count(b"\n") for f in paths if f.is_file())
+    n = 0
+    for f in paths:
+        with contextlib.suppress(FileNotFoundError):  # a temporary file renamed or removed meanwhile
+            n += f.read_bytes().count(b"\n")
+    return n
+
+
+def _jsonl(root: Path, folder: str | None = None) -> list[Path]:
+    """The .jsonl files under ``root`` (only in folders named ``folder``), while a process writes there:
+    os.walk passes over a folder removed mid-walk (the run's temporary ones), where Path.rglob raises."""
+    return sorted(Path(d) / f for d, _, files in os.walk(root) for f in files
+                  if f.endswith(".jsonl") and (folder is None or Path(d).name == folder))
 
 
 def _keys_once(paths) -> None:
@@ -151,7 +163,7 @@ def test_generate_tcot_kill_9_in_each_step_then_rerun_equals_uninterrupted_run(t
     _finish([*args, "--out", str(tmp_path / "straight.jsonl")])
     out = tmp_path / "killed.jsonl"
     answers = out.with_name("killed.jsonl.answers.jsonl")
-    cache = lambda: sorted(out.with_name("killed.jsonl.translations").rglob("*.jsonl"))  # noqa: E731
+    cache = lambda: _jsonl(out.with_name("killed.jsonl.translations"))  # noqa: E731
     rng = random.Random(5)
     kills = 0
     for ready in (lambda: _lines([answers]) >= 3, lambda: _lines([answers]) >= 10,
@@ -179,7 +191,7 @@ def test_eval_tcot_kill_9_then_rerun_resumes_with_nothing_lost_or_duplicated(tmp
             "--tcot", "de", "--tcot-zero-shot"]
     _finish([*args, "--out", str(tmp_path / "straight")])
     out = tmp_path / "killed"
-    cached = lambda: sorted(out.rglob("cache/*.jsonl")) if out.exists() else []  # noqa: E731
+    cached = lambda: _jsonl(out, "cache")  # noqa: E731
     rng = random.Random(13)
     kills = 0
     for want in (3, 12, 26, 40):
