@@ -51,6 +51,11 @@ def _paired(tests: list[dict], point: str, method: str, measure: str) -> dict | 
     return next((t for t in tests if t["method"] == point and t["vs"] == method and t["measure"] == measure), None)
 
 
+def _gain(t: dict) -> float:
+    """How much better the path point is than the method (> 0: the point is better)."""
+    return (1 if t["higher_is_better"] else -1) * t["delta"]
+
+
 def verdict(tests: list[dict], method: str, against: list, measure: str) -> tuple[str, list[str]]:
     """"above", "below" (worse than both, significantly) or "not above", and each comparison."""
     said, better, worse = [], 0, 0
@@ -59,10 +64,9 @@ def verdict(tests: list[dict], method: str, against: list, measure: str) -> tupl
         if t is None:
             said.append(f"{point}: no test")
             continue
-        sign = 1 if t["higher_is_better"] else -1
         ok = t["p_holm"] < ALPHA
-        better += ok and sign * t["delta"] < 0  # the point is worse than the method
-        worse += ok and sign * t["delta"] > 0
+        better += ok and _gain(t) < 0  # the point is worse than the method
+        worse += ok and _gain(t) > 0
         said.append(f"{point} {t['delta']:+.3f} (Holm p {t['p_holm']:.3g})")
     if better == len(against):
         return "above", said
@@ -74,7 +78,7 @@ def dominating(tests: list[dict], method: str, points: list, bleu: float, measur
     said = []
     for name, point, b in points:
         t = _paired(tests, point, method, measure)
-        if b >= bleu and t and t["p_holm"] < ALPHA and (1 if t["higher_is_better"] else -1) * t["delta"] > 0:
+        if b >= bleu and t and t["p_holm"] < ALPHA and _gain(t) > 0:
             said.append(f"{name} (BLEU {b:.2f}) {t['delta']:+.3f} (Holm p {t['p_holm']:.3g})")
     return said
 
@@ -89,6 +93,7 @@ def main() -> None:
     runs = {r["name"]: r for r in rep["runs"]}
     methods = {m["name"]: m for m in rep["methods"]}
     points = path_points(runs, a.run)
+    measured = [x for x in MEASURES if any(t["measure"] == x for t in rep["tests"])]
     print("path: " + ", ".join(f"{n} {b:.2f}" for n, _, b in points))
     for name in a.methods.split(","):
         m = methods[name]
@@ -96,16 +101,13 @@ def main() -> None:
         where = " and ".join(p[0] for p in against)
         print(f"\n{name}: BLEU {m['bleu']:.2f} ({m['seeds']} seed{'s' * (m['seeds'] != 1)}), "
               + (f"bracketed by {where}" if inside else f"not bracketed: compared with {where} alone"))
-        for measure in MEASURES:
-            if not any(t["measure"] == measure for t in rep["tests"]):
-                continue
+        for measure in measured:
             v, said = verdict(rep["tests"], name, against, measure)
             print(f"  {measure:10s} {v:9s}  " + "; ".join(said))
         print("  post hoc, path points at >= its BLEU that are significantly better:")
-        for measure in MEASURES:
-            if any(t["measure"] == measure for t in rep["tests"]):
-                print(f"    {measure:10s} " + ("; ".join(dominating(rep["tests"], name, points, m["bleu"], measure))
-                                               or "none"))
+        for measure in measured:
+            print(f"    {measure:10s} " + ("; ".join(dominating(rep["tests"], name, points, m["bleu"], measure))
+                                           or "none"))
 
 
 if __name__ == "__main__":
